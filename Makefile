@@ -1,0 +1,66 @@
+# OncoAgent: `make demo` and `make test` are all a fresh clone needs (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
+# Debian packages the test suite drives as real peers; installed by `make system-deps` when missing.
+SYSTEM_PACKAGES :=
+export YOLO_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv demo test test-unit lint system-deps lock clean
+
+help:
+	@echo "make demo    create .venv, install, run the daemon on generated sample inputs"
+	@echo "make test    install (with test tools and system packages) and run the whole suite"
+	@echo "make lint    ruff and mypy"
+
+venv: $(STAMP)
+
+# pyradiomics ships only an sdist whose build needs numpy and versioneer present: install those first,
+# then build it without isolation, then everything else from the lock, then this project (editable).
+$(STAMP): $(LOCK) pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c $(LOCK) pip setuptools wheel
+	$(BIN)/pip install -q -c $(LOCK) numpy versioneer
+	$(BIN)/pip install -q -c $(LOCK) --no-build-isolation pyradiomics
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/oncoagent --data-dir var/demo demo
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy agent pipelines dicom_node reports
+
+# Regenerate the lock from a clean venv of the direct dependencies (run after editing pyproject.toml).
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install -q numpy setuptools wheel versioneer
+	.lockvenv/bin/pip install -q --no-build-isolation pyradiomics
+	.lockvenv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e . pytest pytest-timeout ruff mypy
+	(head -2 $(LOCK); .lockvenv/bin/pip list --format=freeze | grep -iE '^(pip|setuptools|wheel)=='; \
+	 .lockvenv/bin/pip freeze --exclude-editable) > $(LOCK).new && mv $(LOCK).new $(LOCK)
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

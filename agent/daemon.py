@@ -1,0 +1,96 @@
+"""``oncoagent run``: ingest, routing, workers and schedules in one process until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from agent import systemd
+from agent.config import Settings
+from agent.dispatch import Dispatcher
+from agent.executor import Executor
+from agent.lockfile import DataDirLock
+from agent.router import Router
+from agent.scheduler import BatchScheduler
+from agent.signals import StopOnSignals
+from agent.store import Store
+from agent.watcher import FolderWatcher
+from pipelines import registry
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def run(self) -> int:
+        """Run until a stop signal; return the process exit status."""
+        settings = self.settings
+        paths = settings.paths
+        paths.create()
+        with DataDirLock(paths.lock), StopOnSignals() as stop:
+            registry.load_plugins(settings.plugins)
+            Router(settings.routing.rules).check_pipelines(registry.names())
+            store = Store.open(settings.database_url)
+            try:
+                return self._serve(store, stop)
+            finally:
+                store.close()
+
+    def _serve(self, store: Store, stop: threading.Event) -> int:
+        settings = self.settings
+        requeued = store.requeue_running("daemon restarted after an unclean stop")
+        if requeued:
+            log.warning("re-queued %d job(s) left running by an earlier unclean stop: %s", len(requeued), requeued)
+        executor = Executor(store, settings)
+        executor.start()
+        exec_thread = threading.Thread(target=executor.run, name="executor", daemon=True)
+        exec_thread.start()
+        watcher = FolderWatcher(store, settings)
+        dispatcher = Dispatcher(store, settings)
+        scheduler = BatchScheduler(store, settings, on_queued=executor.wake)
+        scheduler.start()
+
+        log.info(
+            "oncoagent running: data %s, %d worker(s), watching %s",
+            settings.data_dir, settings.executor.workers, ", ".join(str(f) for f, _ in watcher.folders) or "nothing",
+        )
+        systemd.notify("READY=1\nSTATUS=running")
+        ping_every = systemd.watchdog_interval()
+        last_ping = 0.0
+        status = 0
+        tick = min(settings.ingest.scan_interval_s, 1.0)
+        next_scan = 0.0
+        while not stop.is_set():
+            now = time.time()
+            if ping_every is not None and now - last_ping >= ping_every:
+                systemd.notify("WATCHDOG=1")
+                last_ping = now
+            if not exec_thread.is_alive():
+                log.critical("executor thread ended unexpectedly; stopping")
+                status = 1
+                break
+            if now >= next_scan:
+                next_scan = now + settings.ingest.scan_interval_s
+                self._ingest_cycle(watcher, dispatcher, executor, now)
+            stop.wait(tick)
+
+        systemd.notify("STOPPING=1")
+        log.info("stopping: no new work accepted; waiting up to %.0f s for running jobs",
+                 settings.executor.shutdown_grace_s)
+        scheduler.stop()
+        executor.stop()
+        exec_thread.join(timeout=settings.executor.shutdown_grace_s + 4)
+        log.info("stopped")
+        return status
+
+    @staticmethod
+    def _ingest_cycle(watcher: FolderWatcher, dispatcher: Dispatcher, executor: Executor, now: float) -> None:
+        try:
+            watcher.scan(now)
+            if dispatcher.route_ready(now):
+                executor.wake()
+        except Exception:
+            log.exception("ingest cycle failed; will retry")

@@ -1,0 +1,136 @@
+"""``oncoagent demo`` (``make demo``): generated sample inputs through a real daemon, then where results are.
+
+The demo owns its data directory (it writes a marker there) and starts it afresh each time: it generates a
+brightfield slide, a fluorescence slide and an MR series, starts ``oncoagent run`` as a subprocess, drops the
+samples into the daemon's inbox, waits until every job has finished, stops the daemon with SIGTERM and prints
+each result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent.config import LoadedSettings
+from agent.errors import OncoAgentError
+from agent.records import JobStatus
+from agent.store import Store
+from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from pipelines.synthetic.slides import SlideSpec, write_slide
+
+MARKER = ".oncoagent-demo"
+
+
+def run_demo(loaded: LoadedSettings, timeout: float) -> int:
+    settings = loaded.settings
+    root = settings.data_dir
+    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
+        raise OncoAgentError(f"{root} holds data that is not the demo's; run the demo with another --data-dir")
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    (root / MARKER).write_text("made by oncoagent demo; removed and rebuilt by each run\n")
+
+    samples = root / "samples"
+    print(f"generating sample inputs in {samples} ...", flush=True)
+    write_slide(samples / "demo-brightfield.tiff", SlideSpec(width=6144, height=6144, mode="brightfield", seed=101))
+    write_slide(samples / "demo-fluorescence.tiff", SlideSpec(width=6144, height=6144, mode="fluorescence", seed=102))
+    series = write_mr_series(samples / "mr-series", MRSeriesSpec(seed=103, lesions=2))
+    expected_inputs = 3
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "ONCOAGENT_INGEST__SETTLE_SECONDS": "1",
+            "ONCOAGENT_INGEST__QUIET_SECONDS": "2",
+            "ONCOAGENT_INGEST__SCAN_INTERVAL_S": "0.5",
+        }
+    )
+    command = [sys.executable, "-m", "agent.cli", "--data-dir", str(root)]
+    if loaded.config_file is not None:
+        command += ["--config", str(loaded.config_file)]
+    log_path = root / "daemon.log"
+    print(f"starting the daemon (log: {log_path}) ...", flush=True)
+    with log_path.open("wb") as daemon_log:
+        daemon = subprocess.Popen([*command, "run"], env=env, stdout=daemon_log, stderr=subprocess.STDOUT)
+        try:
+            _drop(samples / "demo-brightfield.tiff", root / "inbox")
+            _drop(samples / "demo-fluorescence.tiff", root / "inbox")
+            for path in series.files:
+                _drop(path, root / "inbox")
+            finished = _wait_for_jobs(root, expected_inputs, timeout, daemon)
+        finally:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(timeout=30)
+    print(f"daemon stopped (exit status {code})")
+    return _report(root, finished and code == 0)
+
+
+def _drop(source: Path, inbox: Path) -> None:
+    """Copy into the inbox under a hidden name, then rename: the daemon never sees a half-written file."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    hidden = inbox / f".{source.name}.copying"
+    shutil.copyfile(source, hidden)
+    os.replace(hidden, inbox / source.name)
+
+
+def _wait_for_jobs(root: Path, expected_inputs: int, timeout: float, daemon: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            print(f"the daemon exited early with status {daemon.returncode}; see {root / 'daemon.log'}")
+            return False
+        db = root / "oncoagent.db"
+        if db.exists():
+            store = Store.open(f"sqlite:///{db}", migrate=False)
+            try:
+                counts = store.counts()
+            except OncoAgentError:
+                counts = None
+            finally:
+                store.close()
+            if counts is not None:
+                jobs = counts["jobs"]
+                states = counts["inputs_by_state"]
+                line = "jobs: " + ", ".join(f"{k} {v}" for k, v in jobs.items() if v)
+                if line != last:
+                    print("  " + line, flush=True)
+                    last = line
+                settled = states["routed"] + states["ignored"]
+                pending = jobs[JobStatus.QUEUED.value] + jobs[JobStatus.RUNNING.value]
+                if settled >= expected_inputs and pending == 0:
+                    return True
+        time.sleep(0.5)
+    print(f"timed out after {timeout:.0f} s; see {root / 'daemon.log'}")
+    return False
+
+
+def _report(root: Path, finished: bool) -> int:
+    store = Store.open(f"sqlite:///{root / 'oncoagent.db'}", migrate=False)
+    try:
+        jobs = list(reversed(store.list_jobs()))
+        inputs = store.list_inputs()
+    finally:
+        store.close()
+    print()
+    print("results:")
+    failed = 0
+    for job in jobs:
+        if job.status is JobStatus.SUCCEEDED:
+            print(f"  job {job.id} {job.pipeline} {job.pipeline_version}: {job.result_path}/result.json")
+        else:
+            failed += 1
+            print(f"  job {job.id} {job.pipeline}: {job.status.value}: {job.last_error}")
+    for inp in inputs:
+        if inp.reason:
+            print(f"  input {inp.id} ({inp.kind.value}) ignored: {inp.reason}")
+    print()
+    print(f"data directory: {root}   (inspect with: .venv/bin/oncoagent --data-dir {root} status)")
+    return 0 if finished and not failed and jobs else 1

@@ -1,0 +1,64 @@
+"""From inputs to jobs: route every ready input once, queue its job or record why it was ignored."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from agent.config import Settings
+from agent.errors import OncoAgentError
+from agent.logs import job_context
+from agent.records import Input, Job
+from agent.router import Ignored, Router
+from agent.store import Store
+from dicom_node.assembly import is_ready
+from pipelines import registry
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.router = Router(settings.routing.rules)
+        self.quiet_seconds = settings.ingest.quiet_seconds
+        self.max_attempts = settings.executor.max_attempts
+
+    def route_ready(self, now: float | None = None) -> list[Job]:
+        """Route inputs that finished arriving; return the jobs queued now."""
+        now = time.time() if now is None else now
+        queued = []
+        for inp in self.store.receiving_inputs(quiet_before=now):
+            if is_ready(inp, now, self.quiet_seconds):
+                job = self.route(inp)
+                if job is not None:
+                    queued.append(job)
+        return queued
+
+    def route(self, inp: Input, *, force: bool = False) -> Job | None:
+        with job_context(input=inp.id, series=inp.series_uid):
+            decision = self.router.route(inp)
+            if isinstance(decision, Ignored):
+                self.store.mark_ignored(inp.id, decision.reason)
+                log.info("input %d ignored: %s", inp.id, decision.reason)
+                return None
+            try:
+                version = registry.get(decision.pipeline).version
+            except OncoAgentError as exc:
+                self.store.mark_ignored(inp.id, f"rule {decision.rule}: {exc}")
+                log.error("input %d: %s", inp.id, exc)
+                return None
+            job, new = self.store.enqueue(
+                inp.id,
+                decision.pipeline,
+                version,
+                priority=decision.priority,
+                max_attempts=self.max_attempts,
+                rule=decision.rule,
+                force=force,
+            )
+            if new:
+                log.info("input %d -> job %d (%s, rule %s)", inp.id, job.id, decision.pipeline, decision.rule)
+            else:
+                log.info("input %d: job %d exists (%s), not queued again", inp.id, job.id, job.status.value)
+            return job if new else None

@@ -1,0 +1,282 @@
+"""Runs queued jobs in N local worker processes.
+
+The executor claims jobs from the store, hands each to an idle worker over a pipe and records the outcome.
+A worker that dies (SIGKILL, segfault, out of memory) or overruns the job timeout is replaced; its job is
+retried with capped exponential backoff like any transient failure. Jobs that raise an ``InputError`` or an
+unexpected exception fail at once with their reason. On shutdown, running jobs get a grace period to finish
+and are then re-queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from agent.config import Settings
+from agent.errors import OncoAgentError
+from agent.records import InputKind, Job, JobStatus
+from agent.retry import RetryStrategy
+from agent.store import Store
+from agent.worker import Failure, WorkerConfig, worker_main
+
+log = logging.getLogger(__name__)
+
+_ctx = mp.get_context("spawn")
+
+JobListener = Callable[[Job], None]
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: BaseProcess
+    conn: Connection
+    job: Job | None = None
+    started: float = 0.0
+
+
+class Executor:
+    def __init__(self, store: Store, settings: Settings, on_finished: JobListener | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.paths = settings.paths
+        cfg = settings.executor
+        self.retry = RetryStrategy(cfg.max_attempts, cfg.backoff_base_s, cfg.backoff_max_s)
+        self.on_finished = on_finished
+        self._workers: list[_Worker] = []
+        self._stop = threading.Event()
+        self._claiming = threading.Event()
+        self._claiming.set()
+        self._wake_r, self._wake_w = _ctx.Pipe(duplex=False)
+
+    # ------------------------------------------------------------------------------------- public
+
+    def start(self) -> None:
+        self._workers = [self._spawn(i) for i in range(self.settings.executor.workers)]
+
+    def wake(self) -> None:
+        """Tell the loop that new work may be queued (called from other threads)."""
+        self._wake_w.send(None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake()
+
+    def run(self) -> None:
+        """The dispatch loop; returns after :meth:`stop`, once running jobs finished or were re-queued."""
+        while not self._stop.is_set():
+            self._dispatch()
+            self._wait(self._next_wait())
+            self._check_timeouts()
+        self._shutdown()
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self._workers if w.job is not None)
+
+    # ------------------------------------------------------------------------------------- workers
+
+    def _spawn(self, index: int) -> _Worker:
+        parent, child = _ctx.Pipe(duplex=True)
+        config = WorkerConfig(
+            index=index,
+            log_level=self.settings.log.level,
+            log_format=self.settings.log.format,
+            plugins=tuple(self.settings.plugins),
+            parent_pid=os.getpid(),
+        )
+        process = _ctx.Process(target=worker_main, args=(child, config), name=f"oncoagent-worker-{index}")
+        process.daemon = True
+        process.start()
+        child.close()
+        log.debug("worker %d started (pid %s)", index, process.pid)
+        return _Worker(index, process, parent)
+
+    def _dispatch(self) -> None:
+        for worker in self._workers:
+            if worker.job is not None or self._stop.is_set():
+                continue
+            try:
+                job = self.store.claim()
+            except OncoAgentError as exc:
+                log.error("cannot claim a job: %s", exc)
+                return
+            if job is None:
+                return
+            try:
+                payload = self._payload(job)
+            except (OncoAgentError, OSError) as exc:
+                self._record_failure(job, f"cannot prepare job: {exc}", retry=False)
+                continue
+            worker.job = job
+            worker.started = time.monotonic()
+            log.info("job %d (%s) -> worker %d", job.id, job.pipeline, worker.index)
+            worker.conn.send(payload)
+
+    def _payload(self, job: Job) -> dict[str, Any]:
+        inp = self.store.get_input(job.input_id)
+        if inp.kind is InputKind.DICOM_SERIES:
+            paths = [str(p) for p in self.store.instance_paths(inp.id)]
+        else:
+            paths = [str(inp.path)]
+        return {
+            "job_id": job.id,
+            "pipeline": job.pipeline,
+            "kind": inp.kind.value,
+            "key": inp.key,
+            "paths": paths,
+            "attrs": inp.attrs,
+            "study_uid": inp.study_uid,
+            "series_uid": inp.series_uid,
+            "result_dir": str(self.result_dir(job.id)),
+            "staging_dir": str(self.paths.tmp),
+        }
+
+    def result_dir(self, job_id: int) -> Path:
+        return self.paths.results / f"job-{job_id:06d}"
+
+    def _next_wait(self) -> float:
+        wait_s = self.settings.executor.poll_interval_s
+        if any(w.job is None for w in self._workers):
+            due = self.store.next_due()
+            if due is not None:
+                wait_s = min(wait_s, max(0.0, due - time.time()))
+        return wait_s
+
+    def _wait(self, timeout: float) -> None:
+        busy = {w.conn: w for w in self._workers if w.job is not None}
+        sentinels = {w.process.sentinel: w for w in self._workers}
+        ready = wait([self._wake_r, *busy, *sentinels], timeout)
+        for item in ready:
+            if item is self._wake_r:
+                while self._wake_r.poll():
+                    self._wake_r.recv()
+            elif item in busy:
+                worker = busy[item]
+                try:
+                    outcome = worker.conn.recv()
+                except (EOFError, OSError):
+                    continue  # the sentinel reports the death
+                self._record_outcome(worker, outcome)
+        for sentinel, worker in sentinels.items():
+            if sentinel in ready or not worker.process.is_alive():
+                self._replace_dead(worker)
+
+    def _replace_dead(self, worker: _Worker) -> None:
+        if worker.conn.poll():  # the job finished just before the process ended
+            with contextlib.suppress(EOFError, OSError):
+                self._record_outcome(worker, worker.conn.recv())
+        worker.process.join(timeout=1)
+        code = worker.process.exitcode
+        if worker.job is not None:
+            reason = f"worker process died ({_describe_exit(code)}) while running the job"
+            log.error("job %d: %s", worker.job.id, reason)
+            self._record_failure(worker.job, reason, retry=True)
+        else:
+            log.warning("idle worker %d exited (%s)", worker.index, _describe_exit(code))
+        worker.conn.close()
+        if not self._stop.is_set():
+            self._workers[self._workers.index(worker)] = self._spawn(worker.index)
+
+    def _check_timeouts(self) -> None:
+        limit = self.settings.executor.job_timeout_s
+        for worker in self._workers:
+            if worker.job is not None and time.monotonic() - worker.started > limit:
+                job = worker.job
+                log.error("job %d exceeded the %g s timeout; killing worker %d", job.id, limit, worker.index)
+                worker.process.kill()
+                worker.process.join(timeout=5)
+                worker.job = None
+                self._record_failure(job, f"timed out after {limit:g} s", retry=True)
+                worker.conn.close()
+                self._workers[self._workers.index(worker)] = self._spawn(worker.index)
+
+    # ------------------------------------------------------------------------------------- outcomes
+
+    def _record_outcome(self, worker: _Worker, outcome: dict[str, Any]) -> None:
+        job = worker.job
+        worker.job = None
+        if job is None or outcome.get("job_id") != job.id:
+            log.error("worker %d sent an outcome for a job it was not running: %r", worker.index, outcome)
+            return
+        if outcome["ok"]:
+            try:
+                done = self.store.succeed(job.id, Path(outcome["result_dir"]), outcome["summary"], outcome["models"])
+            except OncoAgentError as exc:
+                log.error("job %d: cannot record success: %s", job.id, exc)
+                return
+            log.info("job %d succeeded", job.id)
+            self._notify(done)
+        else:
+            self._record_failure(job, outcome["error"], retry=outcome["kind"] == Failure.TRANSIENT)
+
+    def _record_failure(self, job: Job, error: str, *, retry: bool) -> None:
+        retry_at = self.retry.retry_at(job.attempts, time.time()) if retry else None
+        try:
+            updated = self.store.fail(job.id, error, retry_at=retry_at)
+        except OncoAgentError as exc:
+            log.error("job %d: cannot record failure: %s", job.id, exc)
+            return
+        if updated.status is JobStatus.QUEUED:
+            log.warning(
+                "job %d failed (attempt %d/%d), retry in %.0f s: %s",
+                job.id, job.attempts, job.max_attempts, updated.not_before - time.time(), error,
+            )
+        else:
+            log.error("job %d failed: %s", job.id, error)
+            self._notify(updated)
+
+    def _notify(self, job: Job) -> None:
+        if self.on_finished is None:
+            return
+        try:
+            self.on_finished(job)
+        except OncoAgentError as exc:
+            log.error("job %d: after-finish hook failed: %s", job.id, exc)
+
+    # ------------------------------------------------------------------------------------- shutdown
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.settings.executor.shutdown_grace_s
+        while self.busy and time.monotonic() < deadline:
+            self._wait(min(0.2, max(0.0, deadline - time.monotonic())))
+        for worker in self._workers:
+            if worker.job is not None:
+                log.info("job %d still running at shutdown; it will be re-queued", worker.job.id)
+                worker.process.kill()
+            else:
+                try:
+                    worker.conn.send(None)
+                except (OSError, ValueError):
+                    worker.process.kill()
+        for worker in self._workers:
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=2)
+        ids = self.store.requeue_running("daemon stopped while the job ran")
+        if ids:
+            log.info("re-queued %d running job(s): %s", len(ids), ids)
+        self._workers = []
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -1,0 +1,136 @@
+"""``oncoagent process``: the router and pipelines on given paths, without a daemon or a store.
+
+Each input (a slide file, or a DICOM series gathered from the files and folders given) gets a folder under
+``--out`` with ``result.json`` and its reports. Failures are reported per input with their reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from agent.errors import InputError, OncoAgentError
+from agent.logs import job_context
+from agent.records import Input, InputKind, InputState
+from agent.results import execute
+from agent.router import Ignored, Router
+from agent.watcher import SLIDE_SUFFIXES, files_under
+from dicom_node.storage import routing_attrs, validate_uid
+from pipelines import registry
+from pipelines.base import PipelineInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    ok: bool
+    detail: str  # result folder, or the reason it failed
+    pipeline: str | None = None
+
+
+@dataclass
+class _Series:
+    study_uid: str
+    series_uid: str
+    attrs: dict[str, object]
+    files: list[Path]
+
+
+def collect(paths: Iterable[Path]) -> tuple[list[tuple[Input, tuple[Path, ...]]], list[Outcome]]:
+    """Turn paths into inputs: slides one by one, DICOM files grouped by series. Bad paths become outcomes."""
+    inputs: list[tuple[Input, tuple[Path, ...]]] = []
+    bad: list[Outcome] = []
+    series: dict[str, _Series] = {}
+    now = time.time()
+    for root in paths:
+        if not root.exists():
+            bad.append(Outcome(str(root), False, "no such file or folder"))
+            continue
+        files = [root] if root.is_file() else list(files_under(root))
+        if not files:
+            bad.append(Outcome(str(root), False, "folder holds no files"))
+        for path in files:
+            if path.suffix.lower() in SLIDE_SUFFIXES:
+                inp = Input(
+                    id=0, kind=InputKind.SLIDE, key=str(path.resolve()), path=path.resolve(), fingerprint="",
+                    attrs={"file_name": path.name, "suffix": path.suffix.lower()}, instance_count=1,
+                    state=InputState.RECEIVING, reason=None, created_at=now, updated_at=now,
+                )
+                inputs.append((inp, (path,)))
+                continue
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                series_uid = validate_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
+                study_uid = validate_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
+            except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
+                if root.is_file():
+                    bad.append(Outcome(str(path), False, f"neither DICOM nor a known slide format ({exc})"))
+                else:
+                    log.info("skipping %s: not DICOM and not a slide", path)
+                continue
+            except InputError as exc:
+                bad.append(Outcome(str(path), False, str(exc)))
+                continue
+            entry = series.setdefault(series_uid, _Series(study_uid, series_uid, routing_attrs(ds), []))
+            entry.files.append(path)
+    for entry in series.values():
+        inp = Input(
+            id=0, kind=InputKind.DICOM_SERIES, key=entry.series_uid, path=entry.files[0].parent,
+            fingerprint="", attrs=entry.attrs, instance_count=len(entry.files), state=InputState.RECEIVING,
+            reason=None, created_at=now, updated_at=now, study_uid=entry.study_uid, series_uid=entry.series_uid,
+        )
+        inputs.append((inp, tuple(entry.files)))
+    return inputs, bad
+
+
+def output_name(inp: Input) -> str:
+    if inp.kind is InputKind.SLIDE:
+        return re.sub(r"[^A-Za-z0-9._-]", "_", inp.path.stem)
+    return f"series-{inp.series_uid}"
+
+
+def process(
+    router: Router,
+    paths: Iterable[Path],
+    out: Path,
+    pipeline_name: str | None = None,
+    progress: Callable[[Iterable[tuple[Input, tuple[Path, ...]]]], Iterable[tuple[Input, tuple[Path, ...]]]] = iter,
+) -> list[Outcome]:
+    inputs, outcomes = collect(paths)
+    for inp, files in progress(inputs):
+        name = output_name(inp)
+        if pipeline_name is not None:
+            pipeline_to_use: str = pipeline_name
+        else:
+            decision = router.route(inp)
+            if isinstance(decision, Ignored):
+                outcomes.append(Outcome(name, False, f"not processed: {decision.reason}"))
+                continue
+            pipeline_to_use = decision.pipeline
+        with job_context(input=name, series=inp.series_uid):
+            try:
+                pipeline = registry.get(pipeline_to_use)
+                execute(
+                    pipeline,
+                    PipelineInput(inp.kind.value, inp.key, files, inp.attrs, inp.study_uid, inp.series_uid),
+                    out / name,
+                    out / ".staging",
+                )
+            except OncoAgentError as exc:
+                outcomes.append(Outcome(name, False, str(exc), pipeline_to_use))
+                continue
+            except Exception as exc:
+                log.exception("pipeline %s failed on %s", pipeline_to_use, name)
+                outcomes.append(Outcome(name, False, f"{type(exc).__name__}: {exc}", pipeline_to_use))
+                continue
+        outcomes.append(Outcome(name, True, str(out / name), pipeline_to_use))
+    return outcomes

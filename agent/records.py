@@ -1,0 +1,102 @@
+"""Frozen records the store hands out: inputs (series, slides), jobs and outbox entries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from agent.config import Priority
+
+
+class InputKind(StrEnum):
+    DICOM_SERIES = "dicom-series"
+    SLIDE = "slide"
+
+
+class InputState(StrEnum):
+    RECEIVING = "receiving"  # instances still arriving / file still settling
+    ROUTED = "routed"  # a job was queued for it
+    IGNORED = "ignored"  # no routing rule matched; reason says why
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One unit of work as the router sees it: a DICOM series or a slide file."""
+
+    id: int
+    kind: InputKind
+    key: str  # series instance UID, or the slide's resolved path
+    path: Path  # series folder under storage/, or the slide file
+    fingerprint: str  # changes when the content changes (new instance, rewritten file)
+    attrs: dict[str, Any]  # DICOM keywords of the first instance, or file facts
+    instance_count: int
+    state: InputState
+    reason: str | None
+    created_at: float
+    updated_at: float
+    study_uid: str | None = None
+    series_uid: str | None = None
+
+    @property
+    def uids(self) -> dict[str, str]:
+        out = {}
+        if self.study_uid:
+            out["study_uid"] = self.study_uid
+        if self.series_uid:
+            out["series_uid"] = self.series_uid
+        return out
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    input_id: int
+    pipeline: str
+    pipeline_version: str
+    input_fingerprint: str
+    status: JobStatus
+    priority: Priority
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    not_before: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    rule: str | None = None
+    result_path: Path | None = None
+    models: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.status is JobStatus.QUEUED and self.not_before <= time.time()
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A DICOM instance written to storage."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    path: Path
+    size: int
+    attrs: dict[str, Any]
+    source: str  # "scp:<calling AE>", "folder:<path>", "cli"

@@ -1,0 +1,135 @@
+"""Tables of the job store (the current schema) and the migrations that bring older databases to it.
+
+A new database is created directly at the newest schema and stamped with ``SCHEMA_VERSION``. An existing one
+runs each migration newer than its stamp, in order, in one transaction. To change the schema: edit the tables
+below, bump ``SCHEMA_VERSION`` and append a migration that turns the previous schema into the new one.
+Only :mod:`agent.store` uses this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+schema_info = Table(
+    "schema_info",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+inputs = Table(
+    "inputs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("key", String(1024), nullable=False, unique=True),
+    Column("path", Text, nullable=False),
+    Column("study_uid", String(64)),
+    Column("series_uid", String(64)),
+    Column("fingerprint", String(64), nullable=False),
+    Column("attrs", JSON, nullable=False),
+    Column("instance_count", Integer, nullable=False, default=0),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_inputs_state_updated", "state", "updated_at"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=False),
+    Column("input_id", Integer, ForeignKey("inputs.id"), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("received_at", Float, nullable=False),
+    Index("ix_instances_series", "series_uid"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("input_id", Integer, ForeignKey("inputs.id"), nullable=False),
+    Column("pipeline", String(64), nullable=False),
+    Column("pipeline_version", String(32), nullable=False),
+    Column("input_fingerprint", String(64), nullable=False),
+    Column("rule", String(128)),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("not_before", Float, nullable=False, default=0.0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("result_path", Text),
+    Column("summary", JSON),
+    Column("models", JSON, nullable=False),
+    UniqueConstraint("input_id", "pipeline", "pipeline_version", "input_fingerprint", name="uq_job_effect"),
+    Index("ix_jobs_claim", "status", "priority", "not_before", "id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("job_id", Integer, ForeignKey("jobs.id")),
+    Column("input_id", Integer, ForeignKey("inputs.id")),
+    Column("event", String(32), nullable=False),
+    Column("detail", Text),
+    Index("ix_events_job", "job_id"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id")),
+    Column("destination", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("sop_instance_uid", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("next_attempt_at", Float, nullable=False, default=0.0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("sent_at", Float),
+    UniqueConstraint("destination", "sop_instance_uid", name="uq_outbox_object"),
+)
+
+Migration = Callable[[Connection], None]
+
+# MIGRATIONS[n] turns schema version n into n + 1. Empty while version 1 is the only one shipped.
+MIGRATIONS: dict[int, Migration] = {}

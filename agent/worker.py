@@ -1,0 +1,112 @@
+"""The worker process: receives jobs from the executor over a pipe, runs them, sends back outcomes.
+
+A worker dies with its parent (PR_SET_PDEATHSIG) so that a daemon killed by SIGKILL leaves no orphan
+writing results nobody records. Pipelines, and the models they load, stay cached for the worker's life.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from agent import logs
+from agent.errors import InputError, OncoAgentError, TransientError
+from agent.results import execute
+from pipelines import registry
+from pipelines.base import PipelineInput
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    index: int
+    log_level: str
+    log_format: str
+    plugins: tuple[str, ...]
+    parent_pid: int
+
+
+class Failure:
+    """Outcome kinds a worker reports for a job that did not succeed."""
+
+    INPUT = "input"  # bad input: fail now
+    TRANSIENT = "transient"  # may pass: retry with backoff
+    ERROR = "error"  # a bug or unexpected condition: fail now, reason recorded
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        log.warning("cannot set PR_SET_PDEATHSIG; orphaned workers will exit on their next job")
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def worker_main(conn: Connection, config: WorkerConfig) -> None:
+    _die_with_parent(config.parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon decides
+    logs.configure(config.log_level, config.log_format)
+    registry.load_plugins(config.plugins)
+    while True:
+        try:
+            payload = conn.recv()
+        except EOFError:
+            return
+        if payload is None:
+            return
+        conn.send(run_payload(payload))
+
+
+def run_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one job description; never raises, the outcome says what happened."""
+    job_id = payload["job_id"]
+    inp = PipelineInput(
+        kind=payload["kind"],
+        key=payload["key"],
+        paths=tuple(Path(p) for p in payload["paths"]),
+        attrs=payload["attrs"],
+        study_uid=payload.get("study_uid"),
+        series_uid=payload.get("series_uid"),
+        job_id=job_id,
+    )
+    with logs.job_context(job=job_id, study=inp.study_uid, series=inp.series_uid):
+        try:
+            pipeline = registry.get(payload["pipeline"])
+            log.info("running %s %s", pipeline.name, pipeline.version)
+            doc = execute(
+                pipeline,
+                inp,
+                Path(payload["result_dir"]),
+                Path(payload["staging_dir"]),
+                extra={"job_id": job_id},
+            )
+        except InputError as exc:
+            log.warning("bad input: %s", exc)
+            return {"job_id": job_id, "ok": False, "kind": Failure.INPUT, "error": str(exc)}
+        except TransientError as exc:
+            log.warning("transient failure: %s", exc)
+            return {"job_id": job_id, "ok": False, "kind": Failure.TRANSIENT, "error": str(exc)}
+        except (OncoAgentError, Exception) as exc:
+            log.error("pipeline error: %s", exc, exc_info=True)
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return {"job_id": job_id, "ok": False, "kind": Failure.ERROR, "error": detail}
+        log.info("done in %.1f s", doc["seconds"])
+        return {
+            "job_id": job_id,
+            "ok": True,
+            "result_dir": payload["result_dir"],
+            "summary": doc["summary"],
+            "models": doc["models"],
+        }

@@ -1,0 +1,1 @@
+"""DICOM networking: C-STORE SCP, series assembly, SCU outbox."""

@@ -1,0 +1,1 @@
+"""Generated slides and MR series for the demo, the tests and model training (never patient data)."""

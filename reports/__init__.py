@@ -1,0 +1,1 @@
+"""Output formats: DICOM SR/SEG/annotations, HTML/PDF documents, figures."""

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import Settings
+from agent.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_TESTDATA = REPO.parent / "shared" / "testdata"
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def deep_update(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+SCRIPTED_RULES = [{"name": "scripted", "pipeline": "test-scripted", "match": {"kind": "slide"}}]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**sections: Any) -> Settings:
+        base: dict[str, Any] = {
+            "data_dir": str(tmp_path / "data"),
+            "executor": {"workers": 2, "backoff_base_s": 0.2, "backoff_max_s": 1.0, "poll_interval_s": 0.1},
+            "ingest": {"settle_seconds": 0, "quiet_seconds": 0, "scan_interval_s": 0.2},
+            "plugins": ["tests.support.scripted_pipelines"],
+        }
+        settings = Settings.model_validate(deep_update(base, sections))
+        settings.paths.create()
+        return settings
+
+    return make
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "ledger"
+    folder.mkdir()
+    monkeypatch.setenv("OA_TEST_LEDGER", str(folder))
+    return folder / "ledger.txt"
+
+
+def shared(path: str) -> Path:
+    target = SHARED_TESTDATA / path
+    if not target.exists():
+        pytest.skip(f"shared test data {path} is not available beside this checkout")
+    return target

@@ -1,0 +1,166 @@
+"""The executor with real worker processes: failures, retries, crashes, timeouts, shutdown."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import Settings
+from agent.executor import Executor
+from agent.records import InputKind, Job, JobStatus
+from agent.store import Store
+from tests.support.waiting import wait_for
+
+
+class Running:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store.open(settings.database_url)
+        self.finished: list[Job] = []
+        self.executor = Executor(self.store, settings, on_finished=self.finished.append)
+        self.executor.start()
+        self.thread = threading.Thread(target=self.executor.run, daemon=True)
+        self.thread.start()
+
+    def submit(self, name: str, max_attempts: int = 3) -> int:
+        path = self.settings.data_dir / "in" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+        inp, _ = self.store.upsert_file_input(InputKind.SLIDE, path, name, {})
+        job, _ = self.store.enqueue(inp.id, "test-scripted", "1.0", max_attempts=max_attempts)
+        self.executor.wake()
+        return job.id
+
+    def wait_done(self, job_id: int, timeout: float = 60) -> Job:
+        return wait_for(
+            lambda: (j := self.store.get_job(job_id)).status.finished and j, timeout, what=f"job {job_id} to finish"
+        )
+
+    def stop(self) -> None:
+        self.executor.stop()
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive()
+        self.store.close()
+
+
+@pytest.fixture
+def running(make_settings: Callable[..., Settings], ledger: Path) -> Iterator[Running]:
+    r = Running(make_settings())
+    yield r
+    if r.thread.is_alive():
+        r.stop()
+
+
+def ledger_lines(ledger: Path) -> list[str]:
+    return ledger.read_text().splitlines() if ledger.exists() else []
+
+
+def test_success_writes_a_whole_result_folder(running: Running) -> None:
+    job = running.wait_done(running.submit("plain.tiff"))
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.result_path == running.settings.paths.results / f"job-{job.id:06d}"
+    assert (job.result_path / "output.txt").read_text() == "processed plain.tiff\n"
+    import json
+
+    doc: dict[str, Any] = json.loads((job.result_path / "result.json").read_text())
+    assert doc["pipeline"] == "test-scripted" and doc["job_id"] == job.id
+    assert doc["summary"] == {"name": "plain.tiff", "attempt": 1}
+    assert running.finished[-1].id == job.id
+    assert list(running.settings.paths.tmp.iterdir()) == []  # no staging left behind
+
+
+def test_bad_input_fails_at_once_with_its_reason(running: Running, ledger: Path) -> None:
+    job = running.wait_done(running.submit("x-fail-input.tiff"))
+    assert job.status is JobStatus.FAILED
+    assert job.attempts == 1
+    assert job.last_error == "x-fail-input.tiff is marked as bad input"
+
+
+def test_unexpected_exception_fails_with_type_and_message(running: Running) -> None:
+    job = running.wait_done(running.submit("x-error.tiff"))
+    assert job.status is JobStatus.FAILED
+    assert job.last_error == "RuntimeError: unexpected condition in x-error.tiff"
+
+
+def test_transient_failures_retry_with_backoff_then_succeed(running: Running, ledger: Path) -> None:
+    job = running.wait_done(running.submit("x-transient2.tiff"))
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.attempts == 3
+    events = [e["event"] for e in running.store.events(job.id)]
+    assert events == ["queued", "started", "retry", "started", "retry", "started", "succeeded"]
+
+
+def test_transient_failures_give_up_after_max_attempts(running: Running) -> None:
+    job = running.wait_done(running.submit("x-transient9.tiff", max_attempts=2))
+    assert job.status is JobStatus.FAILED
+    assert job.attempts == 2
+    assert job.last_error == "peer busy (attempt 2)"
+
+
+@pytest.mark.parametrize("name", ["x-sigkill1.tiff", "x-segfault1.tiff"])
+def test_worker_death_is_retried_and_the_executor_survives(running: Running, ledger: Path, name: str) -> None:
+    job = running.wait_done(running.submit(name))
+    assert job.status is JobStatus.SUCCEEDED, job.last_error
+    assert job.attempts == 2
+    retry_event = [e for e in running.store.events(job.id) if e["event"] == "retry"]
+    signal_name = "SIGKILL" if "sigkill" in name else "SIGSEGV"
+    assert f"worker process died (killed by {signal_name})" in retry_event[0]["detail"]
+    # the replacement worker takes new work
+    assert running.wait_done(running.submit("after.tiff")).status is JobStatus.SUCCEEDED
+
+
+def test_job_over_the_timeout_is_killed_and_retried(
+    make_settings: Callable[..., Settings], ledger: Path
+) -> None:
+    r = Running(make_settings(executor={"job_timeout_s": 0.5, "max_attempts": 2}))
+    try:
+        job = r.wait_done(r.submit("x-sleep5.tiff", max_attempts=2))
+        assert job.status is JobStatus.FAILED
+        assert job.attempts == 2
+        assert job.last_error == "timed out after 0.5 s"
+        assert "done" not in ledger.read_text()
+    finally:
+        r.stop()
+
+
+def test_many_jobs_run_in_parallel_each_once(running: Running, ledger: Path) -> None:
+    ids = [running.submit(f"p{i}-sleep0.3.tiff") for i in range(6)]
+    jobs = [running.wait_done(i) for i in ids]
+    assert all(j.status is JobStatus.SUCCEEDED for j in jobs)
+    done = [line for line in ledger_lines(ledger) if line.startswith("done")]
+    assert len(done) == 6 and len(set(done)) == 6
+
+
+def test_stop_requeues_a_job_that_outlives_the_grace_period(
+    make_settings: Callable[..., Settings], ledger: Path
+) -> None:
+    r = Running(make_settings(executor={"shutdown_grace_s": 0.3}))
+    job_id = r.submit("long-sleep30.tiff")
+    wait_for(lambda: "start" in (ledger.read_text() if ledger.exists() else ""), what="the job to start")
+    r.stop()
+    store = Store.open(r.settings.database_url)
+    try:
+        job = store.get_job(job_id)
+        assert job.status is JobStatus.QUEUED
+        assert job.attempts == 0  # the interrupted attempt is not held against the job
+        assert store.events(job_id)[-1]["detail"] == "daemon stopped while the job ran"
+    finally:
+        store.close()
+
+
+def test_stop_waits_for_a_job_that_ends_within_the_grace_period(
+    make_settings: Callable[..., Settings], ledger: Path
+) -> None:
+    r = Running(make_settings(executor={"shutdown_grace_s": 5}))
+    job_id = r.submit("short-sleep1.tiff")
+    wait_for(lambda: "start" in (ledger.read_text() if ledger.exists() else ""), what="the job to start")
+    r.stop()
+    store = Store.open(r.settings.database_url)
+    try:
+        assert store.get_job(job_id).status is JobStatus.SUCCEEDED
+    finally:
+        store.close()

@@ -1,0 +1,79 @@
+"""A scripted pipeline for executor and daemon tests, loaded as a plugin.
+
+Configure ``plugins: [tests.support.scripted_pipelines]`` to register it as ``test-scripted``.
+
+Their behaviour is driven by the input file name and a ledger folder named by ``OA_TEST_LEDGER``:
+every attempt appends ``start <key>`` and every completed run ``done <key>`` to ``ledger.txt`` there, so
+tests can count how often each input really ran.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from agent.errors import InputError, TransientError
+from pipelines import registry
+from pipelines.base import PipelineInput, PipelineResult
+
+LEDGER_ENV = "OA_TEST_LEDGER"
+
+
+def ledger_path() -> Path | None:
+    folder = os.environ.get(LEDGER_ENV)
+    return Path(folder) / "ledger.txt" if folder else None
+
+
+def _append(line: str) -> None:
+    path = ledger_path()
+    if path is None:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def attempts_so_far(key: str) -> int:
+    path = ledger_path()
+    if path is None or not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if line == f"start {key}")
+
+
+class ScriptedPipeline:
+    """Does what the file name says: ``sleep2.5``, ``fail-input``, ``error``, ``transient2`` (fails the
+    first 2 attempts), ``sigkill1`` / ``segfault1`` (dies on the first attempt), else finishes at once."""
+
+    name: ClassVar[str] = "test-scripted"
+    version: ClassVar[str] = "1.0"
+
+    def run(self, inp: PipelineInput, out_dir: Path) -> PipelineResult:
+        name = Path(inp.key).name
+        before = attempts_so_far(inp.key)
+        _append(f"start {inp.key}")
+        if m := re.search(r"sleep([0-9.]+?)(?:\.tiff?|-|$)", name):
+            time.sleep(float(m.group(1)))
+        if "fail-input" in name:
+            raise InputError(f"{name} is marked as bad input")
+        if "error" in name:
+            raise RuntimeError(f"unexpected condition in {name}")
+        if (m := re.search(r"transient(\d)", name)) and before < int(m.group(1)):
+            raise TransientError(f"peer busy (attempt {before + 1})")
+        if (m := re.search(r"sigkill(\d)", name)) and before < int(m.group(1)):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if (m := re.search(r"segfault(\d)", name)) and before < int(m.group(1)):
+            ctypes.string_at(0)
+        (out_dir / "output.txt").write_text(f"processed {name}\n")
+        _append(f"done {inp.key}")
+        return PipelineResult(summary={"name": name, "attempt": before + 1}, files=("output.txt",))
+
+
+registry.register(ScriptedPipeline.name, ScriptedPipeline)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from agent.errors import InputError
+from dicom_node.storage import instance_path, routing_attrs, validate_uid
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "../../etc/passwd", "1.2.3/../../x", "1.2.abc", "1." + "2" * 70, "1..2", ".1.2", "1.2 3", None],
+)
+def test_invalid_uids_never_become_paths(bad: object, tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        instance_path(tmp_path, "1.2", "1.2.3", bad)  # type: ignore[arg-type]
+
+
+def test_valid_uid_path_layout(tmp_path: Path) -> None:
+    path = instance_path(tmp_path, "1.2", "1.2.3", "1.2.3.4")
+    assert path == tmp_path / "1.2" / "1.2.3" / "1.2.3.4.dcm"
+    assert validate_uid(" 1.2.840.10008 ", "UID") == "1.2.840.10008"
+
+
+def test_routing_attrs_keep_routing_keys_and_drop_patient_identity() -> None:
+    ds = Dataset()
+    ds.PatientName = "DOE^JANE"
+    ds.PatientID = "MRN123456"
+    ds.PatientBirthDate = "19700101"
+    ds.OtherPatientIDs = "X"
+    ds.ReferringPhysicianName = "WHO^DR"
+    ds.PatientPosition = "HFS"
+    ds.Modality = "MR"
+    ds.SeriesDescription = "AX T2"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.ImagesInAcquisition = 24
+    ds.SliceThickness = "3.0"
+    attrs = routing_attrs(ds)
+    assert attrs["Modality"] == "MR"
+    assert attrs["ImageType"] == ["ORIGINAL", "PRIMARY"]
+    assert attrs["ImagesInAcquisition"] == 24
+    assert attrs["SliceThickness"] == 3.0
+    assert attrs["PatientPosition"] == "HFS"
+    text = repr(attrs)
+    for secret in ("DOE", "MRN123456", "19700101", "WHO^DR"):
+        assert secret not in text
