@@ -43,6 +43,7 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy agent pipelines dicom_node reports
 	$(BIN)/python -m pytest -q tests
 
 test-unit: $(STAMP)

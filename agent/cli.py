@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 
-from agent import __version__, logs
+from agent import __version__
 from agent.config import LoadedSettings, Settings, load_settings, masked
 from agent.errors import ConfigError, DataDirLockedError, OncoAgentError, StoreError
 from agent.records import Job, JobStatus
+from agent.runtime import prepare_process
 
 log = logging.getLogger("agent.cli")
 
@@ -102,7 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"oncoagent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.configure(loaded.settings.log.level, loaded.settings.log.format)
+    try:
+        prepare_process(loaded.settings.log.level, loaded.settings.log.format, loaded.settings.plugins)
+    except ConfigError as exc:
+        print(f"oncoagent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     handler: Callable[[argparse.Namespace, LoadedSettings], int] = args.handler
     try:
         return handler(args, loaded)

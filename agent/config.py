@@ -89,7 +89,7 @@ class RuleMatch(_Section):
     suffix: list[str] | None = None
     path_regex: str | None = None
     dicom: dict[str, MatchValue] = Field(default_factory=dict)
-    min_instances: int | None = Field(default=None, ge=1)
+    min_slices: int | None = Field(default=None, ge=1)
 
     @field_validator("suffix")
     @classmethod
@@ -153,7 +153,7 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {
         "name": "mri",
         "pipeline": "inspect",
-        "match": {"kind": "dicom-series", "dicom": {"Modality": "MR"}, "min_instances": 2},
+        "match": {"kind": "dicom-series", "dicom": {"Modality": "MR"}, "min_slices": 2},
     },
 )
 
@@ -376,7 +376,8 @@ def _field_names(loc: tuple[str, ...]) -> list[str]:
     for part in loc:
         if part.isdigit():
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        fields = getattr(model, "model_fields", None)
+        field = fields.get(part) if isinstance(fields, dict) else None
         if field is None:
             return []
         annotation = field.annotation
@@ -415,8 +416,8 @@ _SECRET_KEYS = re.compile(r"password|secret|token|passphrase", re.IGNORECASE)
 
 def masked(settings: Settings) -> dict[str, Any]:
     """The settings as plain data with secrets (URL passwords, keys named like secrets) masked."""
-    data: dict[str, Any] = settings.model_dump(mode="json")
-    return _mask(data)
+    data: dict[str, Any] = _mask(settings.model_dump(mode="json"))
+    return data
 
 
 def _mask(node: Any) -> Any:

@@ -119,7 +119,8 @@ def process(
         with job_context(input=name, series=inp.series_uid):
             try:
                 pipeline = registry.get(pipeline_to_use)
-                execute(
+                log.info("processing %s with %s %s", name, pipeline.name, pipeline.version)
+                doc = execute(
                     pipeline,
                     PipelineInput(inp.kind.value, inp.key, files, inp.attrs, inp.study_uid, inp.series_uid),
                     out / name,
@@ -132,5 +133,6 @@ def process(
                 log.exception("pipeline %s failed on %s", pipeline_to_use, name)
                 outcomes.append(Outcome(name, False, f"{type(exc).__name__}: {exc}", pipeline_to_use))
                 continue
+            log.info("done in %.1f s", doc["seconds"])
         outcomes.append(Outcome(name, True, str(out / name), pipeline_to_use))
     return outcomes

@@ -66,13 +66,22 @@ def refusal(rule: RoutingRule, inp: Input) -> str | None:
             return f"suffix {suffix or '(none)'!r} not in {match.suffix}"
     if match.path_regex is not None and not re.search(match.path_regex, str(inp.path)):
         return f"path does not match {match.path_regex!r}"
-    if match.min_instances is not None and inp.instance_count < match.min_instances:
-        return f"{inp.instance_count} instance(s), rule wants at least {match.min_instances}"
+    if match.min_slices is not None and slice_count(inp) < match.min_slices:
+        return f"{slice_count(inp)} slice(s), rule wants at least {match.min_slices}"
     for keyword, expected in match.dicom.items():
         why = _keyword_refusal(keyword, expected, inp.attrs.get(keyword))
         if why is not None:
             return why
     return None
+
+
+def slice_count(inp: Input) -> int:
+    """Images in a series: instances, or frames where the instances are multi-frame (Enhanced MR, WSI)."""
+    try:
+        frames = int(inp.attrs.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    return inp.instance_count * max(frames, 1)
 
 
 def _keyword_refusal(keyword: str, expected: MatchValue, actual: Any) -> str | None:

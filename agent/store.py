@@ -103,7 +103,8 @@ class Store:
                 select(schema.inputs).where(schema.inputs.c.key == inst.series_uid)
             ).mappings().first()
             if row is None:
-                input_id = conn.execute(
+                input_id = _insert(
+                    conn,
                     insert(schema.inputs).values(
                         kind=InputKind.DICOM_SERIES.value,
                         key=inst.series_uid,
@@ -116,8 +117,8 @@ class Store:
                         state=InputState.RECEIVING.value,
                         created_at=now,
                         updated_at=now,
-                    )
-                ).inserted_primary_key[0]
+                    ),
+                )
             else:
                 input_id = row["id"]
             conn.execute(
@@ -286,7 +287,8 @@ class Store:
                 return self._job_in(conn, existing["id"]), True
             try:
                 with conn.begin_nested():
-                    job_id = conn.execute(
+                    job_id = _insert(
+                        conn,
                         insert(schema.jobs).values(
                             input_id=input_id,
                             pipeline=pipeline,
@@ -301,8 +303,8 @@ class Store:
                             created_at=now,
                             updated_at=now,
                             models=[],
-                        )
-                    ).inserted_primary_key[0]
+                        ),
+                    )
             except IntegrityError as exc:  # a concurrent enqueue won the race on another connection
                 raise StoreError(f"job for input {input_id} was queued concurrently") from exc
             self._event(conn, "queued", job_id=job_id, input_id=input_id, detail=f"{pipeline} {pipeline_version}")
@@ -520,6 +522,14 @@ class Store:
                 detail=None if detail is None else detail[:ERROR_TEXT_LIMIT],
             )
         )
+
+
+def _insert(conn: Connection, statement: Any) -> int:
+    """Run an INSERT and return the new row's id."""
+    key = conn.execute(statement).inserted_primary_key
+    if key is None:
+        raise StoreError("the database returned no id for a new row")
+    return int(key[0])
 
 
 def _grouped(conn: Connection, column: Any) -> dict[str, int]:

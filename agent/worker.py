@@ -19,6 +19,7 @@ from typing import Any
 from agent import logs
 from agent.errors import InputError, OncoAgentError, TransientError
 from agent.results import execute
+from agent.runtime import prepare_process
 from pipelines import registry
 from pipelines.base import PipelineInput
 
@@ -57,8 +58,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def worker_main(conn: Connection, config: WorkerConfig) -> None:
     _die_with_parent(config.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon decides
-    logs.configure(config.log_level, config.log_format)
-    registry.load_plugins(config.plugins)
+    prepare_process(config.log_level, config.log_format, config.plugins)
     while True:
         try:
             payload = conn.recv()

@@ -19,6 +19,7 @@ from pydicom.errors import InvalidDicomError
 
 from agent.errors import InputError
 from pipelines.base import PipelineInput, PipelineResult
+from pipelines.wsi.resolution import declared_mpp, is_plausible
 
 PREVIEW = "preview.png"
 THUMB_SIZE = (512, 512)
@@ -46,10 +47,12 @@ def _inspect_slide(path: Path, out_dir: Path) -> PipelineResult:
     with slide:
         props = slide.properties
         warnings = []
-        mpp = [props.get(openslide.PROPERTY_NAME_MPP_X), props.get(openslide.PROPERTY_NAME_MPP_Y)]
-        mpp_um = [float(v) for v in mpp] if all(mpp) else None
-        if mpp_um is None:
+        declared = declared_mpp(props)
+        mpp_um = list(declared) if declared and is_plausible(declared) else None
+        if declared is None:
             warnings.append("slide declares no resolution (µm/px)")
+        elif mpp_um is None:
+            warnings.append(f"implausible declared resolution {declared[0]:.4g} µm/px (a screen-dpi default?)")
         width, height = slide.dimensions
         summary: dict[str, Any] = {
             "format": slide.detect_format(str(path)),

@@ -9,6 +9,7 @@ import pytest
 
 from agent.config import Settings
 from agent.store import Store
+from pipelines import registry
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = REPO.parent / "shared" / "testdata"
@@ -37,6 +38,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         }
         settings = Settings.model_validate(deep_update(base, sections))
         settings.paths.create()
+        registry.load_plugins(settings.plugins)
         return settings
 
     return make

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, MRImageStorage
 
 UID_ROOT = "1.2.826.0.1.3680043.10.1363."  # OncoAgent synthetic-data root (generated data only)
 
@@ -107,7 +107,7 @@ def _mr_dataset(
     series_uid: str,
     frame_uid: str,
 ) -> Dataset:
-    sop_uid = synthetic_uid("sop", series_uid, index)
+    sop_uid = UID(synthetic_uid("sop", series_uid, index))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid

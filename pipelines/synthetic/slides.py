@@ -180,7 +180,7 @@ def _place_cells(
         span = radius * um * (1 + math.sqrt(n)) * 1.2
         if not free(x, y, span * 1.5):
             continue
-        members = []
+        members: list[Cell] = []
         for k in range(n):
             if k == 0:
                 mx, my = x, y
@@ -332,4 +332,5 @@ def _draw(
 
 
 def _soft_step(x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-np.clip(x, -30, 30) * 1.7))
+    out: np.ndarray = 1 / (1 + np.exp(-np.clip(x, -30, 30) * 1.7))
+    return out

@@ -29,7 +29,7 @@ def rules(*specs: dict[str, Any]) -> Router:
 
 
 MRI = {"name": "mri", "pipeline": "mri-tumour", "match": {"kind": "dicom-series",
-       "dicom": {"Modality": "MR", "SeriesDescription": {"regex": "(?i)t2|flair"}}, "min_instances": 10}}
+       "dicom": {"Modality": "MR", "SeriesDescription": {"regex": "(?i)t2|flair"}}, "min_slices": 10}}
 STAT_SLIDES = {"name": "stat", "pipeline": "wsi-ctc", "priority": "stat",
                "match": {"kind": "slide", "path_regex": "/STAT/"}}
 SLIDES = {"name": "slides", "pipeline": "wsi-ctc", "match": {"kind": "slide", "suffix": [".svs", ".NDPI"]}}
@@ -61,7 +61,7 @@ def test_unmatched_input_is_ignored_with_every_rules_reason() -> None:
         ({"Modality": "CT", "SeriesDescription": "T2"}, 20, "Modality is 'CT', rule wants MR"),
         ({"Modality": "MR", "SeriesDescription": "T1 post"}, 20, "SeriesDescription 'T1 post' does not match"),
         ({"Modality": "MR"}, 20, "SeriesDescription is absent"),
-        ({"Modality": "MR", "SeriesDescription": "ax t2"}, 3, "3 instance(s), rule wants at least 10"),
+        ({"Modality": "MR", "SeriesDescription": "ax t2"}, 3, "3 slice(s), rule wants at least 10"),
     ],
 )
 def test_dicom_conditions(attrs: dict[str, Any], count: int, why: str) -> None:
@@ -82,6 +82,12 @@ def test_multivalued_element_matches_any_value_and_lists_of_wanted_values() -> N
     refused = router.route(series({"ImageType": ["DERIVED", "SECONDARY"], "Modality": "CT"}))
     assert isinstance(refused, Ignored)
     assert "ImageType is 'DERIVED\\\\SECONDARY', rule wants ORIGINAL" in refused.reason
+
+
+def test_multiframe_series_counts_frames_as_slices() -> None:
+    attrs = {"Modality": "MR", "SeriesDescription": "t2", "NumberOfFrames": 12}
+    assert isinstance(rules(MRI).route(series(attrs, count=1)), Route)
+    assert isinstance(rules(MRI).route(series({**attrs, "NumberOfFrames": 4}, count=1)), Ignored)
 
 
 def test_no_rules_means_everything_is_ignored() -> None:

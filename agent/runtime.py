@@ -1,0 +1,18 @@
+"""Per-process set-up shared by the CLI and worker processes: logging, pydicom reading mode, plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydicom import config as pydicom_config
+
+from agent import logs
+from pipelines import registry
+
+
+def prepare_process(log_level: str, log_format: str, plugins: Iterable[str] = ()) -> None:
+    logs.configure(log_level, log_format)
+    # Real vendor files break the standard's value rules (over-long SH, odd DS strings) all the time;
+    # they are read as they are, never rejected or logged per element.
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    registry.load_plugins(plugins)

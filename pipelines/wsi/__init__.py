@@ -1,0 +1,1 @@
+"""Whole-slide image handling: reading, resolution, tiling and detection."""

@@ -1,0 +1,79 @@
+"""The daemon as a subprocess, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import REPO
+from tests.support.waiting import wait_for
+
+
+class DaemonProcess:
+    def __init__(self, root: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.config_file = root / "oncoagent.yaml"
+        self.config_file.write_text(yaml.safe_dump(config))
+        self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "daemon.log"
+        self.starts = 0
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agent.cli", "--config", str(self.config_file), "--data-dir", str(self.data_dir),
+             *args],
+            env=self.env, capture_output=True, text=True, timeout=120, check=False,
+        )
+
+    def start(self, wait_ready: bool = True) -> DaemonProcess:
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"---- start {self.starts} ----\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "--config", str(self.config_file), "--data-dir", str(self.data_dir),
+             "run"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        if wait_ready:
+            marker = f"---- start {self.starts} ----"
+            wait_for(lambda: "oncoagent running" in self.log().split(marker)[-1], 60, what="daemon start")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def status(self) -> dict[str, Any]:
+        proc = self.cli("status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.wait(20)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.wait(10)
