@@ -6,6 +6,8 @@ Exit status: 0 success, 1 some work failed, 2 bad configuration or usage, 3 the 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -25,6 +27,21 @@ from agent.runtime import prepare_process
 log = logging.getLogger("agent.cli")
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 1, 2, 3
+
+# Each module defines add_parsers(subparsers): its `oncoagent train NAME` commands, with handlers taking
+# (args, loaded settings) and returning an exit status. Heavy imports stay inside the handlers.
+TRAINER_MODULES = ("pipelines.wsi.train_cli", "pipelines.mri.train_cli")
+
+
+def _available(modules: Sequence[str]) -> list[str]:
+    found = []
+    for module in modules:
+        try:
+            if importlib.util.find_spec(module) is not None:
+                found.append(module)
+        except ModuleNotFoundError:
+            continue
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=cmd_config_show)
 
+    train = sub.add_parser("train", help="train a model on your own data or on generated data")
+    train_sub = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
+    for module in _available(TRAINER_MODULES):
+        importlib.import_module(module).add_parsers(train_sub)
+
     demo = sub.add_parser("demo", help="generate sample inputs and run them through the daemon")
     demo.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     demo.set_defaults(handler=cmd_demo)
@@ -139,13 +161,13 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from pipelines import registry
 
     settings = loaded.settings
-    registry.load_plugins(settings.plugins)
     router = Router(settings.routing.rules)
     if args.pipeline is None:
         router.check_pipelines(registry.names())
     out: Path = args.out or settings.paths.results / "process"
     progress = _progress_bar if sys.stderr.isatty() else iter
-    outcomes = process(router, args.paths, out, args.pipeline, progress=progress)
+    registry.validate_options(settings.pipelines)
+    outcomes = process(settings, router, args.paths, out, args.pipeline, progress=progress)
     failed = 0
     for outcome in outcomes:
         if outcome.ok:
@@ -283,7 +305,6 @@ def cmd_batch(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from pipelines import registry
 
     settings = loaded.settings
-    registry.load_plugins(settings.plugins)
     Router(settings.routing.rules).check_pipelines(registry.names())
     settings.paths.create()
     store = Store.open(settings.database_url)
@@ -302,8 +323,8 @@ def cmd_config_check(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from pipelines import registry
 
     settings = loaded.settings
-    registry.load_plugins(settings.plugins)
     Router(settings.routing.rules).check_pipelines(registry.names())
+    registry.validate_options(settings.pipelines)
     problems = []
     for folder in settings.ingest.folders:
         if not folder.is_dir():

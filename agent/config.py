@@ -202,6 +202,9 @@ class Settings(_Section):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     plugins: list[str] = Field(default_factory=list, description="modules that register extra pipelines")
+    pipelines: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="options per pipeline name, validated by the pipeline's Options model"
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Settings:

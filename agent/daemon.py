@@ -31,8 +31,8 @@ class Daemon:
         paths = settings.paths
         paths.create()
         with DataDirLock(paths.lock), StopOnSignals() as stop:
-            registry.load_plugins(settings.plugins)
             Router(settings.routing.rules).check_pipelines(registry.names())
+            registry.validate_options(settings.pipelines)
             store = Store.open(settings.database_url)
             try:
                 return self._serve(store, stop)

@@ -43,7 +43,7 @@ class Dispatcher:
                 log.info("input %d ignored: %s", inp.id, decision.reason)
                 return None
             try:
-                version = registry.get(decision.pipeline).version
+                version = registry.version(decision.pipeline)
             except OncoAgentError as exc:
                 self.store.mark_ignored(inp.id, f"rule {decision.rule}: {exc}")
                 log.error("input %d: %s", inp.id, exc)

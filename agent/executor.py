@@ -95,6 +95,7 @@ class Executor:
             log_format=self.settings.log.format,
             plugins=tuple(self.settings.plugins),
             parent_pid=os.getpid(),
+            pipeline_options=self.settings.pipelines,
         )
         process = _ctx.Process(target=worker_main, args=(child, config), name=f"oncoagent-worker-{index}")
         process.daemon = True

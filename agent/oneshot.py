@@ -16,6 +16,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from agent.config import Settings
 from agent.errors import InputError, OncoAgentError
 from agent.logs import job_context
 from agent.records import Input, InputKind, InputState
@@ -99,6 +100,7 @@ def output_name(inp: Input) -> str:
 
 
 def process(
+    settings: Settings,
     router: Router,
     paths: Iterable[Path],
     out: Path,
@@ -118,7 +120,7 @@ def process(
             pipeline_to_use = decision.pipeline
         with job_context(input=name, series=inp.series_uid):
             try:
-                pipeline = registry.get(pipeline_to_use)
+                pipeline = registry.get(pipeline_to_use, settings.pipelines.get(pipeline_to_use))
                 log.info("processing %s with %s %s", name, pipeline.name, pipeline.version)
                 doc = execute(
                     pipeline,

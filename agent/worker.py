@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ class WorkerConfig:
     log_format: str
     plugins: tuple[str, ...]
     parent_pid: int
+    pipeline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Failure:
@@ -66,10 +67,10 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
             return
         if payload is None:
             return
-        conn.send(run_payload(payload))
+        conn.send(run_payload(payload, config.pipeline_options))
 
 
-def run_payload(payload: dict[str, Any]) -> dict[str, Any]:
+def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Run one job description; never raises, the outcome says what happened."""
     job_id = payload["job_id"]
     inp = PipelineInput(
@@ -83,7 +84,7 @@ def run_payload(payload: dict[str, Any]) -> dict[str, Any]:
     )
     with logs.job_context(job=job_id, study=inp.study_uid, series=inp.series_uid):
         try:
-            pipeline = registry.get(payload["pipeline"])
+            pipeline = registry.get(payload["pipeline"], pipeline_options.get(payload["pipeline"]))
             log.info("running %s %s", pipeline.name, pipeline.version)
             doc = execute(
                 pipeline,
