@@ -94,7 +94,10 @@ def validate_options(all_options: Mapping[str, Mapping[str, Any]]) -> dict[str, 
 
 def version(name: str) -> str:
     """The version of pipeline ``name`` without constructing it."""
-    return str(factory(name).version)
+    version_value: object = getattr(factory(name), "version", None)
+    if not isinstance(version_value, str):
+        raise PipelineNotFoundError(f"pipeline {name!r} declares no version")
+    return version_value
 
 
 def get(name: str, options: Mapping[str, Any] | None = None) -> Pipeline:
