@@ -1,7 +1,8 @@
-"""The weights registry: ``pipelines/models/manifest.json`` names every shipped model.
+"""The weights registry: ``manifest.json`` files under ``pipelines/models/`` name every shipped model.
 
-Each entry has a name, a version, a file (relative to this folder, or absolute for a user's own model) and
-the file's sha256. :func:`resolve` checks the hash before a pipeline loads the weights, so a corrupted or
+Each model family keeps its weights and manifest in its own folder (``wsi/``, ``mri/``); a name is looked up
+in all of them. Each entry has a name, a version, a file (relative to ``pipelines/models/``, or absolute for a
+user's own model) and the file's sha256. :func:`resolve` checks the hash before a pipeline loads the weights, so a corrupted or
 swapped file is refused instead of silently producing other results. Every result records the
 :class:`~pipelines.base.ModelRef` it used. Training entry points call :func:`record` to add or replace an entry.
 """
@@ -19,7 +20,6 @@ from agent.errors import OncoAgentError
 from pipelines.base import ModelRef
 
 MODELS_DIR = Path(__file__).resolve().parent
-MANIFEST = MODELS_DIR / "manifest.json"
 
 _lock = threading.Lock()
 _verified: dict[tuple[Path, str], bool] = {}
@@ -62,14 +62,20 @@ def _load(manifest: Path) -> dict[str, dict[str, Any]]:
     return data
 
 
-def entry(name: str, manifest: Path = MANIFEST) -> ModelEntry:
-    raw = _load(manifest).get(name)
-    if raw is None:
-        raise ModelError(f"model {name!r} is not in {manifest}")
-    return ModelEntry(name, raw["version"], raw["file"], raw["sha256"], raw.get("info", {}))
+def manifests() -> list[Path]:
+    return sorted(MODELS_DIR.glob("*/manifest.json"))
 
 
-def resolve(name: str, manifest: Path = MANIFEST) -> ModelEntry:
+def entry(name: str, manifest: Path | None = None) -> ModelEntry:
+    searched = [manifest] if manifest is not None else manifests()
+    for path in searched:
+        raw = _load(path).get(name)
+        if raw is not None:
+            return ModelEntry(name, raw["version"], raw["file"], raw["sha256"], raw.get("info", {}))
+    raise ModelError(f"model {name!r} is not in {', '.join(map(str, searched)) or 'any manifest'}")
+
+
+def resolve(name: str, manifest: Path | None = None) -> ModelEntry:
     """The manifest entry for ``name`` after checking that its file exists and has the recorded hash."""
     found = entry(name, manifest)
     path = found.path
@@ -89,8 +95,10 @@ def resolve(name: str, manifest: Path = MANIFEST) -> ModelEntry:
 
 
 def record(name: str, version: str, weights: Path, info: dict[str, Any] | None = None,
-           manifest: Path = MANIFEST) -> ModelEntry:
-    """Add or replace ``name`` in the manifest with the weights' current hash."""
+           manifest: Path | None = None) -> ModelEntry:
+    """Add or replace ``name`` with the weights' current hash, in ``manifest`` (default: the
+    ``manifest.json`` beside the weights)."""
+    manifest = manifest if manifest is not None else weights.resolve().parent / "manifest.json"
     weights = weights.resolve()
     try:
         file = str(weights.relative_to(MODELS_DIR))

@@ -5,9 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import openslide
-import pydicom
 
-from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from pipelines.synthetic.slides import SlideSpec, write_slide
 
 
@@ -44,14 +42,3 @@ def test_fluorescence_ctc_is_green_and_blue_not_red(tmp_path: Path) -> None:
         px = np.asarray(slide.read_region((int(x0), int(y0)), 0, (int(x1 - x0), int(y1 - y0))))[..., :3].astype(float)
     r, g, b = px[..., 0].mean(), px[..., 1].mean(), px[..., 2].mean()
     assert g > 2 * r and b > 2 * r
-
-
-def test_mr_series_geometry_is_consistent(tmp_path: Path) -> None:
-    series = write_mr_series(tmp_path / "mr", MRSeriesSpec(slices=8, rows=32, columns=32, slice_thickness_mm=2.5))
-    datasets = [pydicom.dcmread(p) for p in series.files]
-    assert {ds.SeriesInstanceUID for ds in datasets} == {series.series_uid}
-    assert len({ds.SOPInstanceUID for ds in datasets}) == 8
-    z = [float(ds.ImagePositionPatient[2]) for ds in datasets]
-    assert np.allclose(np.diff(z), 2.5)
-    assert np.array_equal(datasets[3].pixel_array, series.volume[3])
-    assert series.lesion_mask.max() >= 1
