@@ -2,9 +2,10 @@
 
 Each model family keeps its weights and manifest in its own folder (``wsi/``, ``mri/``); a name is looked up
 in all of them. Each entry has a name, a version, a file (relative to ``pipelines/models/``, or absolute for a
-user's own model) and the file's sha256. :func:`resolve` checks the hash before a pipeline loads the weights, so a corrupted or
-swapped file is refused instead of silently producing other results. Every result records the
-:class:`~pipelines.base.ModelRef` it used. Training entry points call :func:`record` to add or replace an entry.
+user's own model) and the file's sha256. :func:`resolve` checks the hash before a pipeline loads the
+weights, so a corrupted or swapped file is refused instead of silently producing other results. Every
+result records the :class:`~pipelines.base.ModelRef` it used. Training entry points call :func:`record`
+to add or replace an entry.
 """
 
 from __future__ import annotations
