@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon: ingest, workers, schedules (SIGTERM stops it)")
     run.add_argument("--workers", type=int, help="number of worker processes")
+    run.add_argument("--scp-port", type=int, help="DICOM port to listen on (scp.port)")
+    run.add_argument("--scp-aet", help="our DICOM AE title (scp.ae_title)")
     run.set_defaults(handler=cmd_run)
 
     process = sub.add_parser("process", help="process files or folders once, without a daemon")
@@ -119,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "log.level": args.log_level,
         "log.format": args.log_format,
         "executor.workers": getattr(args, "workers", None),
+        "scp.port": getattr(args, "scp_port", None),
+        "scp.ae_title": getattr(args, "scp_aet", None),
     }
     try:
         loaded = load_settings(args.config, overrides=overrides)

@@ -73,12 +73,74 @@ class ExecutorSettings(_Section):
     poll_interval_s: float = Field(default=0.5, gt=0, le=10)
 
 
+_AE_TITLE = r"^[ -~]{1,16}$"
+
+
+class TlsSettings(_Section):
+    enabled: bool = False
+    certificate: Path | None = Field(default=None, description="PEM certificate of this node")
+    private_key: Path | None = Field(default=None, description="PEM private key of this node")
+    ca_certificates: Path | None = Field(default=None, description="PEM bundle trusted for peers")
+    require_client_certificate: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> TlsSettings:
+        if self.enabled and (self.certificate is None or self.private_key is None):
+            raise ValueError("certificate and private_key when TLS is enabled")
+        if self.require_client_certificate and self.ca_certificates is None:
+            raise ValueError("ca_certificates to verify client certificates")
+        return self
+
+
+class AllowedCaller(_Section):
+    ae_title: str = Field(pattern=_AE_TITLE)
+    hosts: list[str] = Field(default_factory=list, description="source addresses; empty = any")
+
+
+class ScpSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=0, le=65535)
+    ae_title: str = Field(default="ONCOAGENT", pattern=_AE_TITLE)
+    allowed_callers: list[AllowedCaller] = Field(
+        default_factory=list, description="calling AE titles (and addresses) allowed to associate; empty = any"
+    )
+    require_called_ae_title: bool = False
+    max_associations: int = Field(default=10, ge=1, le=1000)
+    min_free_disk_mb: int = Field(default=1024, ge=0, description="refuse new data below this free space")
+    acse_timeout_s: float = Field(default=30.0, gt=0)
+    dimse_timeout_s: float = Field(default=60.0, gt=0)
+    network_timeout_s: float = Field(default=60.0, gt=0)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+
+class Destination(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    ae_title: str = Field(pattern=_AE_TITLE)
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae_title: str | None = Field(default=None, pattern=_AE_TITLE)
+    send_results: bool = Field(default=True, description="queue every DICOM object a job writes")
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+
+class OutboxSettings(_Section):
+    max_attempts: int = Field(default=50, ge=1)
+    backoff_base_s: float = Field(default=10.0, gt=0)
+    backoff_max_s: float = Field(default=900.0, gt=0)
+    scan_interval_s: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="association and DIMSE timeout")
+
+
 class IngestSettings(_Section):
     inbox: bool = Field(default=True, description="watch <data_dir>/inbox")
     folders: list[Path] = Field(default_factory=list, description="scanner folders, watched recursively")
     settle_seconds: float = Field(default=5.0, ge=0)
     scan_interval_s: float = Field(default=2.0, gt=0)
     quiet_seconds: float = Field(default=10.0, ge=0, description="a DICOM series is complete after this")
+    max_wait_s: float = Field(
+        default=600.0, ge=0, description="longest wait for a series to reach the instance count it declares"
+    )
 
 
 MatchValue = str | int | float | list[str | int | float] | dict[str, str]
@@ -199,6 +261,9 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    scp: ScpSettings = Field(default_factory=ScpSettings)
+    destinations: list[Destination] = Field(default_factory=list)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     plugins: list[str] = Field(default_factory=list, description="modules that register extra pipelines")
@@ -211,6 +276,14 @@ class Settings(_Section):
         if self.executor.backoff_max_s < self.executor.backoff_base_s:
             raise ValueError("executor.backoff_max_s must be >= executor.backoff_base_s")
         return self
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_destinations(cls, destinations: list[Destination]) -> list[Destination]:
+        names = [d.name for d in destinations]
+        if len(names) != len(set(names)):
+            raise ValueError("unique destination names")
+        return destinations
 
     @property
     def database_url(self) -> str:

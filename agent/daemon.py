@@ -9,13 +9,17 @@ import time
 from agent import systemd
 from agent.config import Settings
 from agent.dispatch import Dispatcher
+from agent.errors import OncoAgentError
 from agent.executor import Executor
 from agent.lockfile import DataDirLock
+from agent.records import Job, JobStatus
 from agent.router import Router
 from agent.scheduler import BatchScheduler
 from agent.signals import StopOnSignals
 from agent.store import Store
 from agent.watcher import FolderWatcher
+from dicom_node.scp import StorageSCP
+from dicom_node.scu import OutboxSender, queue_results
 from pipelines import registry
 
 log = logging.getLogger(__name__)
@@ -44,18 +48,36 @@ class Daemon:
         requeued = store.requeue_running("daemon restarted after an unclean stop")
         if requeued:
             log.warning("re-queued %d job(s) left running by an earlier unclean stop: %s", len(requeued), requeued)
-        executor = Executor(store, settings)
+        sender = OutboxSender(store, settings.destinations, settings.outbox, settings.scp.ae_title)
+
+        def finished(job: Job) -> None:
+            done = job.status is JobStatus.SUCCEEDED and job.result_path is not None
+            if done and queue_results(store, settings.destinations, job.id, job.result_path):
+                sender.wake()
+
+        scp = StorageSCP(store, settings.scp, settings.paths.storage) if settings.scp.enabled else None
+        if scp is not None:
+            try:
+                scp.start()
+            except OSError as exc:
+                raise OncoAgentError(
+                    f"cannot listen for DICOM on {settings.scp.host}:{settings.scp.port}: {exc.strerror or exc}"
+                ) from exc
+        executor = Executor(store, settings, on_finished=finished)
         executor.start()
         exec_thread = threading.Thread(target=executor.run, name="executor", daemon=True)
         exec_thread.start()
+        sender_thread = threading.Thread(target=sender.run, name="outbox", daemon=True)
+        sender_thread.start()
         watcher = FolderWatcher(store, settings)
-        dispatcher = Dispatcher(store, settings)
+        dispatcher = Dispatcher(store, settings, receiving=scp.receiving_series if scp else frozenset)
         scheduler = BatchScheduler(store, settings, on_queued=executor.wake)
         scheduler.start()
 
         log.info(
-            "oncoagent running: data %s, %d worker(s), watching %s",
+            "oncoagent running: data %s, %d worker(s), watching %s, DICOM %s",
             settings.data_dir, settings.executor.workers, ", ".join(str(f) for f, _ in watcher.folders) or "nothing",
+            f"{settings.scp.ae_title}@{settings.scp.host}:{settings.scp.port}" if scp else "off",
         )
         systemd.notify("READY=1\nSTATUS=running")
         ping_every = systemd.watchdog_interval()
@@ -80,9 +102,13 @@ class Daemon:
         systemd.notify("STOPPING=1")
         log.info("stopping: no new work accepted; waiting up to %.0f s for running jobs",
                  settings.executor.shutdown_grace_s)
+        if scp is not None:
+            scp.stop()
         scheduler.stop()
+        sender.stop()
         executor.stop()
-        exec_thread.join(timeout=settings.executor.shutdown_grace_s + 4)
+        exec_thread.join(timeout=settings.executor.shutdown_grace_s + 3)
+        sender_thread.join(timeout=1)
         log.info("stopped")
         return status
 

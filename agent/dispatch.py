@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Set
 
 from agent.config import Settings
 from agent.errors import OncoAgentError
@@ -18,18 +19,23 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, receiving: Callable[[], Set[str]] = frozenset
+    ) -> None:
         self.store = store
         self.router = Router(settings.routing.rules)
         self.quiet_seconds = settings.ingest.quiet_seconds
+        self.max_wait_s = settings.ingest.max_wait_s
         self.max_attempts = settings.executor.max_attempts
+        self.receiving = receiving
 
     def route_ready(self, now: float | None = None) -> list[Job]:
         """Route inputs that finished arriving; return the jobs queued now."""
         now = time.time() if now is None else now
         queued = []
+        receiving = self.receiving()
         for inp in self.store.receiving_inputs(quiet_before=now):
-            if is_ready(inp, now, self.quiet_seconds):
+            if is_ready(inp, now, self.quiet_seconds, receiving, self.max_wait_s):
                 job = self.route(inp)
                 if job is not None:
                     queued.append(job)

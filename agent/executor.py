@@ -131,6 +131,7 @@ class Executor:
             paths = [str(p) for p in self.store.instance_paths(inp.id)]
         else:
             paths = [str(inp.path)]
+        previous = self.store.latest_success(inp.id, job.pipeline, before_job_id=job.id)
         return {
             "job_id": job.id,
             "pipeline": job.pipeline,
@@ -142,6 +143,8 @@ class Executor:
             "series_uid": inp.series_uid,
             "result_dir": str(self.result_dir(job.id)),
             "staging_dir": str(self.paths.tmp),
+            "previous_result": str(previous.result_path) if previous and previous.result_path else None,
+            "previous_job_id": previous.id if previous else None,
         }
 
     def result_dir(self, job_id: int) -> Path:

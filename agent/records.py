@@ -100,3 +100,28 @@ class Instance:
     size: int
     attrs: dict[str, Any]
     source: str  # "scp:<calling AE>", "folder:<path>", "cli"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # waiting to be sent (or for its next attempt)
+    SENT = "sent"  # the destination answered success
+    FAILED = "failed"  # refused for good (SOP class not accepted, failure status) or out of attempts
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    job_id: int | None
+    destination: str
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    status: OutboxStatus
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    sent_at: float | None

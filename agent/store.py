@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from agent import schema
 from agent.config import Priority
 from agent.errors import StoreError
-from agent.records import Input, InputKind, InputState, Instance, Job, JobStatus
+from agent.records import Input, InputKind, InputState, Instance, Job, JobStatus, OutboxItem, OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,11 @@ class Store:
     # ----------------------------------------------------------------------------------- instances
 
     def add_instance(self, inst: Instance) -> bool:
-        """Record a stored DICOM instance and its series; False when the SOP Instance UID was known."""
+        """Record a stored DICOM instance and its series; False when the SOP Instance UID was known.
+
+        The series fingerprint is the XOR of its instances' UID hashes, updated in place, so recording an
+        instance costs the same whatever the series size.
+        """
         now = time.time()
         with self._write() as conn:
             known = conn.execute(
@@ -99,9 +103,15 @@ class Store:
             ).first()
             if known is not None:
                 return False
-            row = conn.execute(
-                select(schema.inputs).where(schema.inputs.c.key == inst.series_uid)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(schema.inputs.c.id, schema.inputs.c.fingerprint, schema.inputs.c.instance_count).where(
+                        schema.inputs.c.key == inst.series_uid
+                    )
+                )
+                .mappings()
+                .first()
+            )
             if row is None:
                 input_id = _insert(
                     conn,
@@ -111,7 +121,7 @@ class Store:
                         path=str(inst.path.parent),
                         study_uid=inst.study_uid,
                         series_uid=inst.series_uid,
-                        fingerprint=_fingerprint([inst.sop_instance_uid]),
+                        fingerprint=EMPTY_FINGERPRINT,
                         attrs=inst.attrs,
                         instance_count=0,
                         state=InputState.RECEIVING.value,
@@ -119,8 +129,9 @@ class Store:
                         updated_at=now,
                     ),
                 )
+                fingerprint, count = EMPTY_FINGERPRINT, 0
             else:
-                input_id = row["id"]
+                input_id, fingerprint, count = row["id"], row["fingerprint"], row["instance_count"]
             conn.execute(
                 insert(schema.instances).values(
                     sop_instance_uid=inst.sop_instance_uid,
@@ -134,21 +145,27 @@ class Store:
                     received_at=now,
                 )
             )
-            uids = conn.execute(
-                select(schema.instances.c.sop_instance_uid).where(schema.instances.c.input_id == input_id)
-            ).scalars().all()
             conn.execute(
                 update(schema.inputs)
                 .where(schema.inputs.c.id == input_id)
                 .values(
-                    instance_count=len(uids),
-                    fingerprint=_fingerprint(uids),
+                    instance_count=count + 1,
+                    fingerprint=_xor_fingerprint(fingerprint, inst.sop_instance_uid),
                     state=InputState.RECEIVING.value,
                     reason=None,
                     updated_at=now,
                 )
             )
         return True
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        with self._read() as conn:
+            return (
+                conn.execute(
+                    select(schema.instances.c.id).where(schema.instances.c.sop_instance_uid == sop_instance_uid)
+                ).first()
+                is not None
+            )
 
     def instance_paths(self, input_id: int) -> list[Path]:
         with self._read() as conn:
@@ -213,9 +230,7 @@ class Store:
 
     def list_inputs(self, limit: int = 100) -> list[Input]:
         with self._read() as conn:
-            rows = conn.execute(
-                select(schema.inputs).order_by(schema.inputs.c.id.desc()).limit(limit)
-            ).mappings()
+            rows = conn.execute(select(schema.inputs).order_by(schema.inputs.c.id.desc()).limit(limit)).mappings()
             return [_input(r) for r in rows]
 
     def mark_ignored(self, input_id: int, reason: str) -> None:
@@ -256,14 +271,18 @@ class Store:
                 .where(schema.inputs.c.id == input_id)
                 .values(state=InputState.ROUTED.value, reason=None, updated_at=inp["updated_at"])
             )
-            existing = conn.execute(
-                select(schema.jobs).where(
-                    schema.jobs.c.input_id == input_id,
-                    schema.jobs.c.pipeline == pipeline,
-                    schema.jobs.c.pipeline_version == pipeline_version,
-                    schema.jobs.c.input_fingerprint == inp["fingerprint"],
+            existing = (
+                conn.execute(
+                    select(schema.jobs).where(
+                        schema.jobs.c.input_id == input_id,
+                        schema.jobs.c.pipeline == pipeline,
+                        schema.jobs.c.pipeline_version == pipeline_version,
+                        schema.jobs.c.input_fingerprint == inp["fingerprint"],
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             if existing is not None:
                 status = JobStatus(existing["status"])
                 if not force or status in (JobStatus.QUEUED, JobStatus.RUNNING):
@@ -383,9 +402,7 @@ class Store:
         now = time.time()
         with self._write() as conn:
             ids = list(
-                conn.execute(
-                    select(schema.jobs.c.id).where(schema.jobs.c.status == JobStatus.RUNNING.value)
-                ).scalars()
+                conn.execute(select(schema.jobs.c.id).where(schema.jobs.c.status == JobStatus.RUNNING.value)).scalars()
             )
             if ids:
                 conn.execute(
@@ -457,6 +474,24 @@ class Store:
             ).mappings()
             return [_job(r) for r in rows]
 
+    def latest_success(self, input_id: int, pipeline: str, before_job_id: int | None = None) -> Job | None:
+        """The most recently finished successful job of ``pipeline`` on the input (other than ``before_job_id``)."""
+        query = (
+            select(schema.jobs)
+            .where(
+                schema.jobs.c.input_id == input_id,
+                schema.jobs.c.pipeline == pipeline,
+                schema.jobs.c.status == JobStatus.SUCCEEDED.value,
+            )
+            .order_by(schema.jobs.c.finished_at.desc())
+            .limit(1)
+        )
+        if before_job_id is not None:
+            query = query.where(schema.jobs.c.id != before_job_id)
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+            return None if row is None else _job(row)
+
     def next_due(self) -> float | None:
         """When the earliest queued job becomes runnable (None when the queue is empty)."""
         with self._read() as conn:
@@ -471,6 +506,157 @@ class Store:
                 select(schema.events).where(schema.events.c.job_id == job_id).order_by(schema.events.c.id)
             ).mappings()
             return [dict(r) for r in rows]
+
+    # ----------------------------------------------------------------------------------- outbox
+
+    def outbox_add(
+        self, destination: str, path: Path, sop_class_uid: str, sop_instance_uid: str, job_id: int | None = None
+    ) -> tuple[OutboxItem, bool]:
+        """Queue an object for a destination; return (item, queued_now).
+
+        One entry per (destination, SOP Instance UID): an object already sent or waiting is not queued twice;
+        a failed or cancelled one, or a new file for the same UID (a superseding result), is queued again.
+        """
+        now = time.time()
+        with self._write() as conn:
+            row = (
+                conn.execute(
+                    select(schema.outbox).where(
+                        schema.outbox.c.destination == destination, schema.outbox.c.sop_instance_uid == sop_instance_uid
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                item_id = _insert(
+                    conn,
+                    insert(schema.outbox).values(
+                        job_id=job_id,
+                        destination=destination,
+                        path=str(path),
+                        sop_class_uid=sop_class_uid,
+                        sop_instance_uid=sop_instance_uid,
+                        status=OutboxStatus.PENDING.value,
+                        attempts=0,
+                        next_attempt_at=0.0,
+                        created_at=now,
+                        updated_at=now,
+                    ),
+                )
+                return self._outbox_in(conn, item_id), True
+            same_file = row["path"] == str(path)
+            if row["status"] in (OutboxStatus.PENDING.value, OutboxStatus.SENT.value) and same_file:
+                return _outbox(row), False
+            conn.execute(
+                update(schema.outbox)
+                .where(schema.outbox.c.id == row["id"])
+                .values(
+                    job_id=job_id,
+                    path=str(path),
+                    sop_class_uid=sop_class_uid,
+                    status=OutboxStatus.PENDING.value,
+                    attempts=0,
+                    last_status=None,
+                    last_error=None,
+                    next_attempt_at=0.0,
+                    updated_at=now,
+                    sent_at=None,
+                )
+            )
+            return self._outbox_in(conn, row["id"]), True
+
+    def outbox_due(self, now: float | None = None, limit: int = 500) -> list[OutboxItem]:
+        now = time.time() if now is None else now
+        with self._read() as conn:
+            rows = conn.execute(
+                select(schema.outbox)
+                .where(schema.outbox.c.status == OutboxStatus.PENDING.value, schema.outbox.c.next_attempt_at <= now)
+                .order_by(schema.outbox.c.destination, schema.outbox.c.id)
+                .limit(limit)
+            ).mappings()
+            return [_outbox(r) for r in rows]
+
+    def outbox_sent(self, item_id: int, status: int) -> None:
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(
+                update(schema.outbox)
+                .where(schema.outbox.c.id == item_id)
+                .values(
+                    status=OutboxStatus.SENT.value,
+                    last_status=status,
+                    last_error=None,
+                    attempts=schema.outbox.c.attempts + 1,
+                    sent_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def outbox_failed(
+        self, item_id: int, error: str, *, status: int | None = None, retry_at: float | None = None
+    ) -> OutboxItem:
+        """Record a failed attempt: pending again at ``retry_at``, or failed for good when it is None."""
+        now = time.time()
+        with self._write() as conn:
+            values: dict[str, Any] = {
+                "last_error": error[:ERROR_TEXT_LIMIT],
+                "last_status": status,
+                "updated_at": now,
+                "attempts": schema.outbox.c.attempts + 1,
+            }
+            if retry_at is None:
+                values["status"] = OutboxStatus.FAILED.value
+            else:
+                values["next_attempt_at"] = retry_at
+            conn.execute(update(schema.outbox).where(schema.outbox.c.id == item_id).values(**values))
+            return self._outbox_in(conn, item_id)
+
+    def outbox_retry(self, item_id: int) -> OutboxItem:
+        with self._write() as conn:
+            item = self._outbox_in(conn, item_id)
+            if item.status not in (OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.PENDING):
+                raise StoreError(f"outbox item {item_id} is {item.status.value}; it was delivered already")
+            conn.execute(
+                update(schema.outbox)
+                .where(schema.outbox.c.id == item_id)
+                .values(status=OutboxStatus.PENDING.value, attempts=0, next_attempt_at=0.0, updated_at=time.time())
+            )
+            return self._outbox_in(conn, item_id)
+
+    def outbox_cancel(self, item_id: int) -> OutboxItem:
+        with self._write() as conn:
+            item = self._outbox_in(conn, item_id)
+            if item.status is not OutboxStatus.PENDING:
+                raise StoreError(f"outbox item {item_id} is {item.status.value}; only pending items can be cancelled")
+            conn.execute(
+                update(schema.outbox)
+                .where(schema.outbox.c.id == item_id)
+                .values(status=OutboxStatus.CANCELLED.value, updated_at=time.time())
+            )
+            return self._outbox_in(conn, item_id)
+
+    def outbox_list(self, status: OutboxStatus | None = None, limit: int = 100) -> list[OutboxItem]:
+        query = select(schema.outbox).order_by(schema.outbox.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(schema.outbox.c.status == status.value)
+        with self._read() as conn:
+            return [_outbox(r) for r in conn.execute(query).mappings()]
+
+    def outbox_next_due(self) -> float | None:
+        with self._read() as conn:
+            value = conn.execute(
+                select(func.min(schema.outbox.c.next_attempt_at)).where(
+                    schema.outbox.c.status == OutboxStatus.PENDING.value
+                )
+            ).scalar()
+            return None if value is None else float(value)
+
+    def _outbox_in(self, conn: Connection, item_id: int) -> OutboxItem:
+        row = conn.execute(select(schema.outbox).where(schema.outbox.c.id == item_id)).mappings().first()
+        if row is None:
+            raise StoreError(f"no outbox item {item_id}")
+        return _outbox(row)
 
     # ----------------------------------------------------------------------------------- status
 
@@ -537,12 +723,13 @@ def _grouped(conn: Connection, column: Any) -> dict[str, int]:
     return {key: count for key, count in conn.execute(select(column, func.count()).group_by(column))}
 
 
-def _fingerprint(parts: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for part in sorted(parts):
-        digest.update(part.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:32]
+EMPTY_FINGERPRINT = "0" * 32
+
+
+def _xor_fingerprint(fingerprint: str, uid: str) -> str:
+    """Order-independent set hash: XOR of 128-bit UID hashes (adding a UID twice would cancel; we never do)."""
+    value = int(fingerprint, 16) ^ int(hashlib.sha256(uid.encode()).hexdigest()[:32], 16)
+    return f"{value:032x}"
 
 
 def _input(row: RowMapping) -> Input:
@@ -583,6 +770,25 @@ def _job(row: RowMapping) -> Job:
         rule=row["rule"],
         result_path=Path(row["result_path"]) if row["result_path"] else None,
         models=list(row["models"] or []),
+    )
+
+
+def _outbox(row: RowMapping) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        job_id=row["job_id"],
+        destination=row["destination"],
+        path=Path(row["path"]),
+        sop_class_uid=row["sop_class_uid"],
+        sop_instance_uid=row["sop_instance_uid"],
+        status=OutboxStatus(row["status"]),
+        attempts=row["attempts"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        sent_at=row["sent_at"],
     )
 
 

@@ -81,6 +81,7 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
         study_uid=payload.get("study_uid"),
         series_uid=payload.get("series_uid"),
         job_id=job_id,
+        previous_result=Path(payload["previous_result"]) if payload.get("previous_result") else None,
     )
     with logs.job_context(job=job_id, study=inp.study_uid, series=inp.series_uid):
         try:
@@ -91,7 +92,7 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
                 inp,
                 Path(payload["result_dir"]),
                 Path(payload["staging_dir"]),
-                extra={"job_id": job_id},
+                extra={"job_id": job_id, "supersedes_job_id": payload.get("previous_job_id")},
             )
         except InputError as exc:
             log.warning("bad input: %s", exc)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 from pydicom.valuerep import PersonName
 
 from agent.errors import InputError
@@ -75,3 +76,37 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return float(value)
     return str(value)
+
+
+_PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"
+_SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def truncation(raw: bytes, pixel_offset: int, transfer_syntax: UID) -> str | None:
+    """Why the pixel data of an encoded instance is cut short, or None when it is whole.
+
+    ``pixel_offset`` is where header parsing stopped (at the Pixel Data tag, if any). Only the element
+    framing is checked, no pixel is decoded: a defined length must fit in the bytes received, and
+    encapsulated (compressed) data must end with its sequence delimiter. Big endian and deflated
+    streams are left to the parser.
+    """
+    if transfer_syntax.is_deflated or not transfer_syntax.is_little_endian:
+        return None
+    if raw[pixel_offset : pixel_offset + 4] != _PIXEL_DATA_TAG_LE:
+        return None
+    if transfer_syntax.is_implicit_VR:
+        length_at, value_at = pixel_offset + 4, pixel_offset + 8
+    else:
+        length_at, value_at = pixel_offset + 8, pixel_offset + 12
+    if value_at > len(raw):
+        return "pixel data element header is cut off"
+    length = int.from_bytes(raw[length_at : length_at + 4], "little")
+    if length == _UNDEFINED_LENGTH:
+        if raw.find(_SEQUENCE_DELIMITER_LE, value_at) == -1:
+            return "encapsulated pixel data has no sequence delimiter (stream cut short)"
+        return None
+    available = len(raw) - value_at
+    if length > available:
+        return f"pixel data declares {length} bytes but only {available} arrived"
+    return None

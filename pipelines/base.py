@@ -35,6 +35,7 @@ class PipelineInput:
     study_uid: str | None = None
     series_uid: str | None = None
     job_id: int | None = None
+    previous_result: Path | None = None  # result folder this run supersedes (same input, earlier content)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,22 @@ from tests.conftest import REPO
 from tests.support.waiting import wait_for
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class DaemonProcess:
+    """``oncoagent run`` with its own data folder; its DICOM SCP on a free port unless the config sets one."""
+
     def __init__(self, root: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
         self.root = root
         self.data_dir = root / "data"
         self.config_file = root / "oncoagent.yaml"
+        config = {**config, "scp": {"port": free_port(), **config.get("scp", {})}}
+        self.scp_port: int = config["scp"]["port"]
+        self.scp_aet: str = config["scp"].get("ae_title", "ONCOAGENT")
         self.config_file.write_text(yaml.safe_dump(config))
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None

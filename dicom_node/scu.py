@@ -1,0 +1,220 @@
+"""The outbox sender: C-STORE of queued objects to PACS destinations, with retries across restarts.
+
+Objects wait in the store's outbox until the destination answers success. One association per destination
+and round, proposing each object's own transfer syntax (and the uncompressed ones for uncompressed data).
+Outcomes:
+
+* success or a warning status (0xB000, 0xB006, 0xB007): sent;
+* the destination refused the SOP class or transfer syntax during negotiation, or answered a failure status
+  that will not change (0xA9xx, 0xCxxx, 0x0122 SOP class not supported): failed for good, status recorded;
+* no connection, association rejected or aborted, 0xA7xx out of resources, timeouts: retried with capped
+  exponential backoff, the next attempt time kept in the store so a restart does not reset it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from agent.config import Destination, OutboxSettings
+from agent.errors import OncoAgentError
+from agent.records import OutboxItem
+from agent.retry import RetryStrategy
+from agent.store import Store
+from dicom_node.scp import client_ssl_context
+from dicom_node.sop_classes import UNCOMPRESSED
+
+log = logging.getLogger(__name__)
+
+WARNING_STATUSES = frozenset({0xB000, 0xB006, 0xB007})
+
+
+@dataclass(frozen=True)
+class SendReport:
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+
+
+class OutboxSender:
+    def __init__(self, store: Store, destinations: Iterable[Destination], settings: OutboxSettings,
+                 calling_ae_title: str) -> None:
+        self.store = store
+        self.destinations = {d.name: d for d in destinations}
+        self.settings = settings
+        self.calling_ae_title = calling_ae_title
+        self.retry = RetryStrategy(settings.max_attempts, settings.backoff_base_s, settings.backoff_max_s)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    # ----------------------------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        """Send what is due until :meth:`stop`."""
+        while not self._stop.is_set():
+            try:
+                self.send_due()
+            except OncoAgentError as exc:
+                log.error("outbox round failed: %s", exc)
+            self._wake.wait(self._next_wait())
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _next_wait(self) -> float:
+        due = self.store.outbox_next_due()
+        if due is None:
+            return self.settings.scan_interval_s
+        return min(self.settings.scan_interval_s, max(0.05, due - time.time()))
+
+    # ----------------------------------------------------------------------------------- sending
+
+    def send_due(self) -> SendReport:
+        by_destination: dict[str, list[OutboxItem]] = defaultdict(list)
+        for item in self.store.outbox_due():
+            by_destination[item.destination].append(item)
+        totals = SendReport()
+        for name, items in by_destination.items():
+            if self._stop.is_set():
+                break
+            destination = self.destinations.get(name)
+            if destination is None:
+                for item in items:
+                    self.store.outbox_failed(item.id, f"destination {name!r} is no longer configured")
+                totals = _add(totals, SendReport(failed=len(items)))
+                continue
+            totals = _add(totals, self._send_to(destination, items))
+        return totals
+
+    def _send_to(self, destination: Destination, items: list[OutboxItem]) -> SendReport:
+        ready: list[tuple[OutboxItem, str]] = []
+        failed = 0
+        for item in items:
+            try:
+                meta = pydicom.dcmread(item.path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+                ready.append((item, str(meta.TransferSyntaxUID)))
+            except (OSError, InvalidDicomError, ValueError, AttributeError) as exc:
+                self.store.outbox_failed(item.id, f"cannot read {item.path}: {exc}")
+                failed += 1
+        if not ready:
+            return SendReport(failed=failed)
+
+        ae = AE(ae_title=destination.calling_ae_title or self.calling_ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.settings.timeout_s
+        for sop_class, syntax in sorted({(i.sop_class_uid, ts) for i, ts in ready}):
+            syntaxes = list(dict.fromkeys([syntax, *UNCOMPRESSED])) if syntax in UNCOMPRESSED else [syntax]
+            if len(ae.requested_contexts) < 128:
+                ae.add_requested_context(sop_class, syntaxes)
+        tls = client_ssl_context(destination.tls)
+        assoc = ae.associate(
+            destination.host, destination.port, ae_title=destination.ae_title,
+            tls_args=(tls, destination.host) if tls else None,
+        )
+        if not assoc.is_established:
+            why = "association rejected" if assoc.is_rejected else "no association (peer down or unreachable)"
+            return _add(SendReport(failed=failed), self._retry_all([i for i, _ in ready], f"{destination.name}: {why}"))
+        try:
+            return _add(SendReport(failed=failed), self._store_each(assoc, destination, ready))
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _store_each(self, assoc: Association, destination: Destination,
+                    ready: list[tuple[OutboxItem, str]]) -> SendReport:
+        accepted: dict[str, set[str]] = defaultdict(set)
+        for cx in assoc.accepted_contexts:
+            accepted[str(cx.abstract_syntax)].add(str(cx.transfer_syntax[0]))
+        sent = retry = failed = 0
+        for index, (item, syntax) in enumerate(ready):
+            if not assoc.is_established:
+                report = self._retry_all([i for i, _ in ready[index:]], f"{destination.name}: association lost")
+                return SendReport(sent, retry + report.retry, failed + report.failed)
+            syntaxes = accepted.get(item.sop_class_uid, set())
+            payload: Path | Dataset
+            if syntax in syntaxes:
+                payload = item.path  # sent as stored, no re-encoding
+            elif syntax in UNCOMPRESSED and syntaxes & set(UNCOMPRESSED):
+                payload = pydicom.dcmread(item.path)  # pynetdicom re-encodes to the accepted uncompressed syntax
+            else:
+                self.store.outbox_failed(
+                    item.id, f"{destination.name} refused SOP class {item.sop_class_uid} "
+                    f"with transfer syntax {syntax} during association negotiation",
+                )
+                log.warning("outbox %d: %s does not accept SOP class %s", item.id, destination.name, item.sop_class_uid)
+                failed += 1
+                continue
+            try:
+                response = assoc.send_c_store(payload)
+            except (OSError, ValueError, RuntimeError) as exc:
+                retry += self._retry_one(item, f"{destination.name}: C-STORE failed: {exc}")
+                continue
+            status = int(response.Status) if response and "Status" in response else None
+            if status is None:
+                retry += self._retry_one(item, f"{destination.name}: no C-STORE response (timeout or abort)")
+            elif status == 0x0000 or status in WARNING_STATUSES:
+                self.store.outbox_sent(item.id, status)
+                log.info("outbox %d: %s stored %s (status 0x%04X)", item.id, destination.name,
+                         item.sop_instance_uid, status)
+                sent += 1
+            elif (status & 0xFF00) == 0xA700:
+                retry += self._retry_one(item, f"{destination.name}: out of resources (0x{status:04X})", status)
+            else:
+                self.store.outbox_failed(item.id, f"{destination.name} refused the object: status 0x{status:04X}",
+                                         status=status)
+                log.warning("outbox %d: %s refused with 0x%04X", item.id, destination.name, status)
+                failed += 1
+        return SendReport(sent, retry, failed)
+
+    def _retry_one(self, item: OutboxItem, error: str, status: int | None = None) -> int:
+        retry_at = self.retry.retry_at(item.attempts + 1, time.time())
+        self.store.outbox_failed(item.id, error, status=status, retry_at=retry_at)
+        if retry_at is None:
+            log.error("outbox %d: giving up after %d attempts: %s", item.id, item.attempts + 1, error)
+            return 0
+        log.warning("outbox %d: %s; next attempt in %.0f s", item.id, error, retry_at - time.time())
+        return 1
+
+    def _retry_all(self, items: list[OutboxItem], error: str) -> SendReport:
+        retried = sum(self._retry_one(item, error) for item in items)
+        return SendReport(retry=retried, failed=len(items) - retried)
+
+
+def _add(a: SendReport, b: SendReport) -> SendReport:
+    return SendReport(a.sent + b.sent, a.retry + b.retry, a.failed + b.failed)
+
+
+def queue_results(store: Store, destinations: Iterable[Destination], job_id: int, result_dir: Path) -> int:
+    """Put every DICOM object a job wrote into the outbox of each destination that takes results."""
+    targets = [d for d in destinations if d.send_results]
+    if not targets or not result_dir.is_dir():
+        return 0
+    queued = 0
+    for path in sorted(result_dir.rglob("*.dcm")):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+            sop_class, sop_uid = str(header.SOPClassUID), str(header.SOPInstanceUID)
+        except (OSError, InvalidDicomError, ValueError, AttributeError) as exc:
+            log.error("job %d: result file %s is not readable DICOM (%s); not sent", job_id, path.name, exc)
+            continue
+        for destination in targets:
+            _, new = store.outbox_add(destination.name, path, sop_class, sop_uid, job_id=job_id)
+            queued += int(new)
+    if queued:
+        log.info("job %d: %d object(s) queued for %s", job_id, queued, ", ".join(d.name for d in targets))
+    return queued
