@@ -44,7 +44,7 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy agent pipelines dicom_node reports
-	$(BIN)/python -m pytest -q tests
+	tests/run-isolated.sh $(BIN)/python -m pytest -q tests
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

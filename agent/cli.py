@@ -21,7 +21,7 @@ import yaml
 from agent import __version__
 from agent.config import LoadedSettings, Settings, load_settings, masked
 from agent.errors import ConfigError, DataDirLockedError, OncoAgentError, StoreError
-from agent.records import Job, JobStatus
+from agent.records import Job, JobStatus, OutboxItem, OutboxStatus
 from agent.runtime import prepare_process
 
 log = logging.getLogger("agent.cli")
@@ -89,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             p.add_argument("--json", action="store_true")
         p.set_defaults(handler=handler)
+
+    outbox = sub.add_parser("outbox", help="objects waiting for or sent to PACS destinations")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    ol = outbox_sub.add_parser("list", help="list recent outbox entries")
+    ol.add_argument("--status", choices=[s.value for s in OutboxStatus])
+    ol.add_argument("--limit", type=int, default=50)
+    ol.add_argument("--json", action="store_true")
+    ol.set_defaults(handler=cmd_outbox_list)
+    for name, handler, text in (
+        ("retry", cmd_outbox_retry, "send a failed or cancelled entry again"),
+        ("cancel", cmd_outbox_cancel, "stop sending a pending entry"),
+    ):
+        p = outbox_sub.add_parser(name, help=text)
+        p.add_argument("item_id", type=int)
+        p.set_defaults(handler=handler)
+    oa = outbox_sub.add_parser("add", help="queue DICOM files for a destination (the daemon sends them)")
+    oa.add_argument("destination")
+    oa.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    oa.set_defaults(handler=cmd_outbox_add)
 
     batch = sub.add_parser("batch", help="queue every slide and DICOM series under PATHs for the daemon")
     batch.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -300,6 +319,86 @@ def cmd_jobs_cancel(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         store.close()
     print(f"job {job.id} cancelled")
     return 0
+
+
+def _outbox_dict(item: OutboxItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "job_id": item.job_id,
+        "destination": item.destination,
+        "sop_instance_uid": item.sop_instance_uid,
+        "sop_class_uid": item.sop_class_uid,
+        "path": str(item.path),
+        "status": item.status.value,
+        "attempts": item.attempts,
+        "last_status": None if item.last_status is None else f"0x{item.last_status:04X}",
+        "last_error": item.last_error,
+        "next_attempt_at": _iso(item.next_attempt_at) if item.next_attempt_at else None,
+        "sent_at": _iso(item.sent_at),
+    }
+
+
+def cmd_outbox_list(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    store = _open_store(loaded.settings)
+    try:
+        items = store.outbox_list(OutboxStatus(args.status) if args.status else None, limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([_outbox_dict(i) for i in items], indent=2))
+        return 0
+    print(f"{'id':>6}  {'status':<9} {'destination':<12} {'tries':>5}  detail")
+    for item in items:
+        detail = item.last_error or item.sop_instance_uid
+        print(f"{item.id:>6}  {item.status.value:<9} {item.destination:<12} {item.attempts:>5}  {detail[:100]}")
+    return 0
+
+
+def cmd_outbox_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    store = _open_store(loaded.settings)
+    try:
+        item = store.outbox_retry(args.item_id)
+    finally:
+        store.close()
+    print(f"outbox entry {item.id} will be sent again")
+    return 0
+
+
+def cmd_outbox_cancel(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    store = _open_store(loaded.settings)
+    try:
+        item = store.outbox_cancel(args.item_id)
+    finally:
+        store.close()
+    print(f"outbox entry {item.id} cancelled")
+    return 0
+
+
+def cmd_outbox_add(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    settings = loaded.settings
+    if args.destination not in {d.name for d in settings.destinations}:
+        known = ", ".join(d.name for d in settings.destinations) or "none configured"
+        raise ConfigError(f"no destination named {args.destination!r} (destinations: {known})")
+    store = _open_store(settings)
+    failed = 0
+    try:
+        for path in args.files:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                item, new = store.outbox_add(
+                    args.destination, path.resolve(), str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+                )
+            except (OSError, InvalidDicomError, AttributeError) as exc:
+                failed += 1
+                print(f"FAILED  {path}: not a readable DICOM object ({exc})")
+                continue
+            print(f"{'queued ' if new else 'already'} {path} as outbox entry {item.id}")
+    finally:
+        store.close()
+    return EXIT_FAILED if failed else 0
 
 
 def cmd_batch(args: argparse.Namespace, loaded: LoadedSettings) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 
@@ -25,6 +26,19 @@ from pipelines import registry
 log = logging.getLogger(__name__)
 
 
+def _remove_partial_writes(settings: Settings) -> None:
+    """Files a crash left half-written (never acknowledged, never recorded) are removed at start."""
+    paths = settings.paths
+    leftovers = [*paths.storage.rglob(".incoming-*"), *paths.tmp.glob("*.partial")]
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if leftovers:
+        log.info("removed %d partial write(s) left by an earlier stop", len(leftovers))
+
+
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -45,14 +59,16 @@ class Daemon:
 
     def _serve(self, store: Store, stop: threading.Event) -> int:
         settings = self.settings
+        _remove_partial_writes(settings)
         requeued = store.requeue_running("daemon restarted after an unclean stop")
         if requeued:
             log.warning("re-queued %d job(s) left running by an earlier unclean stop: %s", len(requeued), requeued)
         sender = OutboxSender(store, settings.destinations, settings.outbox, settings.scp.ae_title)
 
         def finished(job: Job) -> None:
-            done = job.status is JobStatus.SUCCEEDED and job.result_path is not None
-            if done and queue_results(store, settings.destinations, job.id, job.result_path):
+            if job.status is not JobStatus.SUCCEEDED or job.result_path is None:
+                return
+            if queue_results(store, settings.destinations, job.id, job.result_path):
                 sender.wake()
 
         scp = StorageSCP(store, settings.scp, settings.paths.storage) if settings.scp.enabled else None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, create_engine, event, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from agent import schema
 from agent.config import Priority
@@ -51,15 +51,21 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"job store write failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}") from exc
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as plain:
-            conn = plain.execution_options(oncoagent_readonly=True)
-            with conn.begin():
-                yield conn
+        try:
+            with self.engine.connect() as plain:
+                conn = plain.execution_options(oncoagent_readonly=True)
+                with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"job store read failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}") from exc
 
     def migrate(self) -> int:
         """Create or upgrade the schema; return the version now in force."""

@@ -192,7 +192,7 @@ class StorageSCP:
             header = pydicom.dcmread(stream, stop_before_pixels=True)
         except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError, AttributeError) as exc:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} cannot be parsed: {exc}") from exc
-        cut = truncation(raw, stream.tell(), header.file_meta.TransferSyntaxUID)
+        cut = truncation(raw, stream.tell(), header)
         if cut is not None:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
         if str(header.get("SOPInstanceUID", "")) != sop_uid:

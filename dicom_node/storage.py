@@ -12,7 +12,6 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import UID
 from pydicom.valuerep import PersonName
 
 from agent.errors import InputError
@@ -83,14 +82,15 @@ _SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
-def truncation(raw: bytes, pixel_offset: int, transfer_syntax: UID) -> str | None:
+def truncation(raw: bytes, pixel_offset: int, header: Dataset) -> str | None:
     """Why the pixel data of an encoded instance is cut short, or None when it is whole.
 
     ``pixel_offset`` is where header parsing stopped (at the Pixel Data tag, if any). Only the element
-    framing is checked, no pixel is decoded: a defined length must fit in the bytes received, and
-    encapsulated (compressed) data must end with its sequence delimiter. Big endian and deflated
-    streams are left to the parser.
+    framing is checked, no pixel is decoded: a defined length must fit in the bytes received and hold the
+    whole image the header describes, and encapsulated (compressed) data must end with its sequence
+    delimiter. Big endian and deflated streams are left to the parser.
     """
+    transfer_syntax = header.file_meta.TransferSyntaxUID
     if transfer_syntax.is_deflated or not transfer_syntax.is_little_endian:
         return None
     if raw[pixel_offset : pixel_offset + 4] != _PIXEL_DATA_TAG_LE:
@@ -109,4 +109,17 @@ def truncation(raw: bytes, pixel_offset: int, transfer_syntax: UID) -> str | Non
     available = len(raw) - value_at
     if length > available:
         return f"pixel data declares {length} bytes but only {available} arrived"
+    needed = _native_pixel_bytes(header)
+    if needed is not None and length < needed:
+        return f"pixel data holds {length} bytes, the image described needs {needed}"
     return None
+
+
+def _native_pixel_bytes(header: Dataset) -> int | None:
+    try:
+        pixels = int(header.Rows) * int(header.Columns) * int(header.get("SamplesPerPixel", 1) or 1)
+        pixels *= int(header.get("NumberOfFrames", 1) or 1)
+        bits = int(header.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)

@@ -17,9 +17,13 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
 from agent.errors import InputError, TransientError
 from pipelines import registry
 from pipelines.base import PipelineInput, PipelineResult
+from pipelines.synthetic.mri_series import synthetic_uid
 
 LEDGER_ENV = "OA_TEST_LEDGER"
 
@@ -50,7 +54,8 @@ def attempts_so_far(key: str) -> int:
 
 class ScriptedPipeline:
     """Does what the file name says: ``sleep2.5``, ``fail-input``, ``error``, ``transient2`` (fails the
-    first 2 attempts), ``sigkill1`` / ``segfault1`` (dies on the first attempt), else finishes at once."""
+    first 2 attempts), ``sigkill1`` / ``segfault1`` (dies on the first attempt), ``dicomout`` (also writes a
+    Secondary Capture result), else finishes at once."""
 
     name: ClassVar[str] = "test-scripted"
     version: ClassVar[str] = "1.0"
@@ -72,8 +77,37 @@ class ScriptedPipeline:
         if (m := re.search(r"segfault(\d)", name)) and before < int(m.group(1)):
             ctypes.string_at(0)
         (out_dir / "output.txt").write_text(f"processed {name}\n")
+        files = ["output.txt"]
+        if "dicomout" in name:
+            _secondary_capture(inp.key).save_as(out_dir / "result.dcm", enforce_file_format=True)
+            files.append("result.dcm")
         _append(f"done {inp.key}")
-        return PipelineResult(summary={"name": name, "attempt": before + 1}, files=("output.txt",))
+        return PipelineResult(summary={"name": name, "attempt": before + 1}, files=tuple(files))
+
+
+def _secondary_capture(key: str) -> Dataset:
+    """A small Secondary Capture whose UIDs derive from the input, so a rerun replaces instead of adding."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = synthetic_uid("sc", key)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = synthetic_uid("sc", key)
+    ds.StudyInstanceUID = synthetic_uid("study", key)
+    ds.SeriesInstanceUID = synthetic_uid("series", key)
+    ds.Modality = "OT"
+    ds.ConversionType = "WSD"
+    ds.PatientName = "TEST^SCRIPTED"
+    ds.PatientID = "SCRIPTED"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(range(64))
+    return ds
 
 
 registry.register(ScriptedPipeline.name, ScriptedPipeline)

@@ -1,0 +1,175 @@
+"""The outbox sender against Orthanc (a real PACS) and against pynetdicom peers that refuse or fail."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
+from pynetdicom import AE, evt
+
+from agent.config import Destination, OutboxSettings, ScpSettings
+from agent.records import InputKind, OutboxStatus
+from agent.store import Store
+from dicom_node.scp import StorageSCP
+from dicom_node.scu import OutboxSender, queue_results
+from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from tests.conftest import shared
+from tests.support.net import free_port
+from tests.support.orthanc import Orthanc
+from tests.support.waiting import wait_for
+
+FAST = OutboxSettings(backoff_base_s=0.2, backoff_max_s=0.5, max_attempts=4, timeout_s=5, scan_interval_s=0.2)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(f"sqlite:///{tmp_path / 'out.db'}")
+    yield s
+    s.close()
+
+
+def queue(store: Store, destination: str, files: list[Path]) -> list[int]:
+    ids = []
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        item, _ = store.outbox_add(destination, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+        ids.append(item.id)
+    return ids
+
+
+class PeerScp:
+    """A pynetdicom storage SCP that only supports MR Image Storage and answers a chosen status."""
+
+    def __init__(self, status: int = 0x0000) -> None:
+        self.status = status
+        self.received: list[str] = []
+        self.ae = AE(ae_title="PEER")
+        self.ae.add_supported_context(MRImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        self.port = free_port()
+        self.server = self.ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
+        )
+
+    def _store(self, event: evt.Event) -> int:
+        if self.status == 0:
+            self.received.append(str(event.request.AffectedSOPInstanceUID))
+        return self.status
+
+    def destination(self) -> Destination:
+        return Destination(name="peer", ae_title="PEER", host="127.0.0.1", port=self.port)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def test_sop_class_refused_at_negotiation_is_failed_once_with_the_reason(store: Store, tmp_path: Path) -> None:
+    peer = PeerScp()
+    try:
+        mr = write_mr_series(tmp_path / "mr", MRSeriesSpec(slices=2, rows=16, columns=16)).files
+        sm = [shared("wsi/highdicom_sm_image.dcm")]
+        mr_ids = queue(store, "peer", mr)
+        (sm_id,) = queue(store, "peer", sm)
+        sender = OutboxSender(store, [peer.destination()], FAST, "ONCOAGENT")
+        report = sender.send_due()
+        assert (report.sent, report.failed) == (2, 1)
+        assert sorted(peer.received) == sorted(pydicom.dcmread(p).SOPInstanceUID for p in mr)
+        refused = next(i for i in store.outbox_list() if i.id == sm_id)
+        assert refused.status is OutboxStatus.FAILED
+        assert "refused SOP class 1.2.840.10008.5.1.4.1.1.77.1.6" in refused.last_error
+        assert all(i.status is OutboxStatus.SENT for i in store.outbox_list() if i.id in mr_ids)
+        assert sender.send_due().sent == 0  # nothing is retried for ever
+    finally:
+        peer.stop()
+
+
+@pytest.mark.parametrize(("status", "expected"), [(0xA700, OutboxStatus.PENDING), (0xC000, OutboxStatus.FAILED)])
+def test_failure_statuses(store: Store, tmp_path: Path, status: int, expected: OutboxStatus) -> None:
+    peer = PeerScp(status)
+    try:
+        queue(store, "peer", write_mr_series(tmp_path / "mr", MRSeriesSpec(slices=1)).files)
+        OutboxSender(store, [peer.destination()], FAST, "ONCOAGENT").send_due()
+        (item,) = store.outbox_list()
+        assert item.status is expected and item.last_status == status and item.attempts == 1
+        if expected is OutboxStatus.PENDING:
+            assert item.next_attempt_at > time.time()
+    finally:
+        peer.stop()
+
+
+def test_unreachable_destination_backs_off_and_gives_up(store: Store, tmp_path: Path) -> None:
+    dead = Destination(name="dead", ae_title="NOBODY", host="127.0.0.1", port=free_port())
+    queue(store, "dead", write_mr_series(tmp_path / "mr", MRSeriesSpec(slices=1)).files)
+    sender = OutboxSender(store, [dead], FAST.model_copy(update={"max_attempts": 2}), "ONCOAGENT")
+    sender.send_due()
+    (item,) = store.outbox_list()
+    assert item.status is OutboxStatus.PENDING and "no association" in item.last_error
+    assert sender.send_due().retry == 0  # not due yet
+    wait_for(store.outbox_due, 5, what="the backoff to pass")
+    sender.send_due()
+    (item,) = store.outbox_list()
+    assert item.status is OutboxStatus.FAILED and item.attempts == 2
+
+
+def test_outbox_delivers_to_orthanc_exactly_once_after_it_comes_back(store: Store, tmp_path: Path) -> None:
+    orthanc = Orthanc(tmp_path / "orthanc")
+    destination = Destination(name="pacs", ae_title=orthanc.ae_title, host="127.0.0.1", port=orthanc.dicom_port)
+    series = write_mr_series(tmp_path / "mr", MRSeriesSpec(slices=5, rows=32, columns=32, seed=7))
+    queue(store, "pacs", series.files)
+    sender = OutboxSender(store, [destination], FAST.model_copy(update={"max_attempts": 50}), "ONCOAGENT")
+    # Orthanc is down: everything waits, nothing is lost
+    sender.send_due()
+    assert {i.status for i in store.outbox_list()} == {OutboxStatus.PENDING}
+    orthanc.start()
+    try:
+        import threading
+
+        thread = threading.Thread(target=sender.run, daemon=True)
+        thread.start()
+        wait_for(lambda: all(i.status is OutboxStatus.SENT for i in store.outbox_list()), 30, what="delivery")
+        sender.stop()
+        thread.join(timeout=10)
+        # queueing the same objects again (a resend) does not duplicate them in the PACS
+        assert queue(store, "pacs", series.files)
+        assert OutboxSender(store, [destination], FAST, "ONCOAGENT").send_due().sent == 0
+        uids = orthanc.sop_instance_uids()
+        assert sorted(uids) == sorted(pydicom.dcmread(p).SOPInstanceUID for p in series.files)
+        study = orthanc.get("/studies")
+        assert len(study) == 1
+    finally:
+        orthanc.stop()
+
+
+def test_orthanc_pushes_a_study_to_our_scp(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
+    scp = StorageSCP(store, ScpSettings(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
+    port = scp.start()
+    orthanc = Orthanc(tmp_path / "orthanc", modalities={"oncoagent": ("ONCOAGENT", "127.0.0.1", port)})
+    orthanc.start()
+    try:
+        ids = [orthanc.upload(p) for p in sorted(shared("mri/philips_mr700_series").iterdir())]
+        study_id = orthanc.get(f"/instances/{ids[0]}/study")["ID"]
+        orthanc.post("/modalities/oncoagent/store", [study_id])
+        assert store.counts()["instances"] == 7
+        (inp,) = store.list_inputs()
+        assert inp.instance_count == 7 and inp.attrs["Modality"] == "MR"
+    finally:
+        orthanc.stop()
+        scp.stop()
+        store.close()
+
+
+def test_results_are_queued_for_destinations_that_take_them(store: Store, tmp_path: Path) -> None:
+    result = tmp_path / "job-000001"
+    write_mr_series(result / "objects", MRSeriesSpec(slices=2, rows=8, columns=8))
+    (result / "notes.json").write_text("{}")
+    pacs = Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=104)
+    archive = Destination(name="archive", ae_title="ARCH", host="127.0.0.1", port=105, send_results=False)
+    inp, _ = store.upsert_file_input(InputKind.SLIDE, tmp_path / "a.svs", "f", {})
+    job, _ = store.enqueue(inp.id, "p", "1")
+    assert queue_results(store, [pacs, archive], job.id, result) == 2
+    assert {(i.destination, i.job_id) for i in store.outbox_list()} == {("pacs", job.id)}
+    assert queue_results(store, [pacs, archive], job.id, result) == 0  # idempotent

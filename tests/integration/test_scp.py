@@ -1,0 +1,273 @@
+"""The C-STORE SCP against real peers: dcmtk's echoscu/storescu/dcmsend and pynetdicom clients."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    MRImageStorage,
+    RLELossless,
+)
+from pynetdicom import AE
+
+from agent.config import ScpSettings
+from agent.store import Store
+from dicom_node.scp import StorageSCP
+from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from tests.conftest import shared
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed (make test does)")
+
+
+class RunningScp:
+    def __init__(self, root: Path, **settings: Any) -> None:
+        self.root = root
+        self.storage = root / "storage"
+        self.store = Store.open(f"sqlite:///{root / 'scp.db'}")
+        self.settings = ScpSettings(port=free_port(), min_free_disk_mb=1, **settings)
+        self.scp = StorageSCP(self.store, self.settings, self.storage)
+        self.port = self.scp.start()
+
+    def stop(self) -> None:
+        self.scp.stop()
+        self.store.close()
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.storage.rglob("*") if p.is_file())
+
+    def dcmtk(self, tool: str, *files: str | Path, options: tuple[str, ...] = (), aet: str = "STORESCU"
+              ) -> subprocess.CompletedProcess[str]:
+        """Run a dcmtk client: ``tool [options] host port [files]``."""
+        return subprocess.run(
+            [tool, "-aet", aet, "-aec", self.settings.ae_title, *options, "127.0.0.1", str(self.port),
+             *map(str, files)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+
+    def pynetdicom_assoc(self, aet: str = "TESTSCU", contexts: list[tuple[str, list[str]]] | None = None) -> Any:
+        ae = AE(ae_title=aet)
+        for sop, syntaxes in contexts or [(MRImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]:
+            ae.add_requested_context(sop, syntaxes)
+        return ae.associate("127.0.0.1", self.port, ae_title=self.settings.ae_title)
+
+
+@pytest.fixture
+def scp(tmp_path: Path) -> Iterator[RunningScp]:
+    running = RunningScp(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_scp(tmp_path: Path) -> Iterator[Callable[..., RunningScp]]:
+    started: list[RunningScp] = []
+
+    def make(**settings: Any) -> RunningScp:
+        running = RunningScp(tmp_path / f"scp{len(started)}", **settings)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+def test_echo(scp: RunningScp) -> None:
+    proc = scp.dcmtk("echoscu")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_vendor_mr_series_is_stored_under_study_series_sop(scp: RunningScp) -> None:
+    files = sorted(shared("mri/ge_dwi_series").iterdir())
+    proc = scp.dcmtk("storescu", *files)
+    assert proc.returncode == 0, proc.stderr
+    stored = scp.files()
+    assert len(stored) == 14
+    first = pydicom.dcmread(files[0])
+    expected = scp.storage / first.StudyInstanceUID / first.SeriesInstanceUID / f"{first.SOPInstanceUID}.dcm"
+    assert expected in stored
+    # the bytes are the peer's encoding: pixel data identical, no re-encoding
+    assert pydicom.dcmread(expected).PixelData == first.PixelData
+    counts = scp.store.counts()
+    assert counts["instances"] == 14 and counts["series"] == 1
+    assert not list(scp.storage.rglob(".incoming-*"))
+
+
+def test_philips_series_and_multiframe_wsi(scp: RunningScp) -> None:
+    assert scp.dcmtk("storescu", *sorted(shared("mri/philips_mr700_series").iterdir())).returncode == 0
+    wsi = [shared("wsi/dicom-boxes/boxes_0.dcm"), shared("wsi/dicom-boxes/boxes_1.dcm"),
+           shared("wsi/highdicom_sm_image.dcm")]
+    proc = scp.dcmtk("dcmsend", *wsi, options=("-nh", "-nuc"))  # dcmsend proposes the WSI class and JPEG
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = scp.store.counts()
+    assert counts["instances"] == 7 + 3
+    sm_uid = pydicom.dcmread(wsi[2]).SOPInstanceUID
+    stored_wsi = pydicom.dcmread(next(p for p in scp.files() if p.name.startswith(sm_uid)))
+    assert int(stored_wsi.NumberOfFrames) == 25
+
+
+@pytest.mark.parametrize(
+    ("tool", "syntax", "client"),
+    [
+        (["dcmconv", "+td"], DeflatedExplicitVRLittleEndian, ("storescu", "-xd")),  # -xd proposes deflate
+        # -dn: dcmsend sends the file as stored instead of decompressing it
+        (["dcmcjpls", "--encode-lossless"], JPEGLSLossless, ("dcmsend", "-dn")),
+        (["dcmcrle"], RLELossless, ("dcmsend", "-dn")),
+        (None, JPEG2000Lossless, ("dcmsend", "-dn")),
+    ],
+)
+def test_compressed_transfer_syntaxes_are_accepted_as_sent(
+    scp: RunningScp, tmp_path: Path, tool: list[str] | None, syntax: str, client: tuple[str, ...]
+) -> None:
+    source = shared("mri/MR_small.dcm")
+    target = tmp_path / "converted.dcm"
+    if tool is None:
+        ds = pydicom.dcmread(source)
+        ds.compress(syntax)
+        ds.save_as(target)
+    else:
+        subprocess.run([*tool, str(source), str(target)], check=True, capture_output=True)
+    assert pydicom.dcmread(target).file_meta.TransferSyntaxUID == syntax
+    proc = scp.dcmtk(client[0], target, options=client[1:])
+    assert proc.returncode == 0, proc.stderr
+    (stored,) = scp.files()
+    assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == syntax
+
+
+def test_several_associations_at_once(scp: RunningScp, tmp_path: Path) -> None:
+    series = [write_mr_series(tmp_path / f"s{i}", MRSeriesSpec(slices=12, rows=32, columns=32, seed=50 + i))
+              for i in range(4)]
+    results: list[int] = []
+
+    def send(files: list[Path]) -> None:
+        results.append(scp.dcmtk("storescu", *files).returncode)
+
+    threads = [threading.Thread(target=send, args=(s.files,)) for s in series]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == [0, 0, 0, 0]
+    counts = scp.store.counts()
+    assert counts["instances"] == 48 and counts["series"] == 4
+    for s in series:
+        assert scp.store.find_input(s.series_uid).instance_count == 12
+
+
+def test_duplicate_instance_is_idempotent(scp: RunningScp) -> None:
+    source = str(shared("mri/MR_small.dcm"))
+    assert scp.dcmtk("storescu", source).returncode == 0
+    fingerprint = scp.store.find_input(pydicom.dcmread(source).SeriesInstanceUID).fingerprint
+    assert scp.dcmtk("storescu", source).returncode == 0
+    assert scp.store.counts()["instances"] == 1
+    assert scp.store.find_input(pydicom.dcmread(source).SeriesInstanceUID).fingerprint == fingerprint
+
+
+def test_truncated_dataset_gets_cannot_understand_and_leaves_no_file(scp: RunningScp) -> None:
+    assoc = scp.pynetdicom_assoc()
+    assert assoc.is_established
+    status = assoc.send_c_store(shared("broken/pydicom_MR_truncated.dcm"))  # raw bytes as stored, no check
+    assoc.release()
+    assert status.Status == 0xC210
+    assert scp.files() == []
+    assert scp.store.counts()["instances"] == 0
+    assert scp.dcmtk("echoscu").returncode == 0  # still serving
+
+
+def test_path_traversal_uid_is_refused(scp: RunningScp) -> None:
+    ds = pydicom.dcmread(shared("mri/MR_small.dcm"))
+    ds.StudyInstanceUID = "1.2.3/../../../../tmp/evil"
+    assoc = scp.pynetdicom_assoc()
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    assert status.Status == 0xC211
+    assert scp.files() == []
+    assert not list(scp.root.parent.rglob("evil*"))
+
+
+def test_aborted_association_does_not_stop_the_scp(scp: RunningScp) -> None:
+    for _ in range(3):
+        assoc = scp.pynetdicom_assoc()
+        assert assoc.is_established
+        assoc.abort()
+    assert scp.dcmtk("storescu", str(shared("mri/MR_small.dcm"))).returncode == 0
+    assert scp.store.counts()["instances"] == 1
+
+
+def test_allow_list_refuses_unknown_callers_and_wrong_hosts(
+    make_scp: Callable[..., RunningScp], caplog: pytest.LogCaptureFixture
+) -> None:
+    scp = make_scp(allowed_callers=[{"ae_title": "MODALITY1"}, {"ae_title": "PACS", "hosts": ["10.9.9.9"]}])
+    assert scp.dcmtk("echoscu", aet="MODALITY1").returncode == 0
+    refused = scp.dcmtk("echoscu", aet="INTRUDER")
+    assert refused.returncode != 0 and "Association Rejected" in refused.stdout + refused.stderr
+    assert scp.dcmtk("echoscu", aet="PACS").returncode != 0  # right title, wrong address
+    assert "calling AE title 'INTRUDER' is not in scp.allowed_callers" in caplog.text
+    assert "PACS may not call from 127.0.0.1" in caplog.text
+
+
+def test_disk_watermark_refuses_new_associations(
+    make_scp: Callable[..., RunningScp], caplog: pytest.LogCaptureFixture
+) -> None:
+    scp = make_scp()
+    scp.scp.settings = scp.settings.model_copy(update={"min_free_disk_mb": 10**9})
+    proc = scp.dcmtk("storescu", str(shared("mri/MR_small.dcm")))
+    assert proc.returncode != 0
+    assert scp.files() == []
+    assert "scp.min_free_disk_mb" in caplog.text
+
+
+def test_association_limit(make_scp: Callable[..., RunningScp]) -> None:
+    scp = make_scp(max_associations=1)
+    first = scp.pynetdicom_assoc()
+    assert first.is_established
+    second = scp.pynetdicom_assoc()
+    assert not second.is_established and second.is_rejected
+    first.release()
+    third = scp.pynetdicom_assoc()
+    assert third.is_established
+    third.release()
+
+
+def test_series_is_receiving_while_its_association_is_open(scp: RunningScp) -> None:
+    ds = pydicom.dcmread(shared("mri/MR_small.dcm"))
+    assoc = scp.pynetdicom_assoc()
+    assert assoc.send_c_store(ds).Status == 0
+    assert scp.scp.receiving_series() == {ds.SeriesInstanceUID}
+    assoc.release()
+    assert scp.scp.receiving_series() == set()
+
+
+def test_tls(make_scp: Callable[..., RunningScp], tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=oncoagent-test",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    scp = make_scp(tls={"enabled": True, "certificate": str(cert), "private_key": str(key)})
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    context.check_hostname = False
+    ae = AE(ae_title="TLSSCU")
+    ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="ONCOAGENT", tls_args=(context, None))
+    assert assoc.is_established
+    assert assoc.send_c_store(pydicom.dcmread(shared("mri/MR_small.dcm"))).Status == 0
+    assoc.release()
+    assert scp.dcmtk("echoscu").returncode != 0  # plain DICOM is not accepted on the TLS port
+    assert scp.store.counts()["instances"] == 1
