@@ -16,10 +16,12 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_durably(target: Path, chunks: list[bytes] | bytes) -> int:
+def write_bytes_durably(target: Path, chunks: list[bytes] | bytes, *, sync_dir: bool = True) -> int:
     """Write to a temporary file beside ``target``, fsync it, rename it into place, fsync the folder.
 
     Returns the number of bytes written. On any error the temporary file is removed and the target is untouched.
+    With ``sync_dir=False`` the caller fsyncs the folder itself (to share one fsync among several files)
+    before it reports the file as stored.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     parts = [chunks] if isinstance(chunks, bytes) else chunks
@@ -34,7 +36,8 @@ def write_bytes_durably(target: Path, chunks: list[bytes] | bytes) -> int:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-        fsync_dir(target.parent)
+        if sync_dir:
+            fsync_dir(target.parent)
         return size
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -97,71 +97,79 @@ class Store:
     # ----------------------------------------------------------------------------------- instances
 
     def add_instance(self, inst: Instance) -> bool:
-        """Record a stored DICOM instance and its series; False when the SOP Instance UID was known.
+        """Record a stored DICOM instance and its series; False when the SOP Instance UID was known."""
+        return self.add_instances([inst])[0]
+
+    def add_instances(self, insts: Sequence[Instance]) -> list[bool]:
+        """Record several instances in one transaction (one commit); for each, whether it was new.
 
         The series fingerprint is the XOR of its instances' UID hashes, updated in place, so recording an
         instance costs the same whatever the series size.
         """
         now = time.time()
         with self._write() as conn:
-            known = conn.execute(
-                select(schema.instances.c.id).where(schema.instances.c.sop_instance_uid == inst.sop_instance_uid)
-            ).first()
-            if known is not None:
-                return False
-            row = (
-                conn.execute(
-                    select(schema.inputs.c.id, schema.inputs.c.fingerprint, schema.inputs.c.instance_count).where(
-                        schema.inputs.c.key == inst.series_uid
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:
-                input_id = _insert(
-                    conn,
-                    insert(schema.inputs).values(
-                        kind=InputKind.DICOM_SERIES.value,
-                        key=inst.series_uid,
-                        path=str(inst.path.parent),
-                        study_uid=inst.study_uid,
-                        series_uid=inst.series_uid,
-                        fingerprint=EMPTY_FINGERPRINT,
-                        attrs=inst.attrs,
-                        instance_count=0,
-                        state=InputState.RECEIVING.value,
-                        created_at=now,
-                        updated_at=now,
-                    ),
-                )
-                fingerprint, count = EMPTY_FINGERPRINT, 0
-            else:
-                input_id, fingerprint, count = row["id"], row["fingerprint"], row["instance_count"]
+            return [self._record_instance(conn, inst, now) for inst in insts]
+
+    @staticmethod
+    def _record_instance(conn: Connection, inst: Instance, now: float) -> bool:
+        known = conn.execute(
+            select(schema.instances.c.id).where(schema.instances.c.sop_instance_uid == inst.sop_instance_uid)
+        ).first()
+        if known is not None:
+            return False
+        row = (
             conn.execute(
-                insert(schema.instances).values(
-                    sop_instance_uid=inst.sop_instance_uid,
-                    sop_class_uid=inst.sop_class_uid,
+                select(schema.inputs.c.id, schema.inputs.c.fingerprint, schema.inputs.c.instance_count).where(
+                    schema.inputs.c.key == inst.series_uid
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            input_id = _insert(
+                conn,
+                insert(schema.inputs).values(
+                    kind=InputKind.DICOM_SERIES.value,
+                    key=inst.series_uid,
+                    path=str(inst.path.parent),
                     study_uid=inst.study_uid,
                     series_uid=inst.series_uid,
-                    input_id=input_id,
-                    path=str(inst.path),
-                    size=inst.size,
-                    source=inst.source,
-                    received_at=now,
-                )
-            )
-            conn.execute(
-                update(schema.inputs)
-                .where(schema.inputs.c.id == input_id)
-                .values(
-                    instance_count=count + 1,
-                    fingerprint=_xor_fingerprint(fingerprint, inst.sop_instance_uid),
+                    fingerprint=EMPTY_FINGERPRINT,
+                    attrs=inst.attrs,
+                    instance_count=0,
                     state=InputState.RECEIVING.value,
-                    reason=None,
+                    created_at=now,
                     updated_at=now,
-                )
+                ),
             )
+            fingerprint, count = EMPTY_FINGERPRINT, 0
+        else:
+            input_id, fingerprint, count = row["id"], row["fingerprint"], row["instance_count"]
+        conn.execute(
+            insert(schema.instances).values(
+                sop_instance_uid=inst.sop_instance_uid,
+                sop_class_uid=inst.sop_class_uid,
+                study_uid=inst.study_uid,
+                series_uid=inst.series_uid,
+                input_id=input_id,
+                path=str(inst.path),
+                size=inst.size,
+                source=inst.source,
+                received_at=now,
+            )
+        )
+        conn.execute(
+            update(schema.inputs)
+            .where(schema.inputs.c.id == input_id)
+            .values(
+                instance_count=count + 1,
+                fingerprint=_xor_fingerprint(fingerprint, inst.sop_instance_uid),
+                state=InputState.RECEIVING.value,
+                reason=None,
+                updated_at=now,
+            )
+        )
         return True
 
     def has_instance(self, sop_instance_uid: str) -> bool:

@@ -58,7 +58,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def worker_main(conn: Connection, config: WorkerConfig) -> None:
     _die_with_parent(config.parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the daemon decides
+    # Ctrl-C and a group-wide SIGTERM reach workers too; the daemon decides when they stop (None or SIGKILL).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     prepare_process(config.log_level, config.log_format, config.plugins)
     while True:
         try:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from agent.config import Destination, OutboxSettings
@@ -32,7 +32,7 @@ from agent.errors import OncoAgentError
 from agent.records import OutboxItem
 from agent.retry import RetryStrategy
 from agent.store import Store
-from dicom_node.scp import client_ssl_context
+from dicom_node.scp import client_ssl_context, set_no_delay
 from dicom_node.sop_classes import UNCOMPRESSED
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class OutboxSender:
         assoc = ae.associate(
             destination.host, destination.port, ae_title=destination.ae_title,
             tls_args=(tls, destination.host) if tls else None,
+            evt_handlers=[(evt.EVT_CONN_OPEN, set_no_delay)],
         )
         if not assoc.is_established:
             why = "association rejected" if assoc.is_rejected else "no association (peer down or unreachable)"

@@ -1,0 +1,79 @@
+"""Group commit for received instances: one directory fsync and one database commit for all instances that
+arrived meanwhile on concurrent associations.
+
+Each C-STORE handler has already written and fsynced its file under its final name; it then hands the record
+to :meth:`InstanceRecorder.record` and blocks until the folder holding the new name is fsynced and the record
+is committed. Only then does it answer success. With one association this costs what a direct commit costs;
+with several, the fsyncs and the commit are shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from agent.durable import fsync_dir
+from agent.errors import OncoAgentError, StoreError
+from agent.records import Instance
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+
+@dataclass
+class _Pending:
+    instance: Instance
+    done: Future[bool]
+
+
+class InstanceRecorder:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="instance-recorder", daemon=True)
+        self._thread.start()
+
+    def record(self, instance: Instance, timeout: float = 60.0) -> bool:
+        """Make the instance's file name durable and record it; True when it was new. Raises StoreError."""
+        pending = _Pending(instance, Future())
+        self._queue.put(pending)
+        return pending.done.result(timeout=timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._commit(batch)
+                    return
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            for folder in {p.instance.path.parent for p in batch}:
+                fsync_dir(folder)
+            results = self.store.add_instances([p.instance for p in batch])
+        except (OncoAgentError, OSError) as exc:
+            error = exc if isinstance(exc, OncoAgentError) else StoreError(f"cannot make instances durable: {exc}")
+            for pending in batch:
+                pending.done.set_exception(error)
+            return
+        for pending, new in zip(batch, results, strict=True):
+            pending.done.set_result(new)
