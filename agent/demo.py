@@ -2,8 +2,8 @@
 
 The demo owns its data directory (it writes a marker there) and starts it afresh each time: it generates a
 brightfield slide, a fluorescence slide and an MR series, starts ``oncoagent run`` as a subprocess, drops the
-samples into the daemon's inbox, waits until every job has finished, stops the daemon with SIGTERM and prints
-each result.
+slides into the daemon's inbox as a scanner would, sends the MR series to the daemon's DICOM port with C-STORE
+as a modality would, waits until every job has finished, stops the daemon with SIGTERM and prints each result.
 """
 
 from __future__ import annotations
@@ -11,10 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
 
 from agent.config import LoadedSettings
 from agent.errors import OncoAgentError
@@ -44,11 +49,14 @@ def run_demo(loaded: LoadedSettings, timeout: float) -> int:
     expected_inputs = 3
 
     env = dict(os.environ)
+    port = _free_port()
     env.update(
         {
             "ONCOAGENT_INGEST__SETTLE_SECONDS": "1",
             "ONCOAGENT_INGEST__QUIET_SECONDS": "2",
             "ONCOAGENT_INGEST__SCAN_INTERVAL_S": "0.5",
+            "ONCOAGENT_SCP__HOST": "127.0.0.1",
+            "ONCOAGENT_SCP__PORT": str(port),
         }
     )
     command = [sys.executable, "-m", "agent.cli", "--data-dir", str(root)]
@@ -61,8 +69,7 @@ def run_demo(loaded: LoadedSettings, timeout: float) -> int:
         try:
             _drop(samples / "demo-brightfield.tiff", root / "inbox")
             _drop(samples / "demo-fluorescence.tiff", root / "inbox")
-            for path in series.files:
-                _drop(path, root / "inbox")
+            _send_dicom(series.files, port, settings.scp.ae_title, daemon)
             finished = _wait_for_jobs(root, expected_inputs, timeout, daemon)
         finally:
             if daemon.poll() is None:
@@ -78,6 +85,42 @@ def _drop(source: Path, inbox: Path) -> None:
     hidden = inbox / f".{source.name}.copying"
     shutil.copyfile(source, hidden)
     os.replace(hidden, inbox / source.name)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _send_dicom(files: list[Path], port: int, ae_title: str, daemon: subprocess.Popen[bytes]) -> None:
+    """C-STORE the files to the daemon, as a modality would; waits for the daemon's SCP to answer."""
+    ae = AE(ae_title="DEMO-MODALITY")
+    for sop_class in {str(pydicom.dcmread(f, stop_before_pixels=True).SOPClassUID) for f in files}:
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    deadline = time.monotonic() + 60
+    while not _listening(port):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise OncoAgentError(f"the daemon's DICOM port {port} does not answer")
+        time.sleep(0.3)
+    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
+    if not assoc.is_established:
+        raise OncoAgentError(f"the daemon's DICOM port {port} refused the association")
+    try:
+        failed = [f.name for f in files if int(getattr(assoc.send_c_store(f), "Status", -1)) != 0]
+    finally:
+        assoc.release()
+    if failed:
+        raise OncoAgentError(f"the daemon refused {len(failed)} instance(s): {', '.join(failed[:5])}")
+    print(f"sent {len(files)} MR instances to the daemon's DICOM port {port}", flush=True)
 
 
 def _wait_for_jobs(root: Path, expected_inputs: int, timeout: float, daemon: subprocess.Popen[bytes]) -> bool:
