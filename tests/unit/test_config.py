@@ -120,3 +120,19 @@ def test_show_masks_passwords() -> None:
 def test_store_url_must_be_sqlite_or_postgresql() -> None:
     with pytest.raises(ValueError, match="sqlite:// or postgresql://"):
         Settings.model_validate({"store": {"url": "mysql://x/y"}})
+
+
+def test_production_example_is_valid() -> None:
+    loaded = load_settings(PROJECT_CONFIG.with_name("oncoagent.production.yaml"), environ={})
+    assert loaded.settings.scp.port == 104 and loaded.settings.destinations[0].name == "pacs"
+    assert loaded.settings.scheduler.batches[0].cron == "0 2 * * *"
+
+
+def test_tls_needs_its_files() -> None:
+    with pytest.raises(ValueError, match="certificate and private_key"):
+        Settings.model_validate({"scp": {"tls": {"enabled": True}}})
+    with pytest.raises(ValueError, match="unique destination names"):
+        Settings.model_validate({"destinations": [
+            {"name": "a", "ae_title": "A", "host": "h", "port": 104},
+            {"name": "a", "ae_title": "B", "host": "h", "port": 105},
+        ]})
