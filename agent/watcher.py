@@ -1,49 +1,114 @@
 """Folder intake: the daemon's inbox and scanner folders.
 
-A file is taken once it has settled: size and modification time unchanged for ``settle_seconds``.
-
 * ``<data_dir>/inbox`` is consumed: DICOM files are stored durably under ``storage/`` and then removed from
-  the inbox; slides are moved to ``storage/slides/``; anything else is moved to quarantine with a reason.
+  the inbox; slides (with their parts and sidecar) are moved to ``storage/slides/``; anything else is moved
+  to quarantine with a reason.
 * Scanner folders (``ingest.folders``, recursive) are read in place: slides become inputs where they lie,
   DICOM files are copied into storage, other files are ignored with one log line.
 
-A slide already recorded with the same size and mtime is not taken again, across restarts; a rewritten one is.
+Noticing files. In ``events`` mode a watchdog observer (inotify) reports changed paths between scans and a
+full walk runs at start-up (files already there and not yet processed are picked up) and every
+``rescan_interval_s`` as a safety net; in ``polling`` mode, for network shares where change events do not
+arrive, every scan walks the folders. ``auto`` polls folders on network file systems (NFS, SMB/CIFS, …).
+
+Taking a file. A file is taken once it has settled: size and modification time unchanged for
+``settle_seconds``. A slide must also be complete: every part of a multi-file slide present and settled
+(MIRAX ``.mrxs`` with its data folder, Hamamatsu ``.vms`` with its image files) and openslide able to open
+it. A slide in a format openslide recognises that still cannot be opened is waited for a grace period (it
+may still be being written); after that it is taken anyway, so that its job fails with a clear reason. A
+file openslide does not recognise at all is taken when settled and fails likewise.
+
+A slide already recorded with the same fingerprint (size and mtime of every part) is not taken again, across
+restarts; a rewritten one is. Context for a slide (accession, patient) comes from named groups of
+``ingest.filename_regex`` matched on its name or path, and from a JSON sidecar ``<file name>.json`` or
+``<stem>.json``; it is stored in the input's ``attrs["context"]`` and never logged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
 import struct
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
 from agent.config import Settings
 from agent.durable import copy_durably, fsync_dir, move_to_quarantine
-from agent.errors import InputError
+from agent.errors import ConfigError, InputError
 from agent.records import InputKind, Instance
 from agent.store import Store
 from dicom_node.storage import instance_path, routing_attrs
+from pipelines.wsi.slide_files import (
+    SLIDE_SUFFIXES,
+    OpenCheck,
+    mrxs_folder,
+    open_check,
+    owner_of,
+    sidecar_for,
+    slide_parts,
+)
 
 log = logging.getLogger(__name__)
 
-SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".svslide"})
+__all__ = ["SLIDE_SUFFIXES", "FolderWatcher", "files_under"]
+
 _SKIP_SUFFIXES = (".reason.txt", ".partial")
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "fuse.sshfs", "9p", "ncpfs"})
+ORPHAN_PART_S = 3600.0  # a part or sidecar whose slide never comes is treated as a file of its own after this
+CONTEXT_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_CONTEXT_KEYS = 50
 
 
 @dataclass
 class _Seen:
-    size: int
-    mtime_ns: int
+    signature: str
     since: float
     taken: bool = False
+    open_state: OpenCheck | None = None  # openslide's verdict for this signature, once checked
+    reported: bool = False  # the reason for waiting was logged
+
+
+@dataclass(frozen=True)
+class _IngestKnobs:
+    """Watcher settings; read defensively until ``IngestSettings`` declares them."""
+
+    watch_mode: str
+    rescan_interval_s: float
+    unopenable_grace_s: float
+    filename_regex: re.Pattern[str] | None
+    sidecar: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> _IngestKnobs:
+        ingest = settings.ingest
+        settle = ingest.settle_seconds
+        mode = str(getattr(ingest, "watch_mode", "auto"))
+        if mode not in ("auto", "events", "polling"):
+            raise ConfigError(f"ingest.watch_mode: expected auto, events or polling, got {mode!r}")
+        grace = getattr(ingest, "unopenable_grace_s", None)
+        pattern = getattr(ingest, "filename_regex", None)
+        try:
+            regex = re.compile(pattern) if pattern else None
+        except re.error as exc:
+            raise ConfigError(f"ingest.filename_regex: not a valid regular expression ({exc})") from None
+        return cls(
+            watch_mode=mode,
+            rescan_interval_s=float(getattr(ingest, "rescan_interval_s", 60.0)),
+            unopenable_grace_s=float(grace) if grace is not None else max(3 * settle, 10.0),
+            filename_regex=regex,
+            sidecar=bool(getattr(ingest, "sidecar", True)),
+        )
 
 
 class FolderWatcher:
@@ -51,48 +116,136 @@ class FolderWatcher:
         self.store = store
         self.settle = settings.ingest.settle_seconds
         self.paths = settings.paths
+        self.knobs = _IngestKnobs.from_settings(settings)
         self.folders: list[tuple[Path, bool]] = []  # (folder, consumed)
         if settings.ingest.inbox:
             self.folders.append((self.paths.inbox, True))
         self.folders += [(f.resolve(), False) for f in settings.ingest.folders]
         self._seen: dict[Path, _Seen] = {}
         self._warned: set[Path] = set()
+        self._feed: _EventFeed | None = None
+        self._next_full_scan = 0.0
+        self._fstypes: dict[Path, str | None] = {}
+        self.scan_interval = settings.ingest.scan_interval_s
+
+    def close(self) -> None:
+        """Stop the change-event observer (the daemon's watcher runs until the process ends)."""
+        if self._feed is not None:
+            self._feed.stop()
+            self._feed = None
+
+    # ------------------------------------------------------------------------------------ scanning
 
     def scan(self, now: float | None = None) -> int:
-        """Look at every file once; take the settled ones. Returns how many files were taken."""
+        """Look at new or unsettled files; take the settled ones. Returns how many inputs were taken."""
         now = time.time() if now is None else now
+        folders = self._present_folders()
+        self._watch(folders)
+        full = self._feed is None or now >= self._next_full_scan or self._feed.overflowed()
+        if full:
+            self._next_full_scan = now + self.knobs.rescan_interval_s
+            candidates = {p: c for folder, c in folders for p in _units(files_under(folder))}
+            for gone in set(self._seen) - set(candidates):
+                del self._seen[gone]
+        else:
+            assert self._feed is not None
+            changed = self._feed.drain()
+            candidates = {}
+            for folder, consumed in folders:
+                inside = [p for p in changed if p.is_relative_to(folder)]
+                for path in _units(_expand(inside)):
+                    candidates[path] = consumed
+                for path in self._seen:
+                    if not self._seen[path].taken and path.is_relative_to(folder):
+                        candidates[path] = consumed
         taken = 0
-        present: set[Path] = set()
+        for path, consumed in sorted(candidates.items()):
+            if self._ready(path, now) and self._take_unit(path, consumed) is not None:
+                taken += 1
+        return taken
+
+    def _present_folders(self) -> list[tuple[Path, bool]]:
+        present = []
         for folder, consumed in self.folders:
             if not folder.is_dir():
                 if folder not in self._warned:
                     log.error("watched folder %s does not exist or is not a folder", folder)
                     self._warned.add(folder)
                 continue
-            self._warned.discard(folder)
-            for path in files_under(folder):
-                present.add(path)
-                if self._settled(path, now):
-                    self._seen[path].taken = True
-                    if self.take(path, consumed) is not None:
-                        taken += 1
-        for gone in set(self._seen) - present:
-            del self._seen[gone]
-        return taken
+            if folder in self._warned:
+                self._warned.discard(folder)
+                self._next_full_scan = 0.0  # a share came back: walk it
+            present.append((folder, consumed))
+        return present
 
-    def _settled(self, path: Path, now: float) -> bool:
-        try:
-            st = path.stat()
-        except OSError:
+    def _watch(self, folders: list[tuple[Path, bool]]) -> None:
+        event_folders = [f for f, _ in folders if self._wants_events(f)]
+        if not event_folders:
+            return
+        if self._feed is None:
+            self._feed = _EventFeed.start()
+            if self._feed is None:
+                self.knobs = replace(self.knobs, watch_mode="polling")
+                return
+        for folder in event_folders:
+            if self._feed.watch(folder):
+                self._next_full_scan = 0.0  # newly watched: walk it once for what is already there
+
+    def _wants_events(self, folder: Path) -> bool:
+        mode = self.knobs.watch_mode
+        if mode == "polling":
+            return False
+        if mode == "events":
+            return True
+        if folder not in self._fstypes:
+            self._fstypes[folder] = fstype = filesystem_type(folder)
+            if fstype in NETWORK_FILESYSTEMS:
+                log.info("%s is on %s: polling it every %g s", folder, fstype, self.scan_interval)
+        return self._fstypes[folder] not in NETWORK_FILESYSTEMS
+
+    def _ready(self, path: Path, now: float) -> bool:
+        """Settled (and, for a slide, complete and openable or past its grace); logs why it waits, once."""
+        signature = _signature(path)
+        if signature is None:
+            self._seen.pop(path, None)
             return False
         seen = self._seen.get(path)
-        if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            self._seen[path] = seen = _Seen(st.st_size, st.st_mtime_ns, now)
-        return not seen.taken and now - seen.since >= self.settle
+        if seen is None or seen.signature != signature:
+            seen = self._seen[path] = _Seen(signature, now)
+        if seen.taken or now - seen.since < self.settle:
+            return False
+        if path.suffix.lower() not in SLIDE_SUFFIXES:
+            return True
+        parts = slide_parts(path)
+        if not parts.complete:
+            if not seen.reported:
+                log.info("slide %s waits for its parts: %s", path.name, ", ".join(parts.missing[:5]))
+                seen.reported = True
+            return False
+        if seen.open_state is None:
+            seen.open_state, detail = open_check(path)
+            if seen.open_state is OpenCheck.UNREADABLE:
+                log.info("slide %s cannot be opened yet (%s); waiting up to %.0f s", path.name, detail,
+                         self.knobs.unopenable_grace_s)
+        waited = now - seen.since - self.settle
+        return seen.open_state is not OpenCheck.UNREADABLE or waited >= self.knobs.unopenable_grace_s
+
+    def _take_unit(self, path: Path, consumed: bool) -> str | None:
+        self._seen[path].taken = True
+        key = self.take(path, consumed)
+        if key is None and path in self._seen and not path.exists():
+            del self._seen[path]
+        return key
+
+    # ------------------------------------------------------------------------------------ taking
 
     def take(self, path: Path, consumed: bool) -> str | None:
         """Ingest one file; return the key of the input it belongs to, or None when it was not taken."""
         suffix = path.suffix.lower()
+        owner = owner_of(path)
+        if owner is not None and owner != path and owner.exists():
+            log.debug("%s is part of slide %s", path.name, owner.name)
+            return None
         try:
             if suffix in SLIDE_SUFFIXES:
                 return self._take_slide(path, consumed)
@@ -113,23 +266,90 @@ class FolderWatcher:
             return None
 
     def _take_slide(self, path: Path, consumed: bool) -> str:
+        parts = slide_parts(path)
+        sidecar = sidecar_for(path)
+        context, source = self._context(path, sidecar)
         if consumed:
-            target = self.paths.storage / "slides" / path.name
+            path = self._move_slide(path, parts.parts if parts.complete else (path,), sidecar)
+            parts = slide_parts(path)
+        fingerprint = _fingerprint(parts.parts)
+        attrs: dict[str, Any] = {
+            "file_name": path.name,
+            "suffix": path.suffix.lower(),
+            "size": sum(p.stat().st_size for p in parts.parts if p.is_file()),
+        }
+        if len(parts.parts) > 1:
+            attrs["parts"] = len(parts.parts)
+        if context:
+            attrs["context"] = context
+            attrs["context_source"] = source
+        inp, new = self.store.upsert_file_input(InputKind.SLIDE, path, fingerprint, attrs)
+        if new:
+            log.info("slide %s recorded as input %d", path.name, inp.id)
+        return inp.key
+
+    def _move_slide(self, path: Path, parts: tuple[Path, ...], sidecar: Path | None) -> Path:
+        slides = self.paths.storage / "slides"
+        if len(parts) == 1:
+            target = slides / path.name
             n = 1
             while target.exists():
                 target = target.with_name(f"{path.stem}.{n}{path.suffix}")
                 n += 1
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(path), target)
+            if sidecar is not None:
+                shutil.move(str(sidecar), target.with_name(target.name + ".json"))
             fsync_dir(target.parent)
-            path = target
-        st = path.stat()
-        fingerprint = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32]
-        attrs = {"file_name": path.name, "suffix": path.suffix.lower(), "size": st.st_size}
-        inp, new = self.store.upsert_file_input(InputKind.SLIDE, path, fingerprint, attrs)
-        if new:
-            log.info("slide %s recorded as input %d", path.name, inp.id)
-        return inp.key
+            return target
+        # a multi-file slide gets a folder of its own, its parts keeping their places relative to the main file
+        folder = slides / path.stem
+        n = 1
+        while folder.exists():
+            folder = slides / f"{path.stem}.{n}"
+            n += 1
+        folder.mkdir(parents=True)
+        for part in [*parts, *([sidecar] if sidecar else [])]:
+            relative = part.relative_to(path.parent)
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(part), folder / relative)
+        data_dir = mrxs_folder(path)
+        if data_dir.is_dir() and not any(data_dir.iterdir()):
+            data_dir.rmdir()
+        fsync_dir(folder)
+        return folder / path.name
+
+    def _context(self, path: Path, sidecar: Path | None) -> tuple[dict[str, Any], str | None]:
+        context: dict[str, Any] = {}
+        sources = []
+        regex = self.knobs.filename_regex
+        if regex is not None:
+            match = regex.search(path.name) or regex.search(self._relative(path))
+            if match:
+                context.update({k: v for k, v in match.groupdict().items() if v is not None})
+                sources.append("filename")
+        if self.knobs.sidecar and sidecar is not None:
+            try:
+                doc = json.loads(sidecar.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                log.warning("sidecar %s of %s is not readable JSON (%s); ignored", sidecar.name, path.name, exc)
+                doc = None
+            if isinstance(doc, dict):
+                values = {
+                    k: v for k, v in doc.items()
+                    if CONTEXT_KEY.match(str(k)) and isinstance(v, str | int | float | bool)
+                }
+                context.update(dict(list(values.items())[:MAX_CONTEXT_KEYS]))
+                sources.append("sidecar")
+            elif doc is not None:
+                log.warning("sidecar %s of %s is not a JSON object; ignored", sidecar.name, path.name)
+        return context, "+".join(sources) or None
+
+    def _relative(self, path: Path) -> str:
+        for folder, _ in self.folders:
+            if path.is_relative_to(folder):
+                return path.relative_to(folder).as_posix()
+        return path.name
 
     def _take_dicom(self, path: Path, consumed: bool) -> str:
         try:
@@ -158,6 +378,9 @@ class FolderWatcher:
         return inst.series_uid
 
 
+# ---------------------------------------------------------------------------------------------- helpers
+
+
 def files_under(folder: Path) -> Iterator[Path]:
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -165,6 +388,158 @@ def files_under(folder: Path) -> Iterator[Path]:
             if name.startswith(".") or name.endswith(_SKIP_SUFFIXES):
                 continue
             yield Path(root) / name
+
+
+def _expand(paths: Iterable[Path]) -> Iterator[Path]:
+    """Changed paths as files: a changed folder stands for the files under it."""
+    for path in paths:
+        if path.is_dir():
+            yield from files_under(path)
+        elif path.exists() and not path.name.startswith(".") and not path.name.endswith(_SKIP_SUFFIXES):
+            yield path
+
+
+def _units(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files to consider, with the parts and sidecars of a slide replaced by its main file.
+
+    A part whose slide is not there yet is kept back until ORPHAN_PART_S has passed since it last changed;
+    then it is a file of its own (quarantined from the inbox, ignored elsewhere).
+    """
+    seen: set[Path] = set()
+    for path in paths:
+        owner = owner_of(path)
+        if owner is None:
+            unit = path
+        elif owner.exists():
+            unit = owner
+        else:
+            try:
+                age = time.time() - path.stat().st_mtime
+            except OSError:
+                continue
+            if age < ORPHAN_PART_S:
+                continue
+            unit = path
+        if unit not in seen:
+            seen.add(unit)
+            yield unit
+
+
+def _signature(path: Path) -> str | None:
+    """Size and mtime of the file, or of every part of a multi-file slide; None when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if path.suffix.lower() not in (".mrxs", ".vms"):
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    return _fingerprint(slide_parts(path).parts)
+
+
+def _fingerprint(parts: Iterable[Path]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        try:
+            st = part.stat()
+        except OSError:
+            digest.update(f"{part.name}:absent;".encode())
+            continue
+        digest.update(f"{part.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return digest.hexdigest()[:32]
+
+
+def filesystem_type(folder: Path) -> str | None:
+    """The file system type of the mount holding ``folder`` (Linux /proc/mounts), or None."""
+    try:
+        mounts = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    best, fstype = "", None
+    target = str(folder.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3:
+            mount = fields[1].replace("\\040", " ")
+            if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+                best, fstype = mount, fields[2]
+    return fstype
+
+
+class _EventFeed:
+    """Paths reported changed by a watchdog observer since the last drain (thread-safe)."""
+
+    MAX_PENDING = 100_000
+
+    def __init__(self, observer: Any) -> None:
+        self._observer = observer
+        self._lock = threading.Lock()
+        self._changed: set[Path] = set()
+        self._overflow = False
+        self._watched: set[Path] = set()
+
+    @classmethod
+    def start(cls) -> _EventFeed | None:
+        try:
+            from watchdog.observers import Observer
+        except ImportError as exc:
+            log.warning("watchdog is not available (%s); polling instead", exc)
+            return None
+        observer = Observer()
+        observer.daemon = True
+        feed = cls(observer)
+        try:
+            observer.start()
+        except OSError as exc:
+            log.warning("cannot start the file-change observer (%s); polling instead", exc)
+            return None
+        return feed
+
+    def watch(self, folder: Path) -> bool:
+        """Watch ``folder`` recursively; True when it was not watched before."""
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+        if folder in self._watched:
+            return False
+        feed = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                feed._note(event.src_path)
+                if getattr(event, "dest_path", ""):
+                    feed._note(event.dest_path)
+
+        try:
+            self._observer.schedule(Handler(), str(folder), recursive=True)
+        except OSError as exc:
+            log.warning("cannot watch %s for changes (%s); it is only walked periodically", folder, exc)
+            return False
+        self._watched.add(folder)
+        return True
+
+    def _note(self, raw: str | bytes) -> None:
+        path = Path(os.fsdecode(raw))
+        with self._lock:
+            if len(self._changed) >= self.MAX_PENDING:
+                self._overflow = True
+                self._changed.clear()
+            else:
+                self._changed.add(path)
+
+    def drain(self) -> set[Path]:
+        with self._lock:
+            changed, self._changed = self._changed, set()
+            return changed
+
+    def overflowed(self) -> bool:
+        with self._lock:
+            was, self._overflow = self._overflow, False
+            return was
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
 
 
 def _is_dicom(path: Path) -> bool:
