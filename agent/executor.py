@@ -145,6 +145,7 @@ class Executor:
             "staging_dir": str(self.paths.tmp),
             "previous_result": str(previous.result_path) if previous and previous.result_path else None,
             "previous_job_id": previous.id if previous else None,
+            "fingerprint": job.input_fingerprint,
         }
 
     def result_dir(self, job_id: int) -> Path:

@@ -6,7 +6,10 @@ either absent or whole; a re-run replaces it instead of adding a second one.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import logging
 import shutil
 import time
 import uuid
@@ -16,7 +19,26 @@ from typing import Any
 from agent.durable import replace_dir, write_bytes_durably
 from pipelines.base import Pipeline, PipelineInput
 
+log = logging.getLogger(__name__)
+
 RESULT_FILE = "result.json"
+REPORTS_MODULE = "reports.render"
+
+
+def _write_reports(doc: dict[str, Any], inp: PipelineInput, out_dir: Path) -> list[str]:
+    """Reports (HTML, PDF, DICOM SR/SEG/annotations) for a finished analysis; their failure is a warning on
+    the result, never the loss of the analysis itself."""
+    if importlib.util.find_spec(REPORTS_MODULE) is None:
+        return []
+    render = importlib.import_module(REPORTS_MODULE)
+    try:
+        outcome = render.write_reports(doc, inp, out_dir)
+    except Exception as exc:
+        log.exception("reports failed")
+        doc["warnings"].append(f"reports could not be written: {type(exc).__name__}: {exc}")
+        return []
+    doc["warnings"].extend(outcome.warnings)
+    return list(outcome.files)
 
 
 def execute(
@@ -53,6 +75,7 @@ def execute(
             "seconds": round(elapsed, 3),
             **(extra or {}),
         }
+        doc["reports"] = _write_reports(doc, inp, staging)
         write_bytes_durably(staging / RESULT_FILE, json.dumps(doc, indent=2, default=str).encode())
         replace_dir(staging, target)
         return doc

@@ -84,6 +84,7 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
         series_uid=payload.get("series_uid"),
         job_id=job_id,
         previous_result=Path(payload["previous_result"]) if payload.get("previous_result") else None,
+        fingerprint=payload.get("fingerprint", ""),
     )
     with logs.job_context(job=job_id, study=inp.study_uid, series=inp.series_uid):
         try:

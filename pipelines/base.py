@@ -36,6 +36,7 @@ class PipelineInput:
     series_uid: str | None = None
     job_id: int | None = None
     previous_result: Path | None = None  # result folder this run supersedes (same input, earlier content)
+    fingerprint: str = ""  # identifies the input's content (changes when a series gains an instance)
 
 
 @dataclass(frozen=True)
