@@ -335,6 +335,7 @@ def _outbox_dict(item: OutboxItem) -> dict[str, Any]:
         "last_error": item.last_error,
         "next_attempt_at": _iso(item.next_attempt_at) if item.next_attempt_at else None,
         "sent_at": _iso(item.sent_at),
+        "note": item.note,
     }
 
 

@@ -125,3 +125,4 @@ class OutboxItem:
     created_at: float
     updated_at: float
     sent_at: float | None
+    note: str | None = None

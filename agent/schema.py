@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -126,10 +126,16 @@ outbox = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("sent_at", Float),
+    Column("note", Text),  # v2: what was sent instead (fallback) and why
     UniqueConstraint("destination", "sop_instance_uid", name="uq_outbox_object"),
 )
 
 Migration = Callable[[Connection], None]
 
-# MIGRATIONS[n] turns schema version n into n + 1. Empty while version 1 is the only one shipped.
-MIGRATIONS: dict[int, Migration] = {}
+
+def _v1_to_v2(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN note TEXT")
+
+
+# MIGRATIONS[n] turns schema version n into n + 1.
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}

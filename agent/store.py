@@ -626,6 +626,22 @@ class Store:
             conn.execute(update(schema.outbox).where(schema.outbox.c.id == item_id).values(**values))
             return self._outbox_in(conn, item_id)
 
+    def outbox_substitute(
+        self, item_id: int, path: Path, sop_class_uid: str, sop_instance_uid: str, note: str
+    ) -> OutboxItem:
+        """Send another object in place of this entry's (a fallback the destination accepts), at once."""
+        with self._write() as conn:
+            conn.execute(
+                update(schema.outbox)
+                .where(schema.outbox.c.id == item_id)
+                .values(
+                    path=str(path), sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
+                    status=OutboxStatus.PENDING.value, next_attempt_at=0.0, note=note[:ERROR_TEXT_LIMIT],
+                    updated_at=time.time(),
+                )
+            )
+            return self._outbox_in(conn, item_id)
+
     def outbox_retry(self, item_id: int) -> OutboxItem:
         with self._write() as conn:
             item = self._outbox_in(conn, item_id)
@@ -803,6 +819,7 @@ def _outbox(row: RowMapping) -> OutboxItem:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         sent_at=row["sent_at"],
+        note=row["note"],
     )
 
 

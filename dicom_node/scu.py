@@ -24,6 +24,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
@@ -38,6 +39,12 @@ from dicom_node.sop_classes import UNCOMPRESSED
 log = logging.getLogger(__name__)
 
 WARNING_STATUSES = frozenset({0xB000, 0xB006, 0xB007})
+
+FALLBACK_FOLDER = "fallback"
+FALLBACK_CHAIN: dict[str, tuple[str, ...]] = {
+    str(Comprehensive3DSRStorage): ("sr-comprehensive.dcm", "report-pdf.dcm"),
+    str(ComprehensiveSRStorage): ("report-pdf.dcm",),
+}
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,9 @@ class OutboxSender:
             evt_handlers=[(evt.EVT_CONN_OPEN, set_no_delay)],
         )
         if not assoc.is_established:
+            refused = {str(cx.abstract_syntax) for cx in assoc.rejected_contexts}
+            if refused and not assoc.is_rejected:  # negotiation refused every class we proposed
+                return _add(SendReport(failed=failed), self._refuse_all(destination, ready))
             why = "association rejected" if assoc.is_rejected else "no association (peer down or unreachable)"
             return _add(SendReport(failed=failed), self._retry_all([i for i, _ in ready], f"{destination.name}: {why}"))
         try:
@@ -153,12 +163,8 @@ class OutboxSender:
             elif syntax in UNCOMPRESSED and syntaxes & set(UNCOMPRESSED):
                 payload = pydicom.dcmread(item.path)  # pynetdicom re-encodes to the accepted uncompressed syntax
             else:
-                self.store.outbox_failed(
-                    item.id, f"{destination.name} refused SOP class {item.sop_class_uid} "
-                    f"with transfer syntax {syntax} during association negotiation",
-                )
-                log.warning("outbox %d: %s does not accept SOP class %s", item.id, destination.name, item.sop_class_uid)
-                failed += 1
+                report = self._refuse_all(destination, [(item, syntax)])
+                retry, failed = retry + report.retry, failed + report.failed
                 continue
             try:
                 response = assoc.send_c_store(payload)
@@ -182,6 +188,36 @@ class OutboxSender:
                 failed += 1
         return SendReport(sent, retry, failed)
 
+    def _refuse_all(self, destination: Destination, items: list[tuple[OutboxItem, str]]) -> SendReport:
+        """Items whose SOP class the destination refused: send their fallback next, or fail them for good."""
+        retry = failed = 0
+        for item, syntax in items:
+            refusal = (f"{destination.name} refused SOP class {item.sop_class_uid} "
+                       f"with transfer syntax {syntax} during association negotiation")
+            if self._fall_back(item, refusal):
+                retry += 1
+            else:
+                self.store.outbox_failed(item.id, refusal)
+                log.warning("outbox %d: %s", item.id, refusal)
+                failed += 1
+        return SendReport(retry=retry, failed=failed)
+
+    def _fall_back(self, item: OutboxItem, refusal: str) -> bool:
+        """Queue the next object of the fallback chain in place of a refused one; False when there is none."""
+        fallback = fallback_for(item.path, item.sop_class_uid)
+        if fallback is None:
+            return False
+        try:
+            header = pydicom.dcmread(fallback, stop_before_pixels=True)
+        except (OSError, InvalidDicomError) as exc:
+            log.error("outbox %d: fallback %s is unreadable: %s", item.id, fallback, exc)
+            return False
+        step = f"{refusal}; sending {fallback.name} ({header.SOPClassUID.name}) instead"
+        note = f"{item.note}\n{step}" if item.note else step  # the whole chain stays on record
+        self.store.outbox_substitute(item.id, fallback, str(header.SOPClassUID), str(header.SOPInstanceUID), note)
+        log.warning("outbox %d: %s", item.id, step)
+        return True
+
     def _retry_one(self, item: OutboxItem, error: str, status: int | None = None) -> int:
         retry_at = self.retry.retry_at(item.attempts + 1, time.time())
         self.store.outbox_failed(item.id, error, status=status, retry_at=retry_at)
@@ -200,13 +236,26 @@ def _add(a: SendReport, b: SendReport) -> SendReport:
     return SendReport(a.sent + b.sent, a.retry + b.retry, a.failed + b.failed)
 
 
+def fallback_for(path: Path, sop_class_uid: str) -> Path | None:
+    """The object to send when a destination refuses ``sop_class_uid``: Comprehensive 3D SR falls back to
+    Comprehensive SR, which falls back to the report as Encapsulated PDF. Fallbacks live in ``fallback/``
+    of the result folder."""
+    folder = path.parent if path.parent.name == FALLBACK_FOLDER else path.parent / FALLBACK_FOLDER
+    for candidate in FALLBACK_CHAIN.get(sop_class_uid, ()):
+        target = folder / candidate
+        if target.is_file():
+            return target
+    return None
+
+
 def queue_results(store: Store, destinations: Iterable[Destination], job_id: int, result_dir: Path) -> int:
-    """Put every DICOM object a job wrote into the outbox of each destination that takes results."""
+    """Put every DICOM object a job wrote (top level of its result folder; fallbacks stay back) into the
+    outbox of each destination that takes results."""
     targets = [d for d in destinations if d.send_results]
     if not targets or not result_dir.is_dir():
         return 0
     queued = 0
-    for path in sorted(result_dir.rglob("*.dcm")):
+    for path in sorted(result_dir.glob("*.dcm")):
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True)
             sop_class, sop_uid = str(header.SOPClassUID), str(header.SOPInstanceUID)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import (
+    Comprehensive3DSRStorage,
+    ComprehensiveSRStorage,
+    EncapsulatedPDFStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MRImageStorage,
+)
 from pynetdicom import AE, evt
 
 from agent.config import Destination, OutboxSettings, ScpSettings
@@ -164,7 +171,8 @@ def test_orthanc_pushes_a_study_to_our_scp(tmp_path: Path) -> None:
 
 def test_results_are_queued_for_destinations_that_take_them(store: Store, tmp_path: Path) -> None:
     result = tmp_path / "job-000001"
-    write_mr_series(result / "objects", MRSeriesSpec(slices=2, rows=8, columns=8))
+    write_mr_series(result, MRSeriesSpec(slices=2, rows=8, columns=8))
+    write_mr_series(result / "elsewhere", MRSeriesSpec(slices=1, rows=8, columns=8, seed=3))  # not top level
     (result / "notes.json").write_text("{}")
     pacs = Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=104)
     archive = Destination(name="archive", ae_title="ARCH", host="127.0.0.1", port=105, send_results=False)
@@ -173,3 +181,62 @@ def test_results_are_queued_for_destinations_that_take_them(store: Store, tmp_pa
     assert queue_results(store, [pacs, archive], job.id, result) == 2
     assert {(i.destination, i.job_id) for i in store.outbox_list()} == {("pacs", job.id)}
     assert queue_results(store, [pacs, archive], job.id, result) == 0  # idempotent
+
+
+def _object(path: Path, sop_class: str, uid: str) -> Path:
+    """A minimal object of a SOP class; the peers here negotiate on the class, they do not validate."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = "2.25.1", "2.25.2", "SR"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("accepted", "expected_class"),
+    [
+        ([ComprehensiveSRStorage, EncapsulatedPDFStorage], ComprehensiveSRStorage),
+        ([EncapsulatedPDFStorage], EncapsulatedPDFStorage),
+    ],
+)
+def test_refused_3d_sr_falls_back_along_the_chain(
+    store: Store, tmp_path: Path, accepted: list[str], expected_class: str
+) -> None:
+    result = tmp_path / "job-000001"
+    primary = _object(result / "sr.dcm", Comprehensive3DSRStorage, "2.25.10")
+    _object(result / "fallback" / "sr-comprehensive.dcm", ComprehensiveSRStorage, "2.25.11")
+    _object(result / "fallback" / "report-pdf.dcm", EncapsulatedPDFStorage, "2.25.12")
+    received: list[str] = []
+    ae = AE(ae_title="PICKY")
+    for sop_class in accepted:
+        ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    port = free_port()
+
+    def handle(event: evt.Event) -> int:
+        received.append(str(event.request.AffectedSOPClassUID))
+        return 0
+
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
+    try:
+        destination = Destination(name="picky", ae_title="PICKY", host="127.0.0.1", port=port)
+        inp, _ = store.upsert_file_input(InputKind.SLIDE, tmp_path / "a.svs", "f", {})
+        job, _ = store.enqueue(inp.id, "p", "1")
+        assert queue_results(store, [destination], job.id, result) == 1  # fallbacks are not queued themselves
+        sender = OutboxSender(store, [destination], FAST, "ONCOAGENT")
+        for _ in range(3):
+            sender.send_due()
+        (item,) = store.outbox_list()
+        assert item.status is OutboxStatus.SENT
+        assert item.sop_class_uid == expected_class and received == [expected_class]
+        assert item.path != primary
+        assert "refused SOP class 1.2.840.10008.5.1.4.1.1.88.34" in (item.note or "")
+        assert f"sending {item.path.name}" in (item.note or "")
+    finally:
+        server.shutdown()

@@ -189,3 +189,25 @@ def test_two_store_handles_share_one_database(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE schema_info (id INTEGER PRIMARY KEY, version INTEGER NOT NULL);"
+        "INSERT INTO schema_info VALUES (1, 1);"
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, job_id INTEGER, destination VARCHAR(64) NOT NULL,"
+        " path TEXT NOT NULL, sop_class_uid VARCHAR(64) NOT NULL, sop_instance_uid VARCHAR(64) NOT NULL,"
+        " status VARCHAR(16) NOT NULL, attempts INTEGER NOT NULL, last_status INTEGER, last_error TEXT,"
+        " next_attempt_at FLOAT NOT NULL, created_at FLOAT NOT NULL, updated_at FLOAT NOT NULL, sent_at FLOAT);"
+        "INSERT INTO outbox VALUES (1, NULL, 'pacs', '/r/sr.dcm', '1.2', '2.25.1', 'pending', 0, NULL, NULL,"
+        " 0, 0, 0, NULL);"
+    )
+    conn.commit()
+    conn.close()
+    store = Store(Store.open(f"sqlite:///{db}", migrate=False).engine)
+    assert store.migrate() == schema.SCHEMA_VERSION
+    (item,) = store.outbox_list()
+    assert item.sop_instance_uid == "2.25.1" and item.note is None
+    store.close()
