@@ -12,7 +12,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -208,20 +209,23 @@ def _progress_bar(items: Any) -> Any:
     return tqdm(list(items), desc="processing", unit="input", file=sys.stderr)
 
 
-def _open_store(settings: Settings) -> Any:
+@contextmanager
+def _opened_store(settings: Settings) -> Iterator[Any]:
+    """The job store of an existing data directory (commands that only read or adjust it)."""
     from agent.store import Store
 
     if settings.store.url is None and not (settings.data_dir / "oncoagent.db").exists():
         raise StoreError(f"no OncoAgent database in {settings.data_dir} (has the daemon run with this --data-dir?)")
-    return Store.open(settings.database_url)
+    store = Store.open(settings.database_url)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def cmd_status(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    store = _open_store(loaded.settings)
-    try:
+    with _opened_store(loaded.settings) as store:
         counts = store.counts()
-    finally:
-        store.close()
     counts["data_dir"] = str(loaded.settings.data_dir)
     if args.json:
         print(json.dumps(counts, indent=2))
@@ -265,11 +269,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 def cmd_jobs_list(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    store = _open_store(loaded.settings)
-    try:
+    with _opened_store(loaded.settings) as store:
         jobs = store.list_jobs(JobStatus(args.status) if args.status else None, limit=args.limit)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps([_job_dict(j) for j in jobs], indent=2))
         return 0
@@ -284,16 +285,13 @@ def cmd_jobs_list(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_jobs_show(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    store = _open_store(loaded.settings)
-    try:
+    with _opened_store(loaded.settings) as store:
         job = store.get_job(args.job_id)
         doc = _job_dict(job)
         doc["summary"] = store.job_summary(job.id)
         doc["events"] = [
             {"at": _iso(e["at"]), "event": e["event"], "detail": e["detail"]} for e in store.events(job.id)
         ]
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -302,21 +300,15 @@ def cmd_jobs_show(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_jobs_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    store = _open_store(loaded.settings)
-    try:
+    with _opened_store(loaded.settings) as store:
         job = store.retry(args.job_id)
-    finally:
-        store.close()
     print(f"job {job.id} queued again")
     return 0
 
 
 def cmd_jobs_cancel(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    store = _open_store(loaded.settings)
-    try:
+    with _opened_store(loaded.settings) as store:
         job = store.cancel(args.job_id)
-    finally:
-        store.close()
     print(f"job {job.id} cancelled")
     return 0
 
@@ -340,11 +332,8 @@ def _outbox_dict(item: OutboxItem) -> dict[str, Any]:
 
 
 def cmd_outbox_list(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    store = _open_store(loaded.settings)
-    try:
+    with _opened_store(loaded.settings) as store:
         items = store.outbox_list(OutboxStatus(args.status) if args.status else None, limit=args.limit)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps([_outbox_dict(i) for i in items], indent=2))
         return 0
@@ -356,21 +345,15 @@ def cmd_outbox_list(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_outbox_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    store = _open_store(loaded.settings)
-    try:
+    with _opened_store(loaded.settings) as store:
         item = store.outbox_retry(args.item_id)
-    finally:
-        store.close()
     print(f"outbox entry {item.id} will be sent again")
     return 0
 
 
 def cmd_outbox_cancel(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    store = _open_store(loaded.settings)
-    try:
+    with _opened_store(loaded.settings) as store:
         item = store.outbox_cancel(args.item_id)
-    finally:
-        store.close()
     print(f"outbox entry {item.id} cancelled")
     return 0
 
@@ -383,9 +366,8 @@ def cmd_outbox_add(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     if args.destination not in {d.name for d in settings.destinations}:
         known = ", ".join(d.name for d in settings.destinations) or "none configured"
         raise ConfigError(f"no destination named {args.destination!r} (destinations: {known})")
-    store = _open_store(settings)
     failed = 0
-    try:
+    with _opened_store(settings) as store:
         for path in args.files:
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -397,8 +379,6 @@ def cmd_outbox_add(args: argparse.Namespace, loaded: LoadedSettings) -> int:
                 print(f"FAILED  {path}: not a readable DICOM object ({exc})")
                 continue
             print(f"{'queued ' if new else 'already'} {path} as outbox entry {item.id}")
-    finally:
-        store.close()
     return EXIT_FAILED if failed else 0
 
 

@@ -129,3 +129,26 @@ def test_patient_names_never_reach_the_logs(tmp_path: Path) -> None:
     )
     assert "SECRETNAME" not in everything and "MRN-SECRET-42" not in everything
     assert ds.SeriesInstanceUID in proc.stderr  # logs do carry UIDs
+
+
+def test_outbox_commands(tmp_path: Path) -> None:
+    from agent.store import Store
+
+    data = tmp_path / "d"
+    Store.open(f"sqlite:///{data / 'oncoagent.db'}").close()
+    config = tmp_path / "c.yaml"
+    config.write_text("destinations: [{name: pacs, ae_title: PACS, host: 127.0.0.1, port: 104}]\n")
+    base = ("--config", str(config), "--data-dir", str(data), "outbox")
+    source = str(shared("mri/MR_small.dcm"))
+    added = oncoagent(*base, "add", "pacs", source, str(tmp_path / "missing.dcm"), cwd=tmp_path)
+    assert added.returncode == 1  # one of the two files could not be queued
+    assert "queued " in added.stdout and "missing.dcm: not a readable DICOM object" in added.stdout
+    unknown = oncoagent(*base, "add", "nowhere", source, cwd=tmp_path)
+    assert unknown.returncode == 2 and "no destination named 'nowhere' (destinations: pacs)" in unknown.stderr
+    (item,) = json.loads(oncoagent(*base, "list", "--json", cwd=tmp_path).stdout)
+    assert item["status"] == "pending" and item["destination"] == "pacs"
+    assert oncoagent(*base, "cancel", str(item["id"]), cwd=tmp_path).returncode == 0
+    assert json.loads(oncoagent(*base, "list", "--json", cwd=tmp_path).stdout)[0]["status"] == "cancelled"
+    assert oncoagent(*base, "retry", str(item["id"]), cwd=tmp_path).returncode == 0
+    again = oncoagent(*base, "cancel", "99", cwd=tmp_path)
+    assert again.returncode == 1 and "no outbox item 99" in again.stderr
