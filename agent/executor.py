@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
+from agent.durable import move_to_quarantine
 from agent.errors import OncoAgentError
 from agent.records import InputKind, Job, JobStatus
 from agent.retry import RetryStrategy
@@ -225,6 +226,8 @@ class Executor:
             self._notify(done)
         else:
             self._record_failure(job, outcome["error"], retry=outcome["kind"] == Failure.TRANSIENT)
+            if outcome["kind"] == Failure.INPUT:
+                self._quarantine(job, outcome["error"])
 
     def _record_failure(self, job: Job, error: str, *, retry: bool) -> None:
         retry_at = self.retry.retry_at(job.attempts, time.time()) if retry else None
@@ -241,6 +244,24 @@ class Executor:
         else:
             log.error("job %d failed: %s", job.id, error)
             self._notify(updated)
+
+    def _quarantine(self, job: Job, reason: str) -> None:
+        """Move a slide the pipeline refused as bad input aside, with the reason; never delete it.
+
+        Received DICOM stays in storage (it is already ours and the failed job names it)."""
+        try:
+            inp = self.store.get_input(job.input_id)
+        except OncoAgentError as exc:
+            log.error("job %d: cannot look up its input for quarantine: %s", job.id, exc)
+            return
+        if inp.kind is not InputKind.SLIDE or not inp.path.is_file():
+            return
+        try:
+            target = move_to_quarantine(inp.path, self.paths.quarantine, f"job {job.id}: {reason}")
+        except OSError as exc:
+            log.error("job %d: could not move %s to quarantine: %s", job.id, inp.path, exc)
+            return
+        log.warning("job %d: %s moved to quarantine as %s", job.id, inp.path.name, target.name)
 
     def _notify(self, job: Job) -> None:
         if self.on_finished is None:

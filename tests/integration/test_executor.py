@@ -73,11 +73,15 @@ def test_success_writes_a_whole_result_folder(running: Running) -> None:
     assert list(running.settings.paths.tmp.iterdir()) == []  # no staging left behind
 
 
-def test_bad_input_fails_at_once_with_its_reason(running: Running, ledger: Path) -> None:
+def test_bad_input_fails_at_once_with_its_reason_and_goes_to_quarantine(running: Running, ledger: Path) -> None:
     job = running.wait_done(running.submit("x-fail-input.tiff"))
     assert job.status is JobStatus.FAILED
     assert job.attempts == 1
     assert job.last_error == "x-fail-input.tiff is marked as bad input"
+    quarantine = running.settings.paths.quarantine
+    wait_for(lambda: (quarantine / "x-fail-input.tiff").exists(), 10, what="the slide in quarantine")
+    assert "bad input" in (quarantine / "x-fail-input.tiff.reason.txt").read_text()
+    assert not (running.settings.data_dir / "in" / "x-fail-input.tiff").exists()
 
 
 def test_unexpected_exception_fails_with_type_and_message(running: Running) -> None:
