@@ -46,3 +46,32 @@ def test_routing_attrs_keep_routing_keys_and_drop_patient_identity() -> None:
     text = repr(attrs)
     for secret in ("DOE", "MRN123456", "19700101", "WHO^DR"):
         assert secret not in text
+
+
+def _header_and_offset(raw: bytes) -> tuple[object, int]:
+    from io import BytesIO
+
+    import pydicom
+
+    stream = BytesIO(raw)
+    header = pydicom.dcmread(stream, stop_before_pixels=True)
+    return header, stream.tell()
+
+
+def test_truncation_of_native_and_encapsulated_pixel_data() -> None:
+    from dicom_node.storage import truncation
+    from tests.conftest import shared
+
+    whole = shared("mri/MR_small.dcm").read_bytes()
+    header, offset = _header_and_offset(whole)
+    assert truncation(whole, offset, header) is None  # type: ignore[arg-type]
+    cut = whole[: offset + 12 + 4000]
+    header, offset = _header_and_offset(cut)
+    assert "only 4000 arrived" in (truncation(cut, offset, header) or "")  # type: ignore[arg-type]
+
+    jpeg = shared("wsi/dicom-boxes/boxes_0.dcm").read_bytes()
+    header, offset = _header_and_offset(jpeg)
+    assert truncation(jpeg, offset, header) is None  # type: ignore[arg-type]
+    cut = jpeg[:-12]
+    header, offset = _header_and_offset(cut)
+    assert "no sequence delimiter" in (truncation(cut, offset, header) or "")  # type: ignore[arg-type]
