@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 # Debian packages the test suite drives as real peers; installed by `make system-deps` when missing.
-SYSTEM_PACKAGES := dcmtk orthanc iproute2 util-linux dicom3tools poppler-utils
+SYSTEM_PACKAGES := dcmtk orthanc iproute2 util-linux dicom3tools poppler-utils libharfbuzz-subset0
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

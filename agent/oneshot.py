@@ -6,6 +6,7 @@ Each input (a slide file, or a DICOM series gathered from the files and folders 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -93,6 +94,15 @@ def collect(paths: Iterable[Path]) -> tuple[list[tuple[Input, tuple[Path, ...]]]
     return inputs, bad
 
 
+def content_fingerprint(files: Iterable[Path]) -> str:
+    """Identifies what was processed (paths, sizes, mtimes): output UIDs change when the input does."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        st = path.stat()
+        digest.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}|".encode())
+    return digest.hexdigest()[:32]
+
+
 def output_name(inp: Input) -> str:
     if inp.kind is InputKind.SLIDE:
         return re.sub(r"[^A-Za-z0-9._-]", "_", inp.path.stem)
@@ -124,7 +134,8 @@ def process(
                 log.info("processing %s with %s %s", name, pipeline.name, pipeline.version)
                 doc = execute(
                     pipeline,
-                    PipelineInput(inp.kind.value, inp.key, files, inp.attrs, inp.study_uid, inp.series_uid),
+                    PipelineInput(inp.kind.value, inp.key, files, inp.attrs, inp.study_uid, inp.series_uid,
+                                  fingerprint=content_fingerprint(files)),
                     out / name,
                     out / ".staging",
                 )

@@ -1,0 +1,287 @@
+"""Structured reports: a TID 1500 Measurement Report as Comprehensive 3D SR (and Comprehensive SR fallback).
+
+The content follows IHE AI Results: the pipeline is the observer device (its models by name, version and
+weights hash), the source series is the evidence, and the findings are measurement groups:
+
+* slides: one TID 1501 group for the slide (CTC and CTM counts, densities per mm² of tissue, the analysed
+  area, the triage score and level) and, when the slide is a DICOM whole-slide image, one TID 1410 group per
+  detection as an image region on the level-0 image, capped at ``max_regions`` (the most confident first;
+  the full set goes to the bulk annotations);
+* MRI: one TID 1501 group for the series (number of lesions, how many malignant, total volume, lesion
+  present/absent) and one TID 1411 group per lesion (volume, longest diameter, probability of malignancy and
+  its label, the classifier's radiomics features), each referencing its segment in the SEG.
+
+Everything is built with highdicom's templates; the document is finished by highdicom's SOP classes, which
+copy patient and study from the evidence. A result that supersedes another names the earlier SR in the
+Predecessor Documents Sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from highdicom.seg import Segmentation
+from highdicom.sr import (
+    CodedConcept,
+    Comprehensive3DSR,
+    ComprehensiveSR,
+    DeviceObserverIdentifyingAttributes,
+    ImageRegion,
+    Measurement,
+    MeasurementReport,
+    MeasurementsAndQualitativeEvaluations,
+    ObservationContext,
+    ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
+    QualitativeEvaluation,
+    ReferencedSegment,
+    SourceImageForMeasurementGroup,
+    SourceImageForRegion,
+    SubjectContext,
+    TrackingIdentifier,
+    VolumetricROIMeasurementsAndQualitativeEvaluations,
+)
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+
+from reports import codes
+from reports.findings import Detection, Lesion, MriFindings, SlideFindings
+from reports.producer import MANUFACTURER, Producer, sr_identification
+
+log = logging.getLogger(__name__)
+
+MAX_REGIONS = 100
+SR_SERIES_NUMBER = 9101
+
+Group = (
+    MeasurementsAndQualitativeEvaluations
+    | PlanarROIMeasurementsAndQualitativeEvaluations
+    | VolumetricROIMeasurementsAndQualitativeEvaluations
+)
+
+
+# ------------------------------------------------------------------------------------------ shared parts
+
+
+def observation_context(producer: Producer, subject: SubjectContext | None = None) -> ObservationContext:
+    """TID 1001: the pipeline as observer device (TID 1004), optionally the specimen as subject."""
+    device = DeviceObserverIdentifyingAttributes(
+        uid=producer.device_uid,
+        name=producer.device_name,
+        manufacturer_name=MANUFACTURER,
+        model_name=producer.model_names,
+    )
+    return ObservationContext(
+        observer_device_context=ObserverContext(
+            observer_type=CodedConcept.from_code(codes.OBSERVER_DEVICE), observer_identifying_attributes=device
+        ),
+        subject_context=subject,
+    )
+
+
+def _measurement(producer: Producer, model: int, name: Code, value: float, unit: Code,
+                 derivation: Code | None = None) -> Measurement:
+    algorithm = producer.algorithm(model)
+    return Measurement(
+        name=name,
+        value=value,
+        unit=unit,
+        derivation=derivation,
+        algorithm_id=sr_identification(algorithm) if algorithm is not None else None,
+    )
+
+
+# ------------------------------------------------------------------------------------------ slides
+
+
+def slide_report(
+    findings: SlideFindings,
+    producer: Producer,
+    source_image: Dataset | None,
+    *,
+    regions: bool,
+    max_regions: int = MAX_REGIONS,
+    subject: SubjectContext | None = None,
+) -> MeasurementReport:
+    """TID 1500 for a ``wsi-ctc`` result. ``source_image`` is the level-0 whole-slide image (``regions``
+    true: detections become image regions on it) or, for a slide that is not DICOM, the secondary capture of
+    its overview (``regions`` false: counts only)."""
+    measurements = [
+        _measurement(producer, 0, codes.CTC_COUNT, findings.ctc_count, codes.UNIT_NONE),
+        _measurement(producer, 0, codes.CTM_COUNT, findings.ctm_count, codes.UNIT_NONE),
+    ]
+    if findings.ctc_density_per_mm2 is not None:
+        measurements.append(
+            _measurement(producer, 0, codes.CTC_DENSITY, findings.ctc_density_per_mm2, codes.UNIT_PER_MM2)
+        )
+    if findings.ctm_density_per_mm2 is not None:
+        measurements.append(
+            _measurement(producer, 0, codes.CTM_DENSITY, findings.ctm_density_per_mm2, codes.UNIT_PER_MM2)
+        )
+    listed = findings.top_detections(max_regions) if regions and source_image is not None else ()
+    measurements += [
+        _measurement(producer, 0, codes.TISSUE_AREA, findings.tissue_area_mm2, codes.UNIT_MM2),
+        _measurement(producer, 0, codes.PRIORITY_SCORE, findings.priority_score, codes.UNIT_NONE),
+        _measurement(producer, 0, codes.REGIONS_LISTED, len(listed), codes.UNIT_NONE),
+    ]
+    level = codes.PRIORITY_LEVELS.get(findings.priority.lower())
+    slide_group = MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=producer.uids.item("slide", 0), identifier="Slide"),
+        algorithm_id=producer.pipeline_identification(),
+        measurements=measurements,
+        qualitative_evaluations=[QualitativeEvaluation(codes.PRIORITY, level)] if level is not None else None,
+        source_images=[SourceImageForMeasurementGroup.from_source_image(source_image)] if source_image else None,
+    )
+    groups: list[Group] = [slide_group]
+    if listed and source_image is not None:
+        source = SourceImageForRegion.from_source_image(source_image)
+        groups += [_detection_group(d, n, source, producer) for n, d in enumerate(listed, start=1)]
+    return MeasurementReport(
+        observation_context=observation_context(producer, subject),
+        procedure_reported=codes.PROCEDURE_SLIDE,
+        imaging_measurements=groups,
+        title=codes.REPORT_TITLE,
+    )
+
+
+def _detection_group(
+    detection: Detection, number: int, source: SourceImageForRegion, producer: Producer
+) -> PlanarROIMeasurementsAndQualitativeEvaluations:
+    box = np.array(
+        [
+            [detection.l0_x0, detection.l0_y0],
+            [detection.l0_x1, detection.l0_y0],
+            [detection.l0_x1, detection.l0_y1],
+            [detection.l0_x0, detection.l0_y1],
+            [detection.l0_x0, detection.l0_y0],
+        ],
+        dtype=np.float64,
+    )
+    measurements = [_measurement(producer, 0, codes.DETECTION_CONFIDENCE, detection.confidence, codes.UNIT_NONE)]
+    if detection.cls == "CTM" and detection.members:
+        measurements.append(_measurement(producer, 0, codes.CLUSTER_MEMBERS, detection.members, codes.UNIT_NONE))
+    return PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(
+            uid=producer.uids.item("detection", number), identifier=f"{detection.cls} {number}"
+        ),
+        referenced_region=ImageRegion(graphic_type="POLYLINE", graphic_data=box, source_image=source),
+        finding_type=codes.DETECTION_CLASSES.get(detection.cls, codes.private(detection.cls[:16], detection.cls)),
+        finding_category=codes.CELL_CATEGORY if detection.cls == "CTC" else codes.LESION_CATEGORY,
+        measurements=measurements,
+    )
+
+
+# ------------------------------------------------------------------------------------------ MRI
+
+
+def mri_report(
+    findings: MriFindings,
+    producer: Producer,
+    segmentation: Segmentation | None,
+    segment_numbers: Mapping[int, int],
+) -> MeasurementReport:
+    """TID 1500 for an ``mri-tumour`` result; ``segment_numbers`` maps lesion index → segment number in
+    ``segmentation`` (lesions without a segment get a TID 1501 group without a region)."""
+    series_group = MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=producer.uids.item("series", 0), identifier="Series"),
+        algorithm_id=producer.pipeline_identification(),
+        measurements=[
+            _measurement(producer, 0, codes.NUMBER_OF_LESIONS, len(findings.lesions), codes.UNIT_NONE),
+            _measurement(producer, 1, codes.MALIGNANT_LESIONS, findings.malignant, codes.UNIT_NONE),
+            _measurement(producer, 0, codes.TOTAL_LESION_VOLUME, findings.total_volume_ml, codes.UNIT_ML),
+        ],
+        qualitative_evaluations=[
+            QualitativeEvaluation(codes.LESION_PRESENCE, codes.PRESENT if findings.lesions else codes.ABSENT)
+        ],
+    )
+    groups: list[Group] = [series_group]
+    for lesion in findings.lesions:
+        number = segment_numbers.get(lesion.index)
+        groups.append(_lesion_group(lesion, producer, segmentation if number else None, number or 0))
+    return MeasurementReport(
+        observation_context=observation_context(producer),
+        procedure_reported=codes.PROCEDURE_MRI,
+        imaging_measurements=groups,
+        title=codes.REPORT_TITLE,
+    )
+
+
+def _lesion_group(lesion: Lesion, producer: Producer, segmentation: Segmentation | None,
+                  segment_number: int) -> Group:
+    measurements = [
+        _measurement(producer, 0, codes.VOLUME, lesion.volume_ml, codes.UNIT_ML),
+        _measurement(producer, 0, codes.DIAMETER, lesion.longest_diameter_mm, codes.UNIT_MM, codes.MAXIMUM),
+    ]
+    if lesion.malignancy_probability is not None:
+        measurements.append(_measurement(producer, 1, codes.MALIGNANCY_PROBABILITY, lesion.malignancy_probability,
+                                         codes.UNIT_NONE))
+    measurements += [
+        _measurement(producer, 1, codes.radiomics_feature(name), value, codes.radiomics_unit(name))
+        for name, value in sorted(lesion.features.items())
+    ]
+    label = codes.LESION_LABELS.get((lesion.label or "").lower())
+    evaluations = [QualitativeEvaluation(codes.CLASSIFICATION, label)] if label is not None else None
+    tracking = TrackingIdentifier(uid=producer.uids.item("lesion", lesion.index), identifier=lesion.name)
+    if segmentation is None:
+        return MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking, finding_type=codes.LESION, finding_category=codes.LESION_CATEGORY,
+            measurements=measurements, qualitative_evaluations=evaluations,
+        )
+    return VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        referenced_segment=ReferencedSegment.from_segmentation(segmentation, segment_number),
+        finding_type=codes.LESION,
+        finding_category=codes.LESION_CATEGORY,
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+    )
+
+
+# ------------------------------------------------------------------------------------------ documents
+
+
+def _document(
+    cls: type[Comprehensive3DSR] | type[ComprehensiveSR],
+    report: MeasurementReport,
+    evidence: Sequence[Dataset],
+    producer: Producer,
+    previous: Dataset | None,
+    sop_instance_uid: str,
+) -> Comprehensive3DSR | ComprehensiveSR:
+    superseded = previous is not None and previous.get("SOPInstanceUID") != sop_instance_uid
+    return cls(
+        evidence=list(evidence),
+        content=report[0],
+        series_instance_uid=producer.uids.series("sr"),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,  # findings of an algorithm, not yet verified by a person
+        previous_versions=[previous] if superseded and previous is not None else None,
+        coding_schemes=codes.coding_schemes(),
+        series_description=f"{MANUFACTURER} {producer.pipeline} results"[:64],
+        manufacturer_model_name=producer.pipeline,
+        software_versions=producer.version,
+        device_serial_number=producer.serial_number,
+    )
+
+
+def comprehensive_3d_sr(report: MeasurementReport, evidence: Sequence[Dataset], producer: Producer,
+                        previous: Dataset | None = None) -> Comprehensive3DSR:
+    """The primary SR object (``sr.dcm``); ``previous`` is the SR of the result this one supersedes."""
+    sr = _document(Comprehensive3DSR, report, evidence, producer, previous, producer.uids.instance("sr"))
+    assert isinstance(sr, Comprehensive3DSR)
+    return sr
+
+
+def comprehensive_sr(report: MeasurementReport, evidence: Sequence[Dataset], producer: Producer,
+                     previous: Dataset | None = None) -> ComprehensiveSR:
+    """The same content as Comprehensive SR (``fallback/sr-comprehensive.dcm``) for a PACS that refuses the
+    3D SOP class; the content uses 2D regions only, which both classes allow."""
+    sr = _document(ComprehensiveSR, report, evidence, producer, previous, producer.uids.instance("sr-comprehensive"))
+    assert isinstance(sr, ComprehensiveSR)
+    return sr

@@ -1,0 +1,75 @@
+"""``oncoagent process`` with the trained models, as a user runs it: the result folder holds the reports and
+DICOM objects that validate. Skipped until the models are trained (pipelines/models/*/manifest.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from pipelines.synthetic.slides import SlideSpec, write_slide
+from tests.conftest import REPO, shared
+
+MODELS = REPO / "pipelines" / "models"
+
+
+def oncoagent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=False,
+        timeout=300,
+    )
+
+
+def needs_models(family: str) -> None:
+    if not (MODELS / family / "manifest.json").is_file():
+        pytest.skip(f"the {family} models are not trained yet (pipelines/models/{family}/manifest.json)")
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120, check=False)
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_mri_tumour_result_has_reports_and_valid_objects(tmp_path: Path) -> None:
+    needs_models("mri")
+    series = write_mr_series(tmp_path / "mr", MRSeriesSpec(lesions=2, seed=8801, labels=("malignant", "benign")))
+    out = tmp_path / "out"
+    proc = oncoagent("--data-dir", str(tmp_path / "d"), "process", str(series.folder), "--pipeline", "mri-tumour",
+                     "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = out / f"series-{series.series_uid}"
+    doc = json.loads((result / "result.json").read_text())
+    assert {"report.html", "report.pdf", "sr.dcm", "fallback/sr-comprehensive.dcm",
+            "fallback/report-pdf.dcm"} <= set(doc["reports"])
+    if doc["summary"]["lesions"]:
+        assert "seg.dcm" in doc["reports"]
+    if shutil.which("dciodvfy"):
+        for path in sorted(result.rglob("*.dcm")):
+            assert dciodvfy_errors(path) == [], path.name
+
+
+def test_wsi_ctc_results_have_reports_and_valid_objects(tmp_path: Path) -> None:
+    needs_models("wsi")
+    write_slide(tmp_path / "case-3.tiff", SlideSpec(width=4096, height=4096, ctc=12, ctm=2, seed=8802))
+    out = tmp_path / "out"
+    proc = oncoagent("--data-dir", str(tmp_path / "d"), "process", str(tmp_path / "case-3.tiff"),
+                     str(shared("wsi/highdicom_sm_image.dcm")), "--pipeline", "wsi-ctc", "--out", str(out),
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    local = json.loads((out / "case-3" / "result.json").read_text())
+    assert {"report.html", "report.pdf", "figures/slide-overview.png"} <= set(local["reports"])
+    assert not list((out / "case-3").rglob("*.dcm"))  # no accession mapping: reports only, and the job says why
+    assert any(w.startswith("no patient/study context") for w in local["warnings"])
+    (dicom,) = [d for d in out.iterdir() if d.name.startswith("series-")]
+    doc = json.loads((dicom / "result.json").read_text())
+    assert {"sr.dcm", "report.pdf", "fallback/report-pdf.dcm"} <= set(doc["reports"])
+    if shutil.which("dciodvfy"):
+        for path in sorted(dicom.rglob("*.dcm")):
+            assert dciodvfy_errors(path) == [], path.name
