@@ -208,14 +208,18 @@ class RoutingRule(_Section):
 DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {
         "name": "slides",
-        "pipeline": "inspect",
+        "pipeline": "wsi-ctc",
         "match": {"kind": "slide", "suffix": [".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms"]},
     },
-    {"name": "dicom-slides", "pipeline": "inspect", "match": {"kind": "dicom-series", "dicom": {"Modality": "SM"}}},
+    {"name": "dicom-slides", "pipeline": "wsi-ctc", "match": {"kind": "dicom-series", "dicom": {"Modality": "SM"}}},
     {
         "name": "mri",
-        "pipeline": "inspect",
-        "match": {"kind": "dicom-series", "dicom": {"Modality": "MR"}, "min_slices": 2},
+        "pipeline": "mri-tumour",
+        "match": {
+            "kind": "dicom-series",
+            "dicom": {"Modality": "MR", "SeriesDescription": {"regex": "."}},
+            "min_slices": 8,
+        },
     },
 )
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -155,11 +156,23 @@ def _wait_for_jobs(root: Path, expected_inputs: int, timeout: float, daemon: sub
     return False
 
 
+def _finding(summary: dict[str, Any]) -> str:
+    """One line a person can read: what the pipeline found."""
+    if "ctc_count" in summary:
+        area = summary.get("tissue_area_mm2", 0)
+        return (f"{summary['ctc_count']} CTC, {summary['ctm_count']} CTM on {area:.2f} mm² of tissue, "
+                f"triage priority {summary.get('priority', '?')}")
+    if "series_summary" in summary:
+        return str(summary["series_summary"].get("finding", ""))
+    return ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, str | int | float))[:100]
+
+
 def _report(root: Path, finished: bool) -> int:
     store = Store.open(f"sqlite:///{root / 'oncoagent.db'}", migrate=False)
     try:
         jobs = list(reversed(store.list_jobs()))
         inputs = store.list_inputs()
+        store_summaries = {job.id: store.job_summary(job.id) for job in jobs}
     finally:
         store.close()
     print()
@@ -167,7 +180,11 @@ def _report(root: Path, finished: bool) -> int:
     failed = 0
     for job in jobs:
         if job.status is JobStatus.SUCCEEDED:
-            print(f"  job {job.id} {job.pipeline} {job.pipeline_version}: {job.result_path}/result.json")
+            summary = store_summaries.get(job.id) or {}
+            print(f"  job {job.id} {job.pipeline} {job.pipeline_version}: {_finding(summary)}")
+            print(f"      {job.result_path}/result.json")
+            if job.result_path is not None and (job.result_path / "report.pdf").exists():
+                print(f"      {job.result_path}/report.pdf")
         else:
             failed += 1
             print(f"  job {job.id} {job.pipeline}: {job.status.value}: {job.last_error}")

@@ -42,7 +42,8 @@ def result(out: Path, name: str) -> dict:
 def test_real_slides_are_inspected(tmp_path: Path, path: str, fmt: str, mpp: float | None) -> None:
     slide = shared(path)
     out = tmp_path / "out"
-    proc = oncoagent("--data-dir", str(tmp_path / "d"), "process", str(slide), "--out", str(out), cwd=tmp_path)
+    proc = oncoagent("--data-dir", str(tmp_path / "d"), "process", str(slide), "--out", str(out),
+                     "--pipeline", "inspect", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     name = slide.stem.replace("(", "_").replace(")", "_")
     doc = result(out, name)
@@ -61,7 +62,7 @@ def test_real_mr_series_folders_and_enhanced_mr(tmp_path: Path) -> None:
     proc = oncoagent(
         "--data-dir", str(tmp_path / "d"), "process",
         str(shared("mri/ge_dwi_series")), str(shared("mri/philips_mr700_series")),
-        str(shared("mri/pydicom_emri_small.dcm")), "--out", str(out),
+        str(shared("mri/pydicom_emri_small.dcm")), "--out", str(out), "--pipeline", "inspect",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -90,11 +91,11 @@ def test_broken_inputs_fail_with_reasons_and_a_nonzero_exit(tmp_path: Path) -> N
     )
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
-    assert any(line.startswith("FAILED  unopenable: cannot open slide unopenable.tiff") for line in lines), lines
+    assert any(line.startswith("FAILED  unopenable: unopenable.tiff: the slide is corrupt") for line in lines), lines
     assert any("notes.txt: neither DICOM nor a known slide format" in line for line in lines), lines
     assert any("absent.svs: no such file or folder" in line for line in lines), lines
-    # the single-image MR series is not routed by the default rules (min_slices 2), and says why
-    assert any("no rule matched" in line and "1 slice(s), rule wants at least 2" in line for line in lines)
+    # the single-image MR series is not routed by the default rules (min_slices 8), and says why
+    assert any("no rule matched" in line and "1 slice(s), rule wants at least 8" in line for line in lines)
     assert "Traceback" not in proc.stderr
     assert "0 succeeded, 4 failed" in proc.stdout
 
