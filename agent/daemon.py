@@ -120,6 +120,7 @@ class Daemon:
                  settings.executor.shutdown_grace_s)
         if scp is not None:
             scp.stop()
+        watcher.close()
         scheduler.stop()
         sender.stop()
         executor.stop()

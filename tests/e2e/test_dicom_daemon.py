@@ -24,6 +24,8 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed (make test does)")
 
 FAST: dict[str, Any] = {
+    # the DICOM node is under test here, not the MRI models: series go to the model-free inspect pipeline
+    "routing": {"rules": [{"name": "series", "pipeline": "inspect", "match": {"kind": "dicom-series"}}]},
     "executor": {"workers": 1, "backoff_base_s": 0.2, "backoff_max_s": 1.0, "poll_interval_s": 0.1,
                  "shutdown_grace_s": 1.0},
     "ingest": {"settle_seconds": 0.2, "scan_interval_s": 0.2, "quiet_seconds": 1.0},
