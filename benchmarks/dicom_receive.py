@@ -190,11 +190,13 @@ def main() -> int:
                 r = results[name]
                 complete = r["stored"] == len(files)
                 ok &= complete
+                stored = f"{int(r['stored'])}/{len(files)}{'' if complete else ' INCOMPLETE'}"
                 print(f"  {name:<20} {r['per_s']:8.1f} instances/s {r['mb_s']:7.2f} MB/s "
-                      f"({r['seconds']:.2f} s, stored {int(r['stored'])}/{len(files)}{'' if complete else ' INCOMPLETE'})")
+                      f"({r['seconds']:.2f} s, stored {stored})")
             ours = results["oncoagent"]["per_s"]
-            print(f"  ratio vs dcmtk storescp:      {ours / results['dcmtk storescp']['per_s']:.2f}x (goal >= 0.5)")
-            print(f"  ratio vs pynetdicom storescp: {ours / results['pynetdicom storescp']['per_s']:.2f}x (goal >= 1.0)")
+            dcmtk, pynetdicom = results["dcmtk storescp"]["per_s"], results["pynetdicom storescp"]["per_s"]
+            print(f"  ratio vs dcmtk storescp:      {ours / dcmtk:.2f}x (goal >= 0.5)")
+            print(f"  ratio vs pynetdicom storescp: {ours / pynetdicom:.2f}x (goal >= 1.0)")
         return 0 if ok else 1
 
 

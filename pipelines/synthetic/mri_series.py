@@ -182,11 +182,14 @@ class _Anatomy:
         for _ in range(int(rng.integers(3, 6))):
             centre = (rng.uniform(-0.4, 0.4) * fz, rng.uniform(-0.7, -0.1) * by, rng.uniform(0.0, 0.6) * bx)
             axes = (rng.uniform(15, 40), rng.uniform(10, 22), rng.uniform(10, 22))
-            loop = _soft(_ellipse_inside_mm([z, y, x], centre, axes), 1.0) * cavity
-            img = _blend(img, loop, float(rng.uniform(300, 650)) * (1 + 0.12 * texture))
+            inside = _ellipse_inside_mm([z, y, x], centre, axes)
+            loop = _soft(inside, 1.0) * cavity
+            img = _blend(img, loop, 230.0)  # the bowel wall, darker than its content
+            content = _soft(inside - 2.5, 0.8) * cavity
+            img = _blend(img, content, float(rng.uniform(300, 650)) * (1 + 0.15 * texture))
             gas_centre = (centre[0], centre[1] - 0.5 * axes[1], centre[2])
             gas = _soft(_ellipse_inside_mm([z, y, x], gas_centre, (axes[0] * 0.6, 4.0, axes[2] * 0.5)), 0.6)
-            img = _blend(img, gas * loop, 30.0)
+            img = _blend(img, gas * content, 30.0)
         # organs
         liver = _soft(_ellipse_inside_mm([z, y, x], self.liver_centre, self.liver_axes), 1.0) * cavity
         img = _blend(img, liver, 330.0 * (1 + 0.04 * texture))
@@ -285,7 +288,7 @@ class _Lesion:
                avoid: list[_Lesion]) -> _Lesion:
         a = float(rng.beta(2, 8) if label == "benign" else rng.beta(8, 2))
         # each appearance channel sees the latent through its own noise: no single feature reveals it
-        a_margin, a_texture, a_edge = (float(np.clip(a + rng.normal(0, sd), 0, 1)) for sd in (0.16, 0.16, 0.25))
+        a_margin, a_texture, a_edge = (float(np.clip(a + rng.normal(0, sd), 0, 1)) for sd in (0.12, 0.12, 0.2))
         radius = float(rng.uniform(7.0, 17.0) if label == "benign" else rng.uniform(8.5, 20.0))
         radius = min(radius, 0.4 * min(anatomy.liver_axes))
         centre = anatomy.lesion_site(radius, rng)

@@ -79,7 +79,7 @@ def test_bad_input_fails_at_once_with_its_reason_and_goes_to_quarantine(running:
     assert job.attempts == 1
     assert job.last_error == "x-fail-input.tiff is marked as bad input"
     quarantine = running.settings.paths.quarantine
-    wait_for(lambda: (quarantine / "x-fail-input.tiff").exists(), 10, what="the slide in quarantine")
+    wait_for((quarantine / "x-fail-input.tiff").exists, 10, what="the slide in quarantine")
     assert "bad input" in (quarantine / "x-fail-input.tiff.reason.txt").read_text()
     assert not (running.settings.data_dir / "in" / "x-fail-input.tiff").exists()
 
