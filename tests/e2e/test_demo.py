@@ -8,14 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.timeout(900)
 def test_demo_runs_generated_samples_through_the_daemon(tmp_path: Path) -> None:
     data = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "--data-dir", str(data), "demo", "--timeout", "300"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=400,
+        [sys.executable, "-m", "agent.cli", "--data-dir", str(data), "demo", "--timeout", "700"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=800,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -23,20 +26,20 @@ def test_demo_runs_generated_samples_through_the_daemon(tmp_path: Path) -> None:
     result_files = sorted(data.glob("results/job-*/result.json"))
     assert len(result_files) == 3
     docs = [json.loads(p.read_text()) for p in result_files]
-    kinds = sorted(d["input"]["kind"] for d in docs)
-    assert kinds == ["dicom-series", "slide", "slide"]
+    assert sorted((d["input"]["kind"], d["pipeline"]) for d in docs) == [
+        ("dicom-series", "mri-tumour"), ("slide", "wsi-ctc"), ("slide", "wsi-ctc")
+    ]
     for path in result_files:
-        assert str(path) in proc.stdout  # the demo says where each result is
-    series = next(d for d in docs if d["input"]["kind"] == "dicom-series")
-    assert series["summary"]["instances"] == 24 and series["summary"]["geometry"]["slice_spacing_mm"] == 3.0
-    # a second run starts afresh in its own folder instead of finding old results
-    again = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "--data-dir", str(data), "demo", "--timeout", "300"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=400,
-        check=False,
-    )
-    assert again.returncode == 0, again.stdout
-    assert len(list(data.glob("results/job-*/result.json"))) == 3
+        assert str(path) in proc.stdout  # the demo says where each result and report is
+        assert str(path.parent / "report.pdf") in proc.stdout and (path.parent / "report.pdf").stat().st_size > 0
+    for slide in (d for d in docs if d["pipeline"] == "wsi-ctc"):
+        truth = json.loads((data / "samples" / f"{Path(slide['input']['key']).name}.truth.json").read_text())
+        assert slide["summary"]["ctc_count"] > 0 and slide["summary"]["ctm_count"] > 0
+        assert abs(slide["summary"]["ctc_count"] - truth["counts"]["CTC"]) <= 0.2 * truth["counts"]["CTC"]
+        assert f"{slide['summary']['ctc_count']} CTC, {slide['summary']['ctm_count']} CTM" in proc.stdout
+    series = next(d for d in docs if d["pipeline"] == "mri-tumour")
+    assert series["summary"]["volume"] and series["summary"]["series_summary"]["finding"] in proc.stdout
+    assert (data / ".oncoagent-demo").exists()  # its own folder: the next run starts it afresh
 
 
 def test_demo_refuses_a_data_dir_that_is_not_its_own(tmp_path: Path) -> None:
