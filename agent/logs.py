@@ -73,5 +73,6 @@ def configure(level: str = "INFO", fmt: str = "human") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # Chatty libraries stay at WARNING unless we debug.
-    for name in ("pynetdicom", "PIL", "matplotlib", "apscheduler", "watchdog", "ultralytics"):
+    for name in ("pynetdicom", "PIL", "matplotlib", "apscheduler", "watchdog", "ultralytics", "weasyprint",
+                 "fontTools"):
         logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")

@@ -21,7 +21,7 @@ CONFIG: dict[str, Any] = {
     "pipelines": {"mri-tumour": {"min_lesion_ml": 0.5, "torch_threads": 1}},
     "executor": {"workers": 1, "backoff_base_s": 0.2, "backoff_max_s": 1.0, "poll_interval_s": 0.1,
                  "shutdown_grace_s": 1.0},
-    "ingest": {"settle_seconds": 0.2, "scan_interval_s": 0.2, "quiet_seconds": 1.0},
+    "ingest": {"settle_seconds": 0.2, "scan_interval_s": 0.2, "quiet_seconds": 1.0, "max_wait_s": 2.0},
 }
 
 

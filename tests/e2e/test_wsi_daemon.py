@@ -26,7 +26,8 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     config: dict[str, Any] = {
         "executor": {"workers": 1, "backoff_base_s": 0.2, "backoff_max_s": 1.0, "poll_interval_s": 0.1,
                      "shutdown_grace_s": 1.0},
-        "ingest": {"settle_seconds": 0.3, "scan_interval_s": 0.2, "quiet_seconds": 0.5, "folders": [str(scanner)]},
+        "ingest": {"settle_seconds": 0.3, "scan_interval_s": 0.2, "quiet_seconds": 0.5, "max_wait_s": 2.0,
+                   "folders": [str(scanner)]},
         "routing": {"rules": [
             {"name": "slides", "pipeline": "wsi-ctc", "match": {"kind": "slide", "suffix": SLIDE_SUFFIXES}},
             {"name": "dicom-slides", "pipeline": "wsi-ctc",
