@@ -144,7 +144,7 @@ def test_stop_requeues_a_job_that_outlives_the_grace_period(
 ) -> None:
     r = Running(make_settings(executor={"shutdown_grace_s": 0.3}))
     job_id = r.submit("long-sleep30.tiff")
-    wait_for(lambda: "start" in (ledger.read_text() if ledger.exists() else ""), what="the job to start")
+    wait_for(lambda: "start" in (ledger.read_text() if ledger.exists() else ""), 120, what="the job to start")
     r.stop()
     store = Store.open(r.settings.database_url)
     try:
@@ -161,7 +161,7 @@ def test_stop_waits_for_a_job_that_ends_within_the_grace_period(
 ) -> None:
     r = Running(make_settings(executor={"shutdown_grace_s": 5}))
     job_id = r.submit("short-sleep1.tiff")
-    wait_for(lambda: "start" in (ledger.read_text() if ledger.exists() else ""), what="the job to start")
+    wait_for(lambda: "start" in (ledger.read_text() if ledger.exists() else ""), 120, what="the job to start")
     r.stop()
     store = Store.open(r.settings.database_url)
     try:
