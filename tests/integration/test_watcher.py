@@ -142,7 +142,8 @@ def test_unmatched_input_is_recorded_as_ignored_with_the_reason(
 
 
 def test_series_waits_for_the_quiet_period(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    settings = make_settings(ingest={"quiet_seconds": 30})
+    rules = [{"name": "mr", "pipeline": "inspect", "match": {"kind": "dicom-series", "dicom": {"Modality": "MR"}}}]
+    settings = make_settings(ingest={"quiet_seconds": 30}, routing={"rules": rules})
     series = write_mr_series(tmp_path / "gen", MRSeriesSpec(slices=3, rows=8, columns=8))
     for f in series.files:
         shutil.copy(f, settings.paths.inbox / f.name)
