@@ -58,6 +58,7 @@ def finished(daemon: DaemonProcess, expected: int) -> list[dict[str, Any]] | Non
     return jobs if len(done) >= expected and len(jobs) == len(done) else None
 
 
+@pytest.mark.timeout(900)
 def test_slides_from_a_scanner_folder_and_a_dicom_series_reach_wsi_ctc(daemon: DaemonProcess, tmp_path: Path) -> None:
     truth = write_slide(tmp_path / "gen" / "scan-001.tiff", SlideSpec(width=6144, height=6144, ctc=25, ctm=4,
                                                                      seed=7300))
@@ -69,7 +70,7 @@ def test_slides_from_a_scanner_folder_and_a_dicom_series_reach_wsi_ctc(daemon: D
     drop(tmp_path / "gen" / "bad.tiff", tmp_path / "scanner" / "run1")
     for dcm in sorted(shared("wsi/dicom-boxes").iterdir()):
         drop(dcm, daemon.data_dir / "inbox")
-    jobs = wait_for(lambda: finished(daemon, 3), 240, interval=0.5, what="three wsi-ctc jobs")
+    jobs = wait_for(lambda: finished(daemon, 3), 720, interval=0.5, what="three wsi-ctc jobs")
     assert daemon.alive()
     by_status = {j["status"]: [] for j in jobs}
     for j in jobs:
