@@ -39,6 +39,8 @@ from highdicom.sr import (
     ReferencedSegment,
     SourceImageForMeasurementGroup,
     SourceImageForRegion,
+    SourceImageForSegmentation,
+    SourceSeriesForSegmentation,
     SubjectContext,
     TrackingIdentifier,
     VolumetricROIMeasurementsAndQualitativeEvaluations,
@@ -231,12 +233,31 @@ def _lesion_group(lesion: Lesion, producer: Producer, segmentation: Segmentation
         )
     return VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
-        referenced_segment=ReferencedSegment.from_segmentation(segmentation, segment_number),
+        referenced_segment=referenced_segment(segmentation, segment_number),
         finding_type=codes.LESION,
         finding_category=codes.LESION_CATEGORY,
         measurements=measurements,
         qualitative_evaluations=evaluations,
     )
+
+
+def referenced_segment(segmentation: Dataset, segment_number: int) -> ReferencedSegment:
+    """The SR's reference to one segment of ``segmentation``. highdicom's ``from_segmentation`` looks for
+    the Segment Identification in each frame's functional groups; a SEG with a single segment carries it in
+    the shared ones instead, so then every frame is the segment's and the sources come from the frames."""
+    shared = segmentation.SharedFunctionalGroupsSequence[0]
+    if "SegmentIdentificationSequence" not in shared:
+        return ReferencedSegment.from_segmentation(segmentation, segment_number)
+    sources: dict[str, SourceImageForSegmentation] = {}
+    for frame in segmentation.PerFrameFunctionalGroupsSequence:
+        for derivation in frame.get("DerivationImageSequence", []):
+            for source in derivation.get("SourceImageSequence", []):
+                sources.setdefault(source.ReferencedSOPInstanceUID, SourceImageForSegmentation(
+                    source.ReferencedSOPClassUID, source.ReferencedSOPInstanceUID))
+    series = None if sources else SourceSeriesForSegmentation(
+        segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    return ReferencedSegment(segmentation.SOPClassUID, segmentation.SOPInstanceUID, segment_number,
+                             source_images=list(sources.values()) or None, source_series=series)
 
 
 # ------------------------------------------------------------------------------------------ documents

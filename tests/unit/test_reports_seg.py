@@ -127,3 +127,24 @@ class TestLesionSegmentation:
         headers, _ = read_headers(series.files)
         with pytest.raises(ValueError, match="no lesions"):
             lesion_segmentation(_volume(series), (), headers, _producer(series))
+
+
+def test_sr_reference_to_the_only_segment_of_a_seg(tmp_path: Path) -> None:
+    """A SEG with one segment keeps its Segment Identification in the shared functional groups, where
+    highdicom's ReferencedSegment.from_segmentation does not look; the SR still references it and its sources."""
+    from reports.sr import referenced_segment
+
+    spec = MRSeriesSpec(rows=48, columns=48, slices=10, lesions=1, seed=12)
+    one = write_mr_series(tmp_path / "mr", spec)
+    headers, _ = read_headers(one.files)
+    seg = lesion_segmentation(_volume(one, spec), _lesions(one), headers, _producer(one)).dataset
+    assert "SegmentIdentificationSequence" in seg.SharedFunctionalGroupsSequence[0]
+    reference = referenced_segment(seg, 1)
+    items = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in reference}
+    segment = items["Referenced Segment"].ReferencedSOPSequence[0]
+    assert (segment.ReferencedSOPInstanceUID, segment.ReferencedSegmentNumber) == (seg.SOPInstanceUID, 1)
+    sources = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in reference
+               if i.ConceptNameCodeSequence[0].CodeMeaning == "Source Image for Segmentation"}
+    framed = {src.ReferencedSOPInstanceUID for frame in seg.PerFrameFunctionalGroupsSequence
+              for d in frame.DerivationImageSequence for src in d.SourceImageSequence}
+    assert sources == framed and sources <= {str(h.SOPInstanceUID) for h in headers}
