@@ -212,7 +212,7 @@ class StorageSCP:
         target = instance_path(self.storage, study_uid, series_uid, sop_uid)
         with self._lock:
             self._series_by_assoc.setdefault(id(event.assoc), set()).add(series_uid)
-        if self.store.has_instance(sop_uid) and target.exists():
+        if target.exists() and self.store.has_instance(sop_uid):  # a stat first: new instances skip the query
             log.info("instance %s received again; already stored", sop_uid)
             return Received(sop_uid, series_uid, new=False)
         if _free_mb(self.storage) < self.settings.min_free_disk_mb:

@@ -192,6 +192,7 @@ class MriTumourPipeline:
     def _write(self, out_dir: Path, image: sitk.Image, segmentation: Any, vectors: list[tuple[int, Any]],
                ) -> tuple[str, ...]:
         files = [LABEL_MAP]
+        out_dir.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(segmentation.labels, str(out_dir / LABEL_MAP), useCompression=True)
         for lesion in segmentation.lesions:
             x, y, z, sx, sy, sz = lesion.bbox_index

@@ -59,7 +59,7 @@ def test_series_in_the_inbox_is_analysed_and_a_broken_one_fails_with_its_reason(
     good = write_mr_series(tmp_path / "good", MRSeriesSpec(rows=128, columns=128, slices=24, pixel_spacing_mm=2.8,
                                                           slice_thickness_mm=4.0, lesions=1, seed=900_301))
     gappy = write_mr_series(tmp_path / "gappy", MRSeriesSpec(rows=64, columns=64, slices=8, pixel_spacing_mm=5.0,
-                                                            lesions=0, seed=900_302))
+                                                            slice_thickness_mm=5.0, lesions=0, seed=900_302))
     daemon.start()
     drop(daemon, good.files, "good")
     drop(daemon, [f for i, f in enumerate(gappy.files) if i != 4], "gappy")

@@ -28,6 +28,7 @@ from dicom_node.scp import StorageSCP
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.conftest import shared
 from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed (make test does)")
 
@@ -237,6 +238,8 @@ def test_association_limit(make_scp: Callable[..., RunningScp]) -> None:
     second = scp.pynetdicom_assoc()
     assert not second.is_established and second.is_rejected
     first.release()
+    # the server's thread for the first association ends just after the release is acknowledged
+    wait_for(lambda: not scp.scp.ae.active_associations, 10, what="the first association's thread to end")
     third = scp.pynetdicom_assoc()
     assert third.is_established
     third.release()
