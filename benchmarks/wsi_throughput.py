@@ -59,12 +59,14 @@ def stage_generate(slide: Path, size: int, tissue_fraction: float) -> dict[str, 
 def processing() -> tuple[float, int, int]:
     """The pipeline's processing µm/px, tile and overlap with its default options and the shipped model."""
     from pipelines.models.registry import resolve
-    from pipelines.wsi.pipeline import DEFAULT_MODEL, WsiCtcOptions, overlap_for
+    from pipelines.wsi.detector import pick_device
+    from pipelines.wsi.pipeline import DEFAULT_MODEL, WsiCtcOptions, overlap_for, tile_for
 
     info = resolve(DEFAULT_MODEL).info
     opts = WsiCtcOptions()
     mpp = float(info["mpp_um"])
-    return mpp, opts.tile_px, overlap_for(opts, mpp, info.get("max_object_um"))
+    tile, _ = tile_for(opts, pick_device(opts.device))
+    return mpp, tile, overlap_for(opts, mpp, info.get("max_object_um"), tile)
 
 
 def _grid(slide: Path) -> tuple[Any, Any, Any]:

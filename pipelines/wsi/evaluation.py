@@ -96,11 +96,12 @@ def with_clusters(pred: np.ndarray, rule: ClusterRule) -> np.ndarray:
     return np.array([[d.l0_x0, d.l0_y0, d.l0_x1, d.l0_y1, d.confidence, d.cls] for d in combined]).reshape(-1, 6)
 
 
-def evaluate(
-    detector: Detector, images: list[Path], *, batch: int = 16, clusters: ClusterRule | None = None
-) -> Evaluation:
-    """Run ``detector`` on ``images`` (YOLO layout, labels beside) and score it, with ``clusters`` grouping."""
-    tps, confs, pred_cls, true_cls = [], [], [], []
+Predictions = list[tuple[np.ndarray, np.ndarray]]  # per image: detections (k, 6) and truth (n, 5)
+
+
+def predict_split(detector: Detector, images: list[Path], *, batch: int = 16) -> Predictions:
+    """Run ``detector`` on ``images`` (YOLO layout, labels beside): raw detections with the ground truth."""
+    pairs: Predictions = []
     for start in range(0, len(images), batch):
         paths = images[start : start + batch]
         arrays = [load_rgb(p) for p in paths]
@@ -115,20 +116,34 @@ def evaluate(
                 outputs[i] = out
         for i, path in enumerate(paths):
             h, w = arrays[i].shape[:2]
-            truth = read_label_boxes(path, w, h)
-            pred = outputs[i] if clusters is None else with_clusters(outputs[i], clusters)
-            pred = pred[np.argsort(-pred[:, 4])]
-            tps.append(match(pred, truth))
-            confs.append(pred[:, 4])
-            pred_cls.append(pred[:, 5])
-            true_cls.append(truth[:, 0])
+            pairs.append((outputs[i], read_label_boxes(path, w, h)))
+    return pairs
+
+
+def score_predictions(pairs: Predictions, clusters: ClusterRule | None = None) -> Evaluation:
+    """Score raw detections, or what the pipeline makes of them with ``clusters`` grouping."""
+    tps, confs, pred_cls, true_cls = [], [], [], []
+    for raw, truth in pairs:
+        pred = raw if clusters is None else with_clusters(raw, clusters)
+        pred = pred[np.argsort(-pred[:, 4])]
+        tps.append(match(pred, truth))
+        confs.append(pred[:, 4])
+        pred_cls.append(pred[:, 5])
+        true_cls.append(truth[:, 0])
     return score(
         np.concatenate(tps) if tps else np.zeros((0, 10), bool),
         np.concatenate(confs) if confs else np.zeros(0),
         np.concatenate(pred_cls) if pred_cls else np.zeros(0),
         np.concatenate(true_cls) if true_cls else np.zeros(0),
-        len(images),
+        len(pairs),
     )
+
+
+def evaluate(
+    detector: Detector, images: list[Path], *, batch: int = 16, clusters: ClusterRule | None = None
+) -> Evaluation:
+    """Run ``detector`` on ``images`` and score it, with ``clusters`` grouping when given."""
+    return score_predictions(predict_split(detector, images, batch=batch), clusters)
 
 
 def score(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, true_cls: np.ndarray, images: int) -> Evaluation:

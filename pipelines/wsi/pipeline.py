@@ -59,11 +59,14 @@ class WsiCtcOptions(BaseModel):
     fallback_mpp_um: float | None = Field(
         default=0.5, gt=0.03, le=20, description="µm/px for slides without a usable one; null refuses them"
     )
-    tile_px: int = Field(default=768, ge=64, le=4096, description="tile side at the processing resolution")
+    tile_px: int | None = Field(
+        default=None, ge=64, le=4096,
+        description="tile side at the processing resolution; default 512 on the CPU (cache-friendly), 1024 on CUDA",
+    )
     overlap_px: int | None = Field(
         default=None, ge=0, description="tile overlap; default: the model's largest object plus seam margins"
     )
-    batch_size: int = Field(default=8, ge=1, le=512)
+    batch_size: int | None = Field(default=None, ge=1, le=512, description="default 8 on the CPU, 16 on CUDA")
     confidence: float | None = Field(default=None, gt=0, lt=1, description="default: the model's F1-optimal one")
     nms_iou: float = Field(default=0.5, gt=0, lt=1)
     ctm_grouping_distance_um: float = Field(default=5.0, ge=0, description="CTCs closer than this form a CTM")
@@ -73,9 +76,9 @@ class WsiCtcOptions(BaseModel):
 
     @model_validator(mode="after")
     def _geometry(self) -> WsiCtcOptions:
-        if self.tile_px % STRIDE_PX:
+        if self.tile_px is not None and self.tile_px % STRIDE_PX:
             raise ValueError(f"tile_px must be a multiple of {STRIDE_PX}")
-        if self.overlap_px is not None and self.overlap_px >= self.tile_px:
+        if self.overlap_px is not None and self.tile_px is not None and self.overlap_px >= self.tile_px:
             raise ValueError("overlap_px must be smaller than tile_px")
         return self
 
@@ -87,18 +90,28 @@ class _ModelSetup:
     mpp_um: float
     confidence: float
     max_object_um: float | None
+    tile_px: int
     overlap_px: int
+    batch_size: int
 
 
-def overlap_for(options: WsiCtcOptions, mpp_um: float, max_object_um: float | None) -> int:
+def tile_for(options: WsiCtcOptions, device: str) -> tuple[int, int]:
+    """Tile side and batch size: as configured, else what runs fastest on the device (measured: on a CPU,
+    batches of 512-px tiles stay in cache and run several times faster per pixel than 768 px or more)."""
+    cuda = device.startswith("cuda")
+    return options.tile_px or (1024 if cuda else 512), options.batch_size or (16 if cuda else 8)
+
+
+def overlap_for(options: WsiCtcOptions, mpp_um: float, max_object_um: float | None, tile_px: int = 512) -> int:
     """The configured overlap, or the largest object (default 90 µm) plus seam margins, in whole strides."""
     if options.overlap_px is not None:
-        return options.overlap_px
-    needed = (max_object_um or DEFAULT_MAX_OBJECT_UM) / mpp_um + 2 * SEAM_MARGIN_PX + 2
-    overlap = math.ceil(needed / STRIDE_PX) * STRIDE_PX
-    if overlap >= options.tile_px:
+        overlap = options.overlap_px
+    else:
+        needed = (max_object_um or DEFAULT_MAX_OBJECT_UM) / mpp_um + 2 * SEAM_MARGIN_PX + 2
+        overlap = math.ceil(needed / STRIDE_PX) * STRIDE_PX
+    if overlap >= tile_px:
         raise ConfigError(
-            f"pipelines.wsi-ctc: tiles of {options.tile_px} px cannot overlap by the {overlap} px that objects of "
+            f"pipelines.wsi-ctc: tiles of {tile_px} px cannot overlap by the {overlap} px that objects of "
             f"{max_object_um or DEFAULT_MAX_OBJECT_UM:g} µm need at {mpp_um:g} µm/px; use larger tiles"
         )
     return overlap
@@ -124,11 +137,12 @@ class WsiCtcPipeline:
                 info = entry.info
                 mpp = float(self.options.processing_mpp_um or info.get("mpp_um", 0.5))
                 max_object = float(info["max_object_um"]) if info.get("max_object_um") else None
-                overlap = overlap_for(self.options, mpp, max_object)
                 detector = Detector(entry.path, device=self.options.device, normalisation=Normalisation.from_info(info))
+                tile, batch = tile_for(self.options, detector.device)
+                overlap = overlap_for(self.options, mpp, max_object, tile)
                 self._model = _ModelSetup(
                     entry, detector, mpp, float(self.options.confidence or info.get("confidence", 0.25)),
-                    max_object, overlap,
+                    max_object, tile, overlap, batch,
                 )
             return self._model
 
@@ -167,7 +181,7 @@ class WsiCtcPipeline:
             if not mask.mask.any():
                 warnings.append("no tissue found on the slide; nothing was analysed")
             grid = plan_tiles(
-                reader.width_l0, reader.height_l0, reader.l0_per_px(mpp), opts.tile_px, setup.overlap_px,
+                reader.width_l0, reader.height_l0, reader.l0_per_px(mpp), setup.tile_px, setup.overlap_px,
                 mask.widened(overlap_um),
             )
             timings["open_and_mask_s"] = time.monotonic() - t0
@@ -209,8 +223,8 @@ class WsiCtcPipeline:
             return reader.read(tile.l0_x, tile.l0_y, t, t, mpp, choice)
 
         found: list[Detection] = []
-        tiles = read_ahead(grid.tiles, read, workers=opts.read_workers, depth=2 * opts.batch_size)
-        for batch in batched(tiles, opts.batch_size):
+        tiles = read_ahead(grid.tiles, read, workers=opts.read_workers, depth=2 * setup.batch_size)
+        for batch in batched(tiles, setup.batch_size):
             stacked = np.stack([pixels for _, pixels in batch])
             outputs = setup.detector.predict(stacked, confidence=setup.confidence, iou=opts.nms_iou)
             for (tile, _), out in zip(batch, outputs, strict=True):

@@ -23,7 +23,7 @@ def oncoagent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_process_a_generated_slide_writes_counts_detections_and_geojson(tmp_path: Path) -> None:
-    truth = write_slide(tmp_path / "case-17.tiff", SlideSpec(width=8192, height=8192, ctc=40, ctm=6, seed=7200))
+    truth = write_slide(tmp_path / "case-17.tiff", SlideSpec(width=6144, height=6144, ctc=30, ctm=5, seed=7200))
     out = tmp_path / "out"
     proc = oncoagent("--data-dir", str(tmp_path / "d"), "process", str(tmp_path / "case-17.tiff"),
                      "--pipeline", "wsi-ctc", "--out", str(out), cwd=tmp_path)

@@ -9,7 +9,7 @@ import pytest
 
 from agent.errors import ConfigError
 from pipelines.models.registry import MODELS_DIR, ModelError, entry, record, resolve, sha256_of
-from pipelines.wsi.pipeline import DEFAULT_MODEL, WsiCtcOptions, WsiCtcPipeline, overlap_for
+from pipelines.wsi.pipeline import DEFAULT_MODEL, WsiCtcOptions, WsiCtcPipeline, overlap_for, tile_for
 
 
 def test_shipped_weights_are_registered_with_their_hash_and_training_facts() -> None:
@@ -49,4 +49,6 @@ def test_options_are_validated() -> None:
     assert WsiCtcPipeline.name == "wsi-ctc" and WsiCtcPipeline.Options is WsiCtcOptions
     assert overlap_for(WsiCtcOptions(), 0.5, 90.0) == 192  # 180 px of cluster plus seam margins, in strides
     with pytest.raises(ConfigError, match="use larger tiles"):
-        overlap_for(WsiCtcOptions(tile_px=192), 0.5, 90.0)
+        overlap_for(WsiCtcOptions(tile_px=192), 0.5, 90.0, 192)
+    assert tile_for(WsiCtcOptions(), "cpu") == (512, 8) and tile_for(WsiCtcOptions(), "cuda:0") == (1024, 16)
+    assert tile_for(WsiCtcOptions(tile_px=640, batch_size=2), "cpu") == (640, 2)
