@@ -1,4 +1,4 @@
-"""The C-ECHO / C-STORE SCP (pynetdicom).
+"""The C-ECHO / C-STORE SCP (on :mod:`dicom_node.acceptor`).
 
 The C-STORE handler is thin: it takes the dataset as the peer encoded it (no pixel decoding), reads only the
 header for the UIDs, writes file meta + raw bytes to a temporary file, fsyncs and renames it into
@@ -21,22 +21,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pynetdicom import AE, evt
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom import evt
 
 from agent.config import ScpSettings, TlsSettings
 from agent.durable import write_bytes_durably
 from agent.errors import InputError, OncoAgentError
 from agent.records import Instance
 from agent.store import Store
+from dicom_node.acceptor import (
+    IMPLEMENTATION_UID,
+    IMPLEMENTATION_VERSION,
+    REJECT_LOCAL_LIMIT,
+    AcceptorSettings,
+    AssociationInfo,
+    AssociationServer,
+)
+from dicom_node.dimse import Command
 from dicom_node.recorder import InstanceRecorder
 from dicom_node.sop_classes import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
-from dicom_node.storage import instance_path, routing_attrs, truncation, validate_uid
+from dicom_node.storage import file_meta_bytes, instance_path, routing_attrs, truncation, validate_uid
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,7 @@ PROCESSING_FAILURE = 0x0110
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
-REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, presentation related, local limit exceeded
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 @dataclass(frozen=True)
@@ -74,60 +80,47 @@ class StorageSCP:
         self.settings = settings
         self.storage = storage
         self.on_received = on_received
-        self._server: ThreadedAssociationServer | None = None
+        self._server: AssociationServer | None = None
         self._lock = threading.Lock()
         self._series_by_assoc: dict[int, set[str]] = {}
         self._known_series: set[str] = set()  # series whose routing attributes are already recorded
         self._recorder: InstanceRecorder | None = None
-        self.ae = self._make_ae()
 
     # ----------------------------------------------------------------------------------- lifecycle
 
-    def _make_ae(self) -> AE:
-        cfg = self.settings
-        ae = AE(ae_title=cfg.ae_title)
-        for sop_class in STORAGE_SOP_CLASSES:
-            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
-        ae.add_supported_context("1.2.840.10008.1.1", list(TRANSFER_SYNTAXES[:2]))  # Verification
-        ae.maximum_associations = cfg.max_associations
-        ae.require_called_aet = cfg.require_called_ae_title
-        ae.acse_timeout = cfg.acse_timeout_s
-        ae.dimse_timeout = cfg.dimse_timeout_s
-        ae.network_timeout = cfg.network_timeout_s
-        ae.maximum_pdu_size = 0  # no limit on what we receive
-        return ae
-
     def start(self) -> int:
         """Start listening in background threads; return the bound port (useful with port 0)."""
-        handlers: list[Any] = [
-            (evt.EVT_C_ECHO, _handle_echo),
-            (evt.EVT_C_STORE, self._handle_store),
-            (evt.EVT_REQUESTED, self._handle_requested),
-            (evt.EVT_RELEASED, self._forget_association),
-            (evt.EVT_ABORTED, self._forget_association),
-            (evt.EVT_CONN_CLOSE, self._forget_association),
-            (evt.EVT_CONN_OPEN, set_no_delay),
-        ]
-        self._recorder = InstanceRecorder(self.store)
-        self._server = self.ae.start_server(
-            (self.settings.host, self.settings.port),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=server_ssl_context(self.settings.tls),
+        cfg = self.settings
+        contexts = (*((sop_class, TRANSFER_SYNTAXES) for sop_class in STORAGE_SOP_CLASSES),
+                    (VERIFICATION, TRANSFER_SYNTAXES[:2]))
+        acceptor = AcceptorSettings(
+            ae_title=cfg.ae_title, contexts=contexts, max_associations=cfg.max_associations,
+            require_called_ae_title=cfg.require_called_ae_title, acse_timeout_s=cfg.acse_timeout_s,
+            dimse_timeout_s=cfg.dimse_timeout_s, network_timeout_s=cfg.network_timeout_s,
+            ssl_context=server_ssl_context(cfg.tls),
         )
-        port = int(self._server.server_address[1]) if self._server is not None else self.settings.port
-        log.info("DICOM SCP %s listening on %s:%d%s", self.settings.ae_title, self.settings.host, port,
-                 " (TLS)" if self.settings.tls.enabled else "")
+        self._recorder = InstanceRecorder(self.store)
+        server = AssociationServer(acceptor, self._refusal, self._handle_store, self._forget_association)
+        try:
+            port = server.start(cfg.host, cfg.port)
+        except OSError:
+            self._recorder.close()
+            self._recorder = None
+            raise
+        self._server = server
+        log.info("DICOM SCP %s listening on %s:%d%s", cfg.ae_title, cfg.host, port, " (TLS)" if cfg.tls.enabled else "")
         return port
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            self._server.stop()
             self._server = None
-        self.ae.shutdown()
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
+
+    def active_associations(self) -> int:
+        return self._server.active_associations if self._server is not None else 0
 
     def receiving_series(self) -> set[str]:
         """Series with an association still open (their instances may not all be here yet)."""
@@ -135,21 +128,6 @@ class StorageSCP:
             return set().union(*self._series_by_assoc.values()) if self._series_by_assoc else set()
 
     # ----------------------------------------------------------------------------------- handlers
-
-    def _handle_requested(self, event: evt.Event) -> None:
-        """Refuse an association before negotiation: unknown caller, or not enough disk space."""
-        assoc = event.assoc
-        calling = assoc.requestor.primitive.calling_ae_title.strip() if assoc.requestor.primitive else ""
-        address = assoc.requestor.address
-        refusal = self._refusal(calling, address)
-        if refusal is None:
-            return
-        reason, rsd = refusal
-        log.warning("refused association from %s at %s: %s", calling or "(no AE title)", address, reason)
-        assoc.acse.send_reject(*rsd)
-        assoc.is_rejected = True
-        evt.trigger(assoc, evt.EVT_REJECTED, {})
-        assoc.kill()
 
     def _refusal(self, calling: str, address: str) -> tuple[str, tuple[int, int, int]] | None:
         allowed = self.settings.allowed_callers
@@ -167,14 +145,14 @@ class StorageSCP:
             )
         return None
 
-    def _forget_association(self, event: evt.Event) -> None:
+    def _forget_association(self, assoc: AssociationInfo) -> None:
         with self._lock:
-            self._series_by_assoc.pop(id(event.assoc), None)
+            self._series_by_assoc.pop(id(assoc), None)
 
-    def _handle_store(self, event: evt.Event) -> int:
+    def _handle_store(self, assoc: AssociationInfo, request: Command, transfer_syntax: str, dataset: bytes) -> int:
         """Store one instance durably; every outcome is a DICOM status, never an exception."""
         try:
-            received = self._store_instance(event)
+            received = self._store_instance(assoc, request, transfer_syntax, dataset)
         except InputError as exc:
             log.warning("C-STORE refused: %s", exc)
             return INVALID_UID
@@ -191,12 +169,11 @@ class StorageSCP:
             self.on_received(received)
         return SUCCESS
 
-    def _store_instance(self, event: evt.Event) -> Received:
-        request = event.request
-        assert isinstance(request, C_STORE)
-        sop_uid = validate_uid(request.AffectedSOPInstanceUID, "Affected SOP Instance UID")
-        sop_class = validate_uid(request.AffectedSOPClassUID, "Affected SOP Class UID")
-        raw = event.encoded_dataset(include_meta=True)
+    def _store_instance(self, assoc: AssociationInfo, request: Command, transfer_syntax: str, dataset: bytes,
+                        ) -> Received:
+        sop_uid = validate_uid(request.affected_sop_instance, "Affected SOP Instance UID")
+        sop_class = validate_uid(request.affected_sop_class, "Affected SOP Class UID")
+        raw = part10_bytes(sop_class, sop_uid, transfer_syntax, assoc.calling_ae, dataset)
         stream = BytesIO(raw)
         try:
             header = pydicom.dcmread(stream, stop_before_pixels=True)
@@ -211,14 +188,14 @@ class StorageSCP:
         series_uid = validate_uid(header.get("SeriesInstanceUID"), "SeriesInstanceUID")
         target = instance_path(self.storage, study_uid, series_uid, sop_uid)
         with self._lock:
-            self._series_by_assoc.setdefault(id(event.assoc), set()).add(series_uid)
+            self._series_by_assoc.setdefault(id(assoc), set()).add(series_uid)
         if target.exists() and self.store.has_instance(sop_uid):  # a stat first: new instances skip the query
             log.info("instance %s received again; already stored", sop_uid)
             return Received(sop_uid, series_uid, new=False)
         if _free_mb(self.storage) < self.settings.min_free_disk_mb:
             raise _Refused(OUT_OF_RESOURCES, "free disk space under scp.min_free_disk_mb")
         size = write_bytes_durably(target, raw, sync_dir=False)  # the recorder fsyncs the folder
-        calling = event.assoc.requestor.ae_title.strip()
+        calling = assoc.calling_ae
         attrs = {} if series_uid in self._known_series else routing_attrs(header)
         instance = Instance(sop_uid, sop_class, study_uid, series_uid, target, size, attrs, f"scp:{calling}")
         try:
@@ -238,8 +215,13 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _handle_echo(event: evt.Event) -> int:
-    return SUCCESS
+def part10_bytes(sop_class: str, sop_uid: str, transfer_syntax: str, calling_ae: str, dataset: bytes) -> bytes:
+    """The received dataset as a DICOM file: preamble, file meta information, the dataset's bytes unchanged."""
+    meta = [(0x0002, "UI", sop_class), (0x0003, "UI", sop_uid), (0x0010, "UI", transfer_syntax),
+            (0x0012, "UI", IMPLEMENTATION_UID), (0x0013, "SH", IMPLEMENTATION_VERSION)]
+    if calling_ae:
+        meta.append((0x0016, "AE", calling_ae))
+    return file_meta_bytes(meta) + dataset
 
 
 def set_no_delay(event: evt.Event) -> None:

@@ -7,6 +7,7 @@ becomes part of a path after :func:`validate_uid` accepted it.
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,16 @@ def _native_pixel_bytes(header: Dataset) -> int | None:
     except (AttributeError, TypeError, ValueError):
         return None
     return (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)
+
+
+def file_meta_bytes(elements: list[tuple[int, str, str]]) -> bytes:
+    """Preamble, ``DICM`` and a File Meta Information group (explicit VR little endian) of the given
+    ``(element, VR, value)`` triples of group 0002 (string VRs only), with its group length and version."""
+    encoded = [struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01"]
+    for element, vr, value in elements:
+        data = value.encode("ascii")
+        if len(data) % 2:
+            data += b"\0" if vr == "UI" else b" "
+        encoded.append(struct.pack("<HH2sH", 0x0002, element, vr.encode("ascii"), len(data)) + data)
+    body = b"".join(encoded)
+    return b"\0" * 128 + b"DICM" + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body

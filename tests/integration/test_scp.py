@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -239,7 +241,7 @@ def test_association_limit(make_scp: Callable[..., RunningScp]) -> None:
     assert not second.is_established and second.is_rejected
     first.release()
     # the server's thread for the first association ends just after the release is acknowledged
-    wait_for(lambda: not scp.scp.ae.active_associations, 10, what="the first association's thread to end")
+    wait_for(lambda: not scp.scp.active_associations(), 10, what="the first association's thread to end")
     third = scp.pynetdicom_assoc()
     assert third.is_established
     third.release()
@@ -274,3 +276,19 @@ def test_tls(make_scp: Callable[..., RunningScp], tmp_path: Path) -> None:
     assoc.release()
     assert scp.dcmtk("echoscu").returncode != 0  # plain DICOM is not accepted on the TLS port
     assert scp.store.counts()["instances"] == 1
+
+
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\nHost: pacs\r\n\r\n",  # not DICOM at all
+    b"\x04\x00\x00\x00\x00\x0c\x00\x00\x00\x08\x01\x02abcdef",  # P-DATA before any association
+    b"\x01\x00\x00\x00\x00\x04\x00\x01\x00\x00",  # an A-ASSOCIATE-RQ cut short
+])
+def test_protocol_violations_get_an_abort_and_the_scp_goes_on(scp: RunningScp, garbage: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", scp.port), timeout=10) as sock:
+        sock.sendall(garbage)
+        reply = b""
+        with contextlib.suppress(ConnectionResetError):  # closed with our bytes unread: a reset
+            while chunk := sock.recv(4096):  # the SCP answers, or not, and closes: never hangs
+                reply += chunk
+    assert reply == b"" or reply[0] == 0x07  # an A-ABORT when it says anything
+    assert scp.dcmtk("echoscu").returncode == 0

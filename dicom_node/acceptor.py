@@ -1,0 +1,401 @@
+"""The association acceptor: DICOM upper layer (PS3.8) for incoming associations, one thread each.
+
+Why not pynetdicom's server: its reactors poll (two threads per association, each sleeping a millisecond per
+turn), which caps one association at a few hundred small instances per second before any work is done. Here a
+thread per association blocks on its socket, reads whole PDUs, and answers as soon as the handler returns.
+The PDU and primitive classes and the presentation context negotiation are pynetdicom's; this module owns
+only the flow: A-ASSOCIATE-RQ → policy → AC or RJ, P-DATA fragments → DIMSE messages → handler → response,
+A-RELEASE and A-ABORT, timeouts, TLS and the association limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydicom.uid import UID
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
+
+from dicom_node.dimse import Command, CommandError, read_command, response
+
+log = logging.getLogger(__name__)
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLEMENTATION_UID = "2.25.158322836422231640287121674177838996716"  # uuid5(NAMESPACE_URL, "oncoagent")
+IMPLEMENTATION_VERSION = "ONCOAGENT_1"
+
+A_ASSOCIATE_RQ_TYPE, P_DATA_TF, A_RELEASE_RQ, A_ABORT = 0x01, 0x04, 0x05, 0x07
+MAX_PDU_LENGTH = 64 * 2**20  # a PDU longer than this is refused as a protocol error
+MAX_PDU_ADVERTISED = 1 * 2**20  # what peers may send us in one PDU
+
+# A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
+REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)
+REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
+REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
+
+
+class PeerError(Exception):
+    """The peer broke the protocol, closed the connection or went silent."""
+
+
+@dataclass
+class AssociationInfo:
+    """What a handler may know about the association a message came on."""
+
+    calling_ae: str
+    called_ae: str
+    address: str
+    contexts: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (abstract syntax, transfer syntax)
+
+
+Policy = Callable[[str, str], tuple[str, tuple[int, int, int]] | None]  # (calling AE, address) -> refusal
+StoreHandler = Callable[[AssociationInfo, Command, str, bytes], int]  # (assoc, command, transfer syntax, data)
+Closed = Callable[[AssociationInfo], None]
+
+
+@dataclass(frozen=True)
+class AcceptorSettings:
+    ae_title: str
+    contexts: tuple[tuple[str, tuple[str, ...]], ...]  # (abstract syntax, transfer syntaxes)
+    max_associations: int = 10
+    require_called_ae_title: bool = False
+    acse_timeout_s: float = 30.0
+    dimse_timeout_s: float = 60.0  # for the rest of a message once it has begun
+    network_timeout_s: float = 60.0  # between messages
+    ssl_context: ssl.SSLContext | None = None
+
+
+class AssociationServer:
+    """Listens on ``address``; each accepted connection runs :class:`_Association` in a thread of its own."""
+
+    def __init__(self, settings: AcceptorSettings, policy: Policy, on_store: StoreHandler, on_closed: Closed,
+                 ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.on_store = on_store
+        self.on_closed = on_closed
+        self.supported = [build_context(abstract, list(syntaxes)) for abstract, syntaxes in settings.contexts]
+        self._lock = threading.Lock()
+        self._active: dict[int, socket.socket] = {}
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    def start(self, host: str, port: int) -> int:
+        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((host, port))
+            listener.listen(64)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._thread = threading.Thread(target=self._accept_loop, name="dicom-acceptor", daemon=True)
+        self._thread.start()
+        return int(listener.getsockname()[1])
+
+    @property
+    def active_associations(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def stop(self) -> None:
+        self._closing = True
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            open_sockets = list(self._active.values())
+        for sock in open_sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._closing:
+            try:
+                conn, address = self._listener.accept()
+            except OSError:
+                if self._closing:
+                    return
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers must not wait for an ACK
+            threading.Thread(target=self._serve, args=(conn, address[0]), name=f"dicom-assoc-{address[0]}",
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket, address: str) -> None:
+        with self._lock:
+            over_limit = len(self._active) >= self.settings.max_associations
+            self._active[id(conn)] = conn
+        info = AssociationInfo("", "", address)
+
+        def finish() -> None:  # before an A-RELEASE-RP goes out, and again (a no-op then) when the thread ends
+            with self._lock:
+                known = self._active.pop(id(conn), None) is not None
+            if known and info.called_ae:
+                self.on_closed(info)
+
+        try:
+            sock = self._secure(conn, address)
+            if sock is not None:
+                _Association(self, sock, info, over_limit, finish).run()
+        except PeerError as exc:
+            log.info("association from %s at %s ended: %s", info.calling_ae or "(unknown)", address, exc)
+        except Exception:  # a handler bug must not take the listener down
+            log.exception("association from %s at %s failed", info.calling_ae or "(unknown)", address)
+        finally:
+            finish()
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _secure(self, conn: socket.socket, address: str) -> socket.socket | None:
+        context = self.settings.ssl_context
+        if context is None:
+            return conn
+        conn.settimeout(self.settings.acse_timeout_s)
+        try:
+            return context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.warning("refused connection from %s: TLS handshake failed: %s", address, exc)
+            return None
+
+
+class _Association:
+    def __init__(self, server: AssociationServer, sock: socket.socket, info: AssociationInfo,
+                 over_limit: bool, finish: Callable[[], None]) -> None:
+        self.server = server
+        self.finish = finish
+        self.sock = sock
+        self.info = info
+        self.over_limit = over_limit
+        self.peer_max_pdu = 0
+
+    def run(self) -> None:
+        settings = self.server.settings
+        self.sock.settimeout(settings.acse_timeout_s)
+        kind, pdu = self._read_pdu()
+        if kind != A_ASSOCIATE_RQ_TYPE:
+            self._abort()
+            raise PeerError(f"expected an A-ASSOCIATE-RQ, got PDU type 0x{kind:02X}")
+        if self._negotiate(pdu):
+            self._messages()
+
+    # ------------------------------------------------------------------------------ association set-up
+
+    def _negotiate(self, pdu: bytes) -> bool:
+        request = A_ASSOCIATE_RQ()
+        try:
+            request.decode(pdu)
+            primitive = request.to_primitive()
+        except Exception as exc:  # pynetdicom raises assorted errors on malformed PDUs
+            self._abort()
+            raise PeerError(f"malformed A-ASSOCIATE-RQ: {exc}") from exc
+        calling = str(primitive.calling_ae_title).strip()
+        called = str(primitive.called_ae_title).strip()
+        self.info.calling_ae, self.info.called_ae = calling, called
+        refusal = self._refusal(request, primitive, calling, called)
+        if refusal is not None:
+            reason, rsd = refusal
+            log.warning("refused association from %s at %s: %s", calling or "(no AE title)", self.info.address,
+                        reason)
+            self._send(_reject(*rsd))
+            return False
+        roles = {UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role)
+                 for item in primitive.user_information if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+        results, role_items = negotiate_as_acceptor(primitive.presentation_context_definition_list,
+                                                    self.server.supported, roles or None)
+        for item in primitive.user_information:
+            if isinstance(item, MaximumLengthNotification):
+                self.peer_max_pdu = int(item.maximum_length_received or 0)
+        self.info.contexts = {int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                              for cx in results if cx.result == 0x00 and cx.context_id is not None}
+        self._send(_accept(primitive, results, role_items))
+        log.info("association from %s at %s accepted: %d of %d presentation context(s)", calling,
+                 self.info.address, len(self.info.contexts), len(results))
+        return True
+
+    def _refusal(self, request: A_ASSOCIATE_RQ, primitive: A_ASSOCIATE, calling: str, called: str,
+                 ) -> tuple[str, tuple[int, int, int]] | None:
+        settings = self.server.settings
+        if request.protocol_version != 0x0001:
+            return f"protocol version {request.protocol_version} is not supported", REJECT_PROTOCOL_VERSION
+        if str(primitive.application_context_name) != APPLICATION_CONTEXT:
+            return f"application context {primitive.application_context_name} is not DICOM's", \
+                REJECT_APPLICATION_CONTEXT
+        if settings.require_called_ae_title and called != settings.ae_title:
+            return f"called AE title {called!r} is not {settings.ae_title!r}", REJECT_CALLED_AE
+        policy = self.server.policy(calling, self.info.address)
+        if policy is not None:
+            return policy
+        if self.over_limit:
+            return f"already {settings.max_associations} association(s) open (scp.max_associations)", \
+                REJECT_LOCAL_LIMIT
+        return None
+
+    # ------------------------------------------------------------------------------ messages
+
+    def _messages(self) -> None:
+        command: list[bytes] = []
+        data: list[bytes] = []
+        request: Command | None = None
+        context_id = 0
+        settings = self.server.settings
+        while True:
+            within_message = request is not None or bool(command)
+            self.sock.settimeout(settings.dimse_timeout_s if within_message else settings.network_timeout_s)
+            kind, pdu = self._read_pdu()
+            if kind == A_RELEASE_RQ:
+                self.finish()  # the association is over for our bookkeeping before the peer hears so
+                self._send(b"\x06\x00" + struct.pack(">I", 4) + b"\x00" * 4)  # A-RELEASE-RP
+                log.info("association from %s released", self.info.calling_ae)
+                return
+            if kind == A_ABORT:
+                raise PeerError("aborted by the peer")
+            if kind != P_DATA_TF:
+                self._abort()
+                raise PeerError(f"unexpected PDU type 0x{kind:02X}")
+            for pc_id, control, value in _pdvs(pdu):
+                if request is None and not control & 0x01:
+                    self._abort()
+                    raise PeerError("a dataset fragment arrived before its command")
+                if control & 0x01:
+                    command.append(value)
+                    if control & 0x02:
+                        try:
+                            request = read_command(b"".join(command))
+                        except CommandError as exc:
+                            self._abort()
+                            raise PeerError(str(exc)) from exc
+                        command, context_id = [], pc_id
+                        if not request.has_dataset:
+                            self._answer(request, context_id, b"")
+                            request = None
+                else:
+                    data.append(value)
+                    if control & 0x02:
+                        assert request is not None
+                        self._answer(request, context_id, b"".join(data))
+                        data, request = [], None
+
+    def _answer(self, request: Command, context_id: int, dataset: bytes) -> None:
+        context = self.info.contexts.get(context_id)
+        if context is None:
+            self._abort()
+            raise PeerError(f"message on presentation context {context_id}, which was not accepted")
+        abstract, transfer = context
+        if request.command_field == 0x0030:  # C-ECHO-RQ
+            status = 0x0000
+        elif request.command_field == 0x0001:  # C-STORE-RQ
+            if not request.has_dataset:
+                status = 0xC210
+            elif request.affected_sop_class != abstract:
+                status = 0x0122  # SOP class not supported on this context
+            else:
+                status = self.server.on_store(self.info, request, transfer, dataset)
+        else:
+            status = 0x0211  # unrecognised operation
+        self._send_command(context_id, response(request, status))
+
+    # ------------------------------------------------------------------------------ PDU I/O
+
+    def _read_pdu(self) -> tuple[int, bytes]:
+        header = self._recv(6)
+        kind, length = header[0], struct.unpack(">I", header[2:6])[0]
+        if length > MAX_PDU_LENGTH:
+            self._abort()
+            raise PeerError(f"PDU of {length} bytes is over the {MAX_PDU_LENGTH} byte limit")
+        return kind, header + self._recv(length)
+
+    def _recv(self, size: int) -> bytes:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size:
+            try:
+                n = self.sock.recv_into(view[got:], size - got)
+            except TimeoutError as exc:
+                self._abort()
+                raise PeerError("timed out waiting for the peer") from exc
+            except OSError as exc:
+                raise PeerError(f"connection lost: {exc}") from exc
+            if n == 0:
+                raise PeerError("connection closed by the peer")
+            got += n
+        return bytes(buffer)
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise PeerError(f"connection lost: {exc}") from exc
+
+    def _send_command(self, context_id: int, payload: bytes) -> None:
+        # a response command is ~100 bytes, far under any PDU limit: one PDV, flagged command + last
+        pdv = struct.pack(">IBB", len(payload) + 2, context_id, 0x03) + payload
+        self._send(b"\x04\x00" + struct.pack(">I", len(pdv)) + pdv)
+
+    def _abort(self) -> None:
+        with contextlib.suppress(PeerError):
+            self._send(b"\x07\x00" + struct.pack(">I", 4) + b"\x00\x00\x02\x00")  # A-ABORT, source: provider
+
+
+def _pdvs(pdu: bytes) -> list[tuple[int, int, bytes]]:
+    """(presentation context id, message control header, fragment) of each PDV item of a P-DATA-TF PDU."""
+    items = []
+    offset, end = 6, len(pdu)
+    while offset < end:
+        if offset + 6 > end:
+            raise PeerError("P-DATA-TF ends inside a PDV item header")
+        length = struct.unpack_from(">I", pdu, offset)[0]
+        if length < 2 or offset + 4 + length > end:
+            raise PeerError("PDV item length does not fit its PDU")
+        items.append((pdu[offset + 4], pdu[offset + 5], pdu[offset + 6 : offset + 4 + length]))
+        offset += 4 + length
+    return items
+
+
+def _reject(result: int, source: int, reason: int) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.result, primitive.result_source, primitive.diagnostic = result, source, reason
+    pdu = A_ASSOCIATE_RJ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def _accept(request: A_ASSOCIATE, results: list[PresentationContext],
+            roles: list[SCP_SCU_RoleSelectionNegotiation]) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = UID(APPLICATION_CONTEXT)
+    primitive.calling_ae_title = request.calling_ae_title
+    primitive.called_ae_title = request.called_ae_title
+    primitive.result, primitive.result_source = 0x00, 0x01
+    primitive.presentation_context_definition_results_list = results
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = MAX_PDU_ADVERTISED
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = UID(IMPLEMENTATION_UID)
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = IMPLEMENTATION_VERSION
+    primitive.user_information = [max_length, implementation, version, *roles]
+    pdu = A_ASSOCIATE_AC()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
