@@ -20,6 +20,9 @@ from agent.config import LoadedSettings
 
 DEFAULT_SEGMENTER = "mri-lesion-unet"
 DEFAULT_CLASSIFIER = "mri-lesion-svm"
+# generated segmenter training series span coarse and short acquisitions too (held-out ones stay clinical)
+WIDE_MATRICES = (96, 128, 160, 192, 224, 256)
+WIDE_COVERAGE_MM = (30.0, 190.0)
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -45,6 +48,11 @@ def add_parsers(subparsers: Any) -> None:
                      help="start from these weights (same --channels) instead of random ones: fine-tuning")
     seg.add_argument("--flips", type=int, nargs="*", default=(), metavar="AXIS",
                      help="test-time mirroring axes stored with the model (1 rows, 2 columns)")
+    seg.add_argument("--matrix", type=int, nargs="+", default=WIDE_MATRICES, metavar="N",
+                     help="in-plane matrices of generated training series (default: coarse to fine, so the "
+                     "network also sees low-resolution acquisitions)")
+    seg.add_argument("--coverage-mm", type=float, nargs=2, default=WIDE_COVERAGE_MM, metavar=("LO", "HI"),
+                     help="range of the slice-direction coverage of generated training series")
     seg.add_argument("--name", default=DEFAULT_SEGMENTER)
     seg.set_defaults(handler=cmd_train_segmenter)
 
@@ -110,7 +118,10 @@ class _Sources:
 
         if self.folder_train is not None:
             return iter(self.folder_train)
-        return generated_cases(range(self.args.seed, self.args.seed + self.args.generate))
+        spec: dict[str, Any] = {}
+        if getattr(self.args, "matrix", None):
+            spec = {"matrix": tuple(self.args.matrix), "slices_mm": tuple(self.args.coverage_mm)}
+        return generated_cases(range(self.args.seed, self.args.seed + self.args.generate), **spec)
 
     def test(self) -> list[Any]:
         from pipelines.mri.cases import generated_cases
@@ -129,7 +140,9 @@ class _Sources:
             lines.append(f"training cases from {a.data} ({len(self.folder_train or [])} case(s))")
         else:
             lines.append(f"{a.generate} generated series (pipelines.synthetic.mri_series), seeds {a.seed}.."
-                         f"{a.seed + a.generate - 1}")
+                         f"{a.seed + a.generate - 1}"
+                         + (f", matrices {', '.join(map(str, a.matrix))}, {a.coverage_mm[0]:g}-{a.coverage_mm[1]:g} mm "
+                            "coverage" if getattr(a, "matrix", None) else ""))
         if a.test_data is not None:
             lines.append(f"held out: cases from {a.test_data}")
         elif a.test_generate:

@@ -186,7 +186,7 @@ class _Anatomy:
             loop = _soft(inside, 1.0) * cavity
             img = _blend(img, loop, 230.0)  # the bowel wall, darker than its content
             content = _soft(inside - 2.5, 0.8) * cavity
-            img = _blend(img, content, float(rng.uniform(300, 650)) * (1 + 0.15 * texture))
+            img = _blend(img, content, float(rng.uniform(260, 520)) * (1 + 0.15 * texture))
             gas_centre = (centre[0], centre[1] - 0.5 * axes[1], centre[2])
             gas = _soft(_ellipse_inside_mm([z, y, x], gas_centre, (axes[0] * 0.6, 4.0, axes[2] * 0.5)), 0.6)
             img = _blend(img, gas * content, 30.0)
@@ -308,7 +308,7 @@ class _Lesion:
         necrosis = None
         if rng.random() < a_texture**2:
             necrosis = (float(rng.uniform(0.3, 0.55)),
-                        float(rng.uniform(1.2, 1.5) if rng.random() < 0.6 else rng.uniform(0.55, 0.8)))
+                        float(rng.uniform(1.2, 1.5) if rng.random() < 0.6 else rng.uniform(0.7, 0.85)))
         return cls(
             label=label,
             aggressiveness=a,
@@ -320,8 +320,8 @@ class _Lesion:
             amplitude=float((0.025 + 0.2 * a_margin**1.3) * rng.uniform(0.8, 1.2)),
             spikes=tuple(_unit(rng) for _ in range(n_spikes)),
             spike_length=float(rng.uniform(0.12, 0.25)),
-            edge_mm=float(0.35 + 0.8 * a_edge * rng.uniform(0.7, 1.3)),
-            contrast=float(rng.uniform(1.5, 2.5)),
+            edge_mm=float(0.3 + 0.45 * a_edge * rng.uniform(0.7, 1.3)),
+            contrast=float(rng.uniform(1.7, 2.6)),
             heterogeneity=float((0.02 + 0.2 * a_texture) * rng.uniform(0.75, 1.25)),
             texture_mm=float(1.5 + 3.0 * a_texture * rng.uniform(0.7, 1.3)),
             necrosis=necrosis,
@@ -418,7 +418,7 @@ def _acquire(img: FloatArray, grid: _Grid, rng: np.random.Generator) -> npt.NDAr
                 + 0.06 * coeffs[3] * x * y - 0.08 * abs(coeffs[4]) * (x**2 + y**2) + 0.04 * coeffs[5] * z**2)
     gain = rng.uniform(0.7, 1.5)
     signal = img * np.exp(log_bias).astype(np.float32) * np.float32(gain)
-    snr = rng.uniform(14, 32)
+    snr = rng.uniform(20, 40)
     sigma = np.float32(330.0 * gain / snr)
     real = signal + sigma * rng.standard_normal(img.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(img.shape, dtype=np.float32)
