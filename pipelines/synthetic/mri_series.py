@@ -17,8 +17,8 @@ single-frame MR Image Storage files, :func:`write_enhanced_mr_series` one Enhanc
 
 from __future__ import annotations
 
-import hashlib
 import math
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -36,7 +36,7 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
-UID_ROOT = "1.2.826.0.1.3680043.10.1363."  # OncoAgent synthetic-data root (generated data only)
+UID_NAMESPACE = uuid.UUID("5f0c6f4e-3b7a-5d8e-9c1a-0c0a6e2d7b11")  # generated data only
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 MAX_STORED = 4095  # 12 bits stored
 
@@ -46,9 +46,8 @@ FloatArray = npt.NDArray[np.float32]
 
 
 def synthetic_uid(*parts: object) -> str:
-    """A deterministic UID under our root from any parts (max 64 characters)."""
-    digest = int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest(), 16)
-    return (UID_ROOT + str(digest))[:64].rstrip(".")
+    """A deterministic UUID-derived UID (``2.25.<uuid5>``, PS3.5 B.2) from any parts: no registered root needed."""
+    return f"2.25.{uuid.uuid5(UID_NAMESPACE, '/'.join(map(str, parts))).int}"
 
 
 @dataclass(frozen=True)
