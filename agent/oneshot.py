@@ -27,6 +27,7 @@ from agent.watcher import SLIDE_SUFFIXES, files_under
 from dicom_node.storage import routing_attrs, validate_uid
 from pipelines import registry
 from pipelines.base import PipelineInput
+from pipelines.wsi.slide_files import slide_context
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ class _Series:
     files: list[Path]
 
 
-def collect(paths: Iterable[Path]) -> tuple[list[tuple[Input, tuple[Path, ...]]], list[Outcome]]:
-    """Turn paths into inputs: slides one by one, DICOM files grouped by series. Bad paths become outcomes."""
+def collect(paths: Iterable[Path], filename_regex: re.Pattern[str] | None = None, sidecar: bool = True,
+            ) -> tuple[list[tuple[Input, tuple[Path, ...]]], list[Outcome]]:
+    """Turn paths into inputs: slides one by one (with the context the accession mapping gives them, as in the
+    watched folders), DICOM files grouped by series. Bad paths become outcomes."""
     inputs: list[tuple[Input, tuple[Path, ...]]] = []
     bad: list[Outcome] = []
     series: dict[str, _Series] = {}
@@ -62,9 +65,13 @@ def collect(paths: Iterable[Path]) -> tuple[list[tuple[Input, tuple[Path, ...]]]
             bad.append(Outcome(str(root), False, "folder holds no files"))
         for path in files:
             if path.suffix.lower() in SLIDE_SUFFIXES:
+                attrs: dict[str, object] = {"file_name": path.name, "suffix": path.suffix.lower()}
+                context, source = slide_context(path, filename_regex, sidecar)
+                if context:
+                    attrs |= {"context": context, "context_source": source}
                 inp = Input(
                     id=0, kind=InputKind.SLIDE, key=str(path.resolve()), path=path.resolve(), fingerprint="",
-                    attrs={"file_name": path.name, "suffix": path.suffix.lower()}, instance_count=1,
+                    attrs=attrs, instance_count=1,
                     state=InputState.RECEIVING, reason=None, created_at=now, updated_at=now,
                 )
                 inputs.append((inp, (path,)))
@@ -117,7 +124,8 @@ def process(
     pipeline_name: str | None = None,
     progress: Callable[[Iterable[tuple[Input, tuple[Path, ...]]]], Iterable[tuple[Input, tuple[Path, ...]]]] = iter,
 ) -> list[Outcome]:
-    inputs, outcomes = collect(paths)
+    pattern = settings.ingest.filename_regex  # checked by the settings
+    inputs, outcomes = collect(paths, re.compile(pattern) if pattern else None, settings.ingest.sidecar)
     for inp, files in progress(inputs):
         name = output_name(inp)
         if pipeline_name is not None:

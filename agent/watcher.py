@@ -27,7 +27,6 @@ restarts; a rewritten one is. Context for a slide (accession, patient) comes fro
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -45,7 +44,7 @@ from pydicom.errors import InvalidDicomError
 
 from agent.config import Settings
 from agent.durable import copy_durably, fsync_dir, move_to_quarantine
-from agent.errors import ConfigError, InputError
+from agent.errors import InputError
 from agent.records import InputKind, Instance
 from agent.store import Store
 from dicom_node.storage import instance_path, routing_attrs
@@ -56,6 +55,7 @@ from pipelines.wsi.slide_files import (
     open_check,
     owner_of,
     sidecar_for,
+    slide_context,
     slide_parts,
 )
 
@@ -66,8 +66,6 @@ __all__ = ["SLIDE_SUFFIXES", "FolderWatcher", "files_under"]
 _SKIP_SUFFIXES = (".reason.txt", ".partial")
 NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "fuse.sshfs", "9p", "ncpfs"})
 ORPHAN_PART_S = 3600.0  # a part or sidecar whose slide never comes is treated as a file of its own after this
-CONTEXT_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-MAX_CONTEXT_KEYS = 50
 
 
 @dataclass
@@ -81,7 +79,7 @@ class _Seen:
 
 @dataclass(frozen=True)
 class _IngestKnobs:
-    """Watcher settings; read defensively until ``IngestSettings`` declares them."""
+    """The watcher's settings, resolved (defaults filled in, the regex compiled)."""
 
     watch_mode: str
     rescan_interval_s: float
@@ -92,22 +90,13 @@ class _IngestKnobs:
     @classmethod
     def from_settings(cls, settings: Settings) -> _IngestKnobs:
         ingest = settings.ingest
-        settle = ingest.settle_seconds
-        mode = str(getattr(ingest, "watch_mode", "auto"))
-        if mode not in ("auto", "events", "polling"):
-            raise ConfigError(f"ingest.watch_mode: expected auto, events or polling, got {mode!r}")
-        grace = getattr(ingest, "unopenable_grace_s", None)
-        pattern = getattr(ingest, "filename_regex", None)
-        try:
-            regex = re.compile(pattern) if pattern else None
-        except re.error as exc:
-            raise ConfigError(f"ingest.filename_regex: not a valid regular expression ({exc})") from None
+        grace = ingest.unopenable_grace_s
         return cls(
-            watch_mode=mode,
-            rescan_interval_s=float(getattr(ingest, "rescan_interval_s", 60.0)),
-            unopenable_grace_s=float(grace) if grace is not None else max(3 * settle, 10.0),
-            filename_regex=regex,
-            sidecar=bool(getattr(ingest, "sidecar", True)),
+            watch_mode=ingest.watch_mode,
+            rescan_interval_s=ingest.rescan_interval_s,
+            unopenable_grace_s=grace if grace is not None else max(3 * ingest.settle_seconds, 10.0),
+            filename_regex=re.compile(ingest.filename_regex) if ingest.filename_regex else None,
+            sidecar=ingest.sidecar,
         )
 
 
@@ -268,7 +257,7 @@ class FolderWatcher:
     def _take_slide(self, path: Path, consumed: bool) -> str:
         parts = slide_parts(path)
         sidecar = sidecar_for(path)
-        context, source = self._context(path, sidecar)
+        context, source = slide_context(path, self.knobs.filename_regex, self.knobs.sidecar, self._relative(path))
         if consumed:
             path = self._move_slide(path, parts.parts if parts.complete else (path,), sidecar)
             parts = slide_parts(path)
@@ -318,32 +307,6 @@ class FolderWatcher:
             data_dir.rmdir()
         fsync_dir(folder)
         return folder / path.name
-
-    def _context(self, path: Path, sidecar: Path | None) -> tuple[dict[str, Any], str | None]:
-        context: dict[str, Any] = {}
-        sources = []
-        regex = self.knobs.filename_regex
-        if regex is not None:
-            match = regex.search(path.name) or regex.search(self._relative(path))
-            if match:
-                context.update({k: v for k, v in match.groupdict().items() if v is not None})
-                sources.append("filename")
-        if self.knobs.sidecar and sidecar is not None:
-            try:
-                doc = json.loads(sidecar.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                log.warning("sidecar %s of %s is not readable JSON (%s); ignored", sidecar.name, path.name, exc)
-                doc = None
-            if isinstance(doc, dict):
-                values = {
-                    k: v for k, v in doc.items()
-                    if CONTEXT_KEY.match(str(k)) and isinstance(v, str | int | float | bool)
-                }
-                context.update(dict(list(values.items())[:MAX_CONTEXT_KEYS]))
-                sources.append("sidecar")
-            elif doc is not None:
-                log.warning("sidecar %s of %s is not a JSON object; ignored", sidecar.name, path.name)
-        return context, "+".join(sources) or None
 
     def _relative(self, path: Path) -> str:
         for folder, _ in self.folders:

@@ -14,11 +14,13 @@ context (accession, patient) and travels with it.
 from __future__ import annotations
 
 import configparser
+import json
 import logging
 import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import openslide
 
@@ -110,6 +112,39 @@ def sidecar_for(slide: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+CONTEXT_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_CONTEXT_KEYS = 50
+
+
+def slide_context(path: Path, regex: re.Pattern[str] | None, use_sidecar: bool = True,
+                  relative_name: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """A slide's context (accession, patient…) and where it came from (``filename``, ``sidecar`` or both):
+    named groups of ``regex`` matched on the file name (or ``relative_name``, its path under the watched
+    folder), then the scalar values of its JSON sidecar. Unreadable sidecars are logged and ignored."""
+    context: dict[str, Any] = {}
+    sources = []
+    if regex is not None:
+        match = regex.search(path.name) or (regex.search(relative_name) if relative_name else None)
+        if match:
+            context.update({k: v for k, v in match.groupdict().items() if v is not None})
+            sources.append("filename")
+    sidecar = sidecar_for(path) if use_sidecar else None
+    if sidecar is not None:
+        try:
+            doc = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("sidecar %s of %s is not readable JSON (%s); ignored", sidecar.name, path.name, exc)
+            doc = None
+        if isinstance(doc, dict):
+            values = {k: v for k, v in doc.items()
+                      if CONTEXT_KEY.match(str(k)) and isinstance(v, str | int | float | bool)}
+            context.update(dict(list(values.items())[:MAX_CONTEXT_KEYS]))
+            sources.append("sidecar")
+        elif doc is not None:
+            log.warning("sidecar %s of %s is not a JSON object; ignored", sidecar.name, path.name)
+    return context, "+".join(sources) or None
 
 
 def owner_of(path: Path) -> Path | None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
@@ -73,3 +74,32 @@ def test_wsi_ctc_results_have_reports_and_valid_objects(tmp_path: Path) -> None:
     if shutil.which("dciodvfy"):
         for path in sorted(dicom.rglob("*.dcm")):
             assert dciodvfy_errors(path) == [], path.name
+
+
+def test_a_slide_processed_one_shot_gets_its_context_from_the_filename_regex_and_sidecar(tmp_path: Path) -> None:
+    """As in a watched folder: the accession from the configured filename regex, the patient from the sidecar;
+    with both the slide's results leave as DICOM objects in the patient's study."""
+    needs_models("wsi")
+    slide = tmp_path / "ACC4711_slide.tiff"
+    write_slide(slide, SlideSpec(width=4096, height=4096, ctc=8, ctm=1, seed=8803))
+    (tmp_path / "ACC4711_slide.tiff.json").write_text(json.dumps({"patient_id": "PAT-0815", "note": "x"}))
+    config = tmp_path / "oncoagent.yaml"
+    config.write_text("ingest:\n  filename_regex: '(?P<accession_number>ACC\\d+)_'\n")
+    out = tmp_path / "out"
+    proc = oncoagent("--config", str(config), "--data-dir", str(tmp_path / "d"), "process", str(slide),
+                     "--pipeline", "wsi-ctc", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((out / "ACC4711_slide" / "result.json").read_text())
+    assert not any(w.startswith("no patient/study context") for w in doc["warnings"])
+    assert "sr.dcm" in doc["reports"]
+    sr = pydicom.dcmread(out / "ACC4711_slide" / "sr.dcm")
+    assert (sr.AccessionNumber, sr.PatientID) == ("ACC4711", "PAT-0815")
+    assert "PAT-0815" not in proc.stdout + proc.stderr  # context is used, never logged
+
+
+def test_a_wrong_filename_regex_stops_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "oncoagent.yaml"
+    config.write_text("ingest:\n  filename_regex: '(?P<acc>ACC'\n")
+    proc = oncoagent("--config", str(config), "config", "check", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "ingest.filename_regex" in proc.stderr and "not a valid regular expression" in proc.stderr
