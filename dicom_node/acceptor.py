@@ -293,8 +293,11 @@ class _Association:
                     data.append(value)
                     if control & 0x02:
                         assert request is not None
-                        self._answer(request, context_id, b"".join(data))
-                        data, request = [], None
+                        dataset = b"".join(data)
+                        data.clear()  # the fragments go before the handler runs: one copy in memory, not two
+                        self._answer(request, context_id, dataset)
+                        del dataset
+                        request = None
 
     def _answer(self, request: Command, context_id: int, dataset: bytes) -> None:
         context = self.info.contexts.get(context_id)
