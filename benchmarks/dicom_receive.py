@@ -4,7 +4,9 @@ Not a test: prints instances/s, MB/s and ratios measured in one run on this mach
 instances are sent by dcmtk's storescu over loopback to (a) the OncoAgent daemon (durable: fsync + rename +
 database record before each success), (b) dcmtk's storescp writing to disk, (c) pynetdicom's storescp app
 writing to disk; then the same with 4 concurrent senders of 250 instances each. Every receiver's stored count
-is checked against the sent count.
+is checked against the sent count. Last, the cost of one durably written file on this disk without DICOM or
+database (write, fsync, rename, folder fsync): the floor under any receiver that answers only once an
+instance is on disk (dcmtk's and pynetdicom's storescp answer before).
 
     .venv/bin/python benchmarks/dicom_receive.py [--instances 1000] [--senders 4]
 
@@ -161,6 +163,29 @@ def measure(make: Callable[[Path], Receiver], root: Path, files: list[Path], sen
     return {"seconds": elapsed, "per_s": len(files) / elapsed, "mb_s": size_mb / elapsed, "stored": stored}
 
 
+def durable_write_floor_ms(folder: Path, size: int, count: int = 300) -> float:
+    """Milliseconds one durably stored file costs on this disk with no DICOM at all: write a temporary file,
+    fsync it, rename it into place, fsync the folder (what the SCP does before it may answer success)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        t0 = time.perf_counter()
+        for i in range(count):
+            temp = folder / f".incoming-{i}"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, folder / f"{i}.dcm")
+            os.fsync(directory)
+        return (time.perf_counter() - t0) / count * 1000
+    finally:
+        os.close(directory)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=1000)
@@ -197,6 +222,10 @@ def main() -> int:
             dcmtk, pynetdicom = results["dcmtk storescp"]["per_s"], results["pynetdicom storescp"]["per_s"]
             print(f"  ratio vs dcmtk storescp:      {ours / dcmtk:.2f}x (goal >= 0.5)")
             print(f"  ratio vs pynetdicom storescp: {ours / pynetdicom:.2f}x (goal >= 1.0)")
+            print(f"  0.5x dcmtk leaves {2000 * senders / dcmtk:.2f} ms per instance on each of {senders} sender(s)")
+        floor = durable_write_floor_ms(root / "floor", int(size_kb * 1024))
+        print(f"\ndurable write on this disk (write, fsync, rename, folder fsync; no DICOM, no database): "
+              f"{floor:.2f} ms per file, at most {1000 / floor:.0f} files/s for one sender")
         return 0 if ok else 1
 
 
