@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -50,6 +50,20 @@ _LIMITS = {"patient_id": 64, "accession_number": 16, "study_id": 16, "patient_na
            "study_description": 64, "container_identifier": 64, "referring_physician_name": 64 * 5}
 
 
+class PatientStudyArgs(TypedDict):
+    """Patient and study keyword arguments of highdicom's SOP class constructors."""
+
+    patient_id: str | None
+    patient_name: str | None
+    patient_birth_date: str | None
+    patient_sex: str | None
+    accession_number: str | None
+    study_id: str | None
+    study_date: str | None
+    study_time: str | None
+    referring_physician_name: str | None
+
+
 @dataclass(frozen=True)
 class StudyContext:
     """Patient and study attributes (DICOM formats: dates YYYYMMDD, sex M/F/O, names as PN)."""
@@ -71,6 +85,20 @@ class StudyContext:
     @property
     def from_dicom(self) -> bool:
         return self.source == "dicom"
+
+    def patient_study_kwargs(self) -> PatientStudyArgs:
+        """The patient and study arguments highdicom's constructors take (absent values as None)."""
+        return PatientStudyArgs(
+            patient_id=self.patient_id or None,
+            patient_name=self.patient_name or None,
+            patient_birth_date=self.patient_birth_date or None,
+            patient_sex=self.patient_sex or None,
+            accession_number=self.accession_number or None,
+            study_id=self.study_id or None,
+            study_date=self.study_date or None,
+            study_time=self.study_time or None,
+            referring_physician_name=self.referring_physician_name or None,
+        )
 
 
 def from_dataset(ds: Dataset) -> StudyContext:
