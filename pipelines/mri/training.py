@@ -146,17 +146,9 @@ def run_segmenter_training(
         command=command,
     )
     files.append(card.write(out_dir / f"{name}.card.md"))
-    manifest = None
-    if record_model:
-        entry = record(name, version, weights, {
-            "kind": "segmenter",
-            "config": config.as_dict(),
-            "min_lesion_ml": params.min_lesion_ml,
-            "held_out": {k: v for k, v in evaluation.items() if k != "dice_per_case"},
-            "card": f"{name}.card.md",
-        })
-        manifest = weights.parent / "manifest.json"
-        progress(f"recorded {entry.name} {entry.version} (sha256 {entry.sha256[:12]}…) in {manifest}")
+    info = {"kind": "segmenter", "config": config.as_dict(), "min_lesion_ml": params.min_lesion_ml,
+            "held_out": {k: v for k, v in evaluation.items() if k != "dice_per_case"}}
+    manifest = _record(name, version, weights, info, progress) if record_model else None
     return TrainingOutcome(weights, sha, metrics, tuple(files), manifest)
 
 
@@ -239,18 +231,19 @@ def run_classifier_training(
         command=command,
     )
     files.append(card.write(out_dir / f"{name}.card.md"))
-    manifest = None
-    if record_model:
-        entry = record(name, version, model_file, {
-            "kind": "classifier",
-            "radiomics_params_sha256": train.params_sha256,
-            "hyperparameters": hyper.as_dict(),
-            "held_out": held_out,
-            "card": f"{name}.card.md",
-        })
-        manifest = model_file.parent / "manifest.json"
-        progress(f"recorded {entry.name} {entry.version} (sha256 {entry.sha256[:12]}…) in {manifest}")
+    info = {"kind": "classifier", "radiomics_params_sha256": train.params_sha256,
+            "hyperparameters": hyper.as_dict(), "held_out": held_out}
+    manifest = _record(name, version, model_file, info, progress) if record_model else None
     return TrainingOutcome(model_file, sha, metrics, tuple(files), manifest)
+
+
+def _record(name: str, version: str, model_file: Path, info: dict[str, Any], progress: Progress,
+            ) -> Path:
+    """Record the model (with its card) in the manifest beside it; returns the manifest's path."""
+    entry = record(name, version, model_file, {**info, "card": f"{name}.card.md"})
+    manifest = model_file.parent / "manifest.json"
+    progress(f"recorded {entry.name} {entry.version} (sha256 {entry.sha256[:12]}…) in {manifest}")
+    return manifest
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:
