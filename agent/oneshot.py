@@ -27,7 +27,7 @@ from agent.watcher import SLIDE_SUFFIXES, files_under
 from dicom_node.storage import routing_attrs, validate_uid
 from pipelines import registry
 from pipelines.base import PipelineInput
-from pipelines.wsi.slide_files import slide_context
+from pipelines.wsi.slide_files import sidecar_for, slide_context
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def collect(paths: Iterable[Path], filename_regex: re.Pattern[str] | None = None
         for path in files:
             if path.suffix.lower() in SLIDE_SUFFIXES:
                 attrs: dict[str, object] = {"file_name": path.name, "suffix": path.suffix.lower()}
-                context, source = slide_context(path, filename_regex, sidecar)
+                context, source = slide_context(path, filename_regex, sidecar_for(path) if sidecar else None)
                 if context:
                     attrs |= {"context": context, "context_source": source}
                 inp = Input(

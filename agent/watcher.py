@@ -257,7 +257,8 @@ class FolderWatcher:
     def _take_slide(self, path: Path, consumed: bool) -> str:
         parts = slide_parts(path)
         sidecar = sidecar_for(path)
-        context, source = slide_context(path, self.knobs.filename_regex, self.knobs.sidecar, self._relative(path))
+        context, source = slide_context(path, self.knobs.filename_regex, sidecar if self.knobs.sidecar else None,
+                                        self._relative(path))
         if consumed:
             path = self._move_slide(path, parts.parts if parts.complete else (path,), sidecar)
             parts = slide_parts(path)

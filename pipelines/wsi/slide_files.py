@@ -118,11 +118,12 @@ CONTEXT_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_CONTEXT_KEYS = 50
 
 
-def slide_context(path: Path, regex: re.Pattern[str] | None, use_sidecar: bool = True,
+def slide_context(path: Path, regex: re.Pattern[str] | None, sidecar: Path | None,
                   relative_name: str | None = None) -> tuple[dict[str, Any], str | None]:
     """A slide's context (accession, patient…) and where it came from (``filename``, ``sidecar`` or both):
     named groups of ``regex`` matched on the file name (or ``relative_name``, its path under the watched
-    folder), then the scalar values of its JSON sidecar. Unreadable sidecars are logged and ignored."""
+    folder), then the scalar values of its JSON ``sidecar`` (see :func:`sidecar_for`; None to read none).
+    Unreadable sidecars are logged and ignored."""
     context: dict[str, Any] = {}
     sources = []
     if regex is not None:
@@ -130,7 +131,6 @@ def slide_context(path: Path, regex: re.Pattern[str] | None, use_sidecar: bool =
         if match:
             context.update({k: v for k, v in match.groupdict().items() if v is not None})
             sources.append("filename")
-    sidecar = sidecar_for(path) if use_sidecar else None
     if sidecar is not None:
         try:
             doc = json.loads(sidecar.read_text(encoding="utf-8"))
