@@ -30,7 +30,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
 
-from dicom_node.dimse import Command, CommandError, read_command, response
+from dicom_node.dimse import C_ECHO_RQ, C_STORE_RQ, Command, CommandError, read_command, response
 
 log = logging.getLogger(__name__)
 
@@ -305,11 +305,11 @@ class _Association:
             self._abort()
             raise PeerError(f"message on presentation context {context_id}, which was not accepted")
         abstract, transfer = context
-        if request.command_field == 0x0030:  # C-ECHO-RQ
+        if request.command_field == C_ECHO_RQ:
             status = 0x0000
-        elif request.command_field == 0x0001:  # C-STORE-RQ
+        elif request.command_field == C_STORE_RQ:
             if not request.has_dataset:
-                status = 0xC210
+                status = 0xC210  # cannot understand
             elif request.affected_sop_class != abstract:
                 status = 0x0122  # SOP class not supported on this context
             else:
