@@ -164,26 +164,15 @@ def measure(make: Callable[[Path], Receiver], root: Path, files: list[Path], sen
 
 
 def durable_write_floor_ms(folder: Path, size: int, count: int = 300) -> float:
-    """Milliseconds one durably stored file costs on this disk with no DICOM at all: write a temporary file,
-    fsync it, rename it into place, fsync the folder (what the SCP does before it may answer success)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Milliseconds one durably stored file costs on this disk with no DICOM at all: the SCP's own
+    :func:`agent.durable.write_bytes_durably` (temporary file, fsync, rename, folder fsync)."""
+    from agent.durable import write_bytes_durably
+
     data = os.urandom(size)
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        t0 = time.perf_counter()
-        for i in range(count):
-            temp = folder / f".incoming-{i}"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, folder / f"{i}.dcm")
-            os.fsync(directory)
-        return (time.perf_counter() - t0) / count * 1000
-    finally:
-        os.close(directory)
+    t0 = time.perf_counter()
+    for i in range(count):
+        write_bytes_durably(folder / f"{i}.dcm", data)
+    return (time.perf_counter() - t0) / count * 1000
 
 
 def main() -> int:
