@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,8 +23,9 @@ import yaml
 from agent import __version__
 from agent.config import LoadedSettings, Settings, load_settings, masked
 from agent.errors import ConfigError, DataDirLockedError, OncoAgentError, StoreError
-from agent.records import Job, JobStatus, OutboxItem, OutboxStatus
+from agent.records import InputKind, Job, JobStatus, OutboxItem, OutboxStatus
 from agent.runtime import prepare_process
+from pipelines.wsi.slide_files import sidecar_for, slide_context
 
 log = logging.getLogger("agent.cli")
 
@@ -78,11 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     jl = jobs_sub.add_parser("list", help="list recent jobs")
     jl.add_argument("--status", choices=[s.value for s in JobStatus])
     jl.add_argument("--limit", type=int, default=50)
+    jl.add_argument("--unsent", action="store_true",
+                    help="only succeeded jobs whose results were kept locally (no patient context), with what to do")
     jl.add_argument("--json", action="store_true")
     jl.set_defaults(handler=cmd_jobs_list)
     for name, handler, text in (
         ("show", cmd_jobs_show, "one job with its events"),
-        ("retry", cmd_jobs_retry, "queue a failed or cancelled job again"),
+        ("retry", cmd_jobs_retry, "queue a failed or cancelled job again, or one whose results were not sent "
+                                  "(a slide's context is read again from its sidecar and file name)"),
         ("cancel", cmd_jobs_cancel, "cancel a queued job"),
     ):
         p = jobs_sub.add_parser(name, help=text)
@@ -237,6 +242,9 @@ def cmd_status(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     print("inputs          " + _pairs(counts["inputs_by_state"]))
     print("jobs            " + _pairs(counts["jobs"]))
     print("outbox          " + (_pairs(counts["outbox"]) or "empty"))
+    if counts["results_unsent"]:
+        print(f"results not sent: no patient context  {counts['results_unsent']}   "
+              "(oncoagent jobs list --unsent says what to do)")
     return 0
 
 
@@ -261,6 +269,7 @@ def _job_dict(job: Job) -> dict[str, Any]:
         "finished_at": _iso(job.finished_at),
         "result_path": str(job.result_path) if job.result_path else None,
         "models": job.models,
+        "unsent_reason": job.unsent_reason,
     }
 
 
@@ -270,13 +279,28 @@ def _iso(ts: float | None) -> str | None:
 
 def cmd_jobs_list(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     with _opened_store(loaded.settings) as store:
-        jobs = store.list_jobs(JobStatus(args.status) if args.status else None, limit=args.limit)
+        if args.unsent:
+            jobs = store.list_unsent(limit=args.limit)
+            inputs = {job.id: store.get_input(job.input_id) for job in jobs}
+        else:
+            jobs = store.list_jobs(JobStatus(args.status) if args.status else None, limit=args.limit)
     if args.json:
         print(json.dumps([_job_dict(j) for j in jobs], indent=2))
+        return 0
+    if args.unsent:
+        for job in jobs:
+            inp = inputs[job.id]
+            print(f"job {job.id} ({job.pipeline}) {inp.path}\n  results kept in {job.result_path}: {job.unsent_reason}"
+                  f"\n  to send them: write {inp.path}.json with patient_id and accession_number (or study_uid), "
+                  f"then: oncoagent jobs retry {job.id}")
+        if not jobs:
+            print("every succeeded job's results were made for PACS")
         return 0
     print(f"{'id':>6}  {'status':<10} {'pipeline':<12} {'prio':<8} {'tries':>5}  detail")
     for job in jobs:
         detail = job.last_error if job.status is not JobStatus.SUCCEEDED else str(job.result_path)
+        if job.unsent_reason:
+            detail = f"not sent ({job.unsent_reason.split(':')[0]}): {detail}"
         print(
             f"{job.id:>6}  {job.status.value:<10} {job.pipeline:<12} {job.priority.name.lower():<8} "
             f"{job.attempts:>2}/{job.max_attempts:<2}  {(detail or '')[:100]}"
@@ -301,6 +325,12 @@ def cmd_jobs_show(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 def cmd_jobs_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     with _opened_store(loaded.settings) as store:
+        inp = store.get_input(store.get_job(args.job_id).input_id)
+        if inp.kind is InputKind.SLIDE:  # a sidecar added since the slide arrived gives it its context now
+            ingest = loaded.settings.ingest
+            context, source = slide_context(inp.path, re.compile(ingest.filename_regex) if ingest.filename_regex
+                                            else None, sidecar_for(inp.path) if ingest.sidecar else None)
+            store.set_context(inp.id, context, source)
         job = store.retry(args.job_id)
     print(f"job {job.id} queued again")
     return 0

@@ -13,14 +13,14 @@ from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
 from agent.executor import Executor
 from agent.lockfile import DataDirLock
-from agent.records import Job, JobStatus
+from agent.records import Job
 from agent.router import Router
 from agent.scheduler import BatchScheduler
 from agent.signals import StopOnSignals
 from agent.store import Store
 from agent.watcher import FolderWatcher
 from dicom_node.scp import StorageSCP
-from dicom_node.scu import OutboxSender, queue_results
+from dicom_node.scu import OutboxSender
 from pipelines import registry
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,8 @@ class Daemon:
             log.warning("re-queued %d job(s) left running by an earlier unclean stop: %s", len(requeued), requeued)
         sender = OutboxSender(store, settings.destinations, settings.outbox, settings.scp.ae_title)
 
-        def finished(job: Job) -> None:
-            if job.status is not JobStatus.SUCCEEDED or job.result_path is None:
-                return
-            if queue_results(store, settings.destinations, job.id, job.result_path):
-                sender.wake()
+        def finished(_job: Job) -> None:
+            sender.wake()  # a success commits its outbox entries with it; the sender only needs to look
 
         scp = StorageSCP(store, settings.scp, settings.paths.storage) if settings.scp.enabled else None
         if scp is not None:

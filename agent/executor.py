@@ -16,17 +16,18 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from agent.config import Settings
+from agent import failpoints
+from agent.config import Destination, Settings
 from agent.durable import move_to_quarantine
 from agent.errors import OncoAgentError
-from agent.records import InputKind, Job, JobStatus
+from agent.records import Delivery, InputKind, Job, JobStatus
 from agent.retry import RetryStrategy
 from agent.store import Store
 from agent.worker import Failure, WorkerConfig, worker_main
@@ -217,12 +218,22 @@ class Executor:
             log.error("worker %d sent an outcome for a job it was not running: %r", worker.index, outcome)
             return
         if outcome["ok"]:
+            result_dir = Path(outcome["result_dir"])
+            deliveries = deliveries_for(self.settings.destinations, result_dir, outcome.get("dicom_outputs") or [])
             try:
-                done = self.store.succeed(job.id, Path(outcome["result_dir"]), outcome["summary"], outcome["models"])
+                done = self.store.succeed(job.id, result_dir, outcome["summary"], outcome["models"], deliveries,
+                                          outcome.get("unsent_reason"))
             except OncoAgentError as exc:
                 log.error("job %d: cannot record success: %s", job.id, exc)
                 return
-            log.info("job %d succeeded", job.id)
+            failpoints.reached("executor.after-success")
+            if deliveries:
+                log.info("job %d succeeded; %d object(s) for %s", job.id, len(deliveries),
+                         ", ".join(sorted({d.destination for d in deliveries})))
+            else:
+                log.info("job %d succeeded", job.id)
+            if done.unsent_reason:
+                log.warning("job %d: results not sent: %s", job.id, done.unsent_reason)
             self._notify(done)
         else:
             self._record_failure(job, outcome["error"], retry=outcome["kind"] == Failure.TRANSIENT)
@@ -295,6 +306,15 @@ class Executor:
         if ids:
             log.info("re-queued %d running job(s): %s", len(ids), ids)
         self._workers = []
+
+
+def deliveries_for(destinations: Iterable[Destination], result_dir: Path,
+                   outputs: Iterable[Mapping[str, str]]) -> list[Delivery]:
+    """The outbox entries of a result's DICOM objects (``dicom_outputs`` of its result.json): one per object
+    and destination that takes results."""
+    targets = [d.name for d in destinations if d.send_results]
+    return [Delivery(name, result_dir / o["file"], o["sop_class_uid"], o["sop_instance_uid"])
+            for o in outputs for name in targets]
 
 
 def _describe_exit(code: int | None) -> str:

@@ -82,6 +82,7 @@ class Job:
     rule: str | None = None
     result_path: Path | None = None
     models: list[dict[str, str]] = field(default_factory=list)
+    unsent_reason: str | None = None  # succeeded, but its findings were not made for PACS (no patient context)
 
     @property
     def ready(self) -> bool:
@@ -100,6 +101,16 @@ class Instance:
     size: int
     attrs: dict[str, Any]
     source: str  # "scp:<calling AE>", "folder:<path>", "cli"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A DICOM object of a job's result for one destination: becomes an outbox entry with the job's success."""
+
+    destination: str
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
 
 
 class OutboxStatus(StrEnum):

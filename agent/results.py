@@ -1,13 +1,14 @@
-"""Running one pipeline on one input into a result folder: ``result.json`` plus the pipeline's files.
+"""Running one pipeline on one input into a result folder: ``result.json``, the pipeline's files, its reports.
 
 The folder is built under a staging name and renamed into place only when complete, so a result folder is
-either absent or whole; a re-run replaces it instead of adding a second one.
+either absent or whole; a re-run replaces it instead of adding a second one. The reports are the second stage
+of every run (:func:`reports.render.write_reports`): an output the input calls for that could not be made
+fails the run with :class:`OutputsMissingError` (or :class:`OutputsDelayedError` where the cause may pass),
+so that no job succeeds while its findings cannot reach PACS.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -17,28 +18,29 @@ from pathlib import Path
 from typing import Any
 
 from agent.durable import replace_dir, write_bytes_durably
+from agent.errors import OncoAgentError, TransientError
 from pipelines.base import Pipeline, PipelineInput
+from reports.outcome import MissingOutput
+from reports.render import write_reports
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-REPORTS_MODULE = "reports.render"
 
 
-def _write_reports(doc: dict[str, Any], inp: PipelineInput, out_dir: Path) -> list[str]:
-    """Reports (HTML, PDF, DICOM SR/SEG/annotations) for a finished analysis; their failure is a warning on
-    the result, never the loss of the analysis itself."""
-    if importlib.util.find_spec(REPORTS_MODULE) is None:
-        return []
-    render = importlib.import_module(REPORTS_MODULE)
-    try:
-        outcome = render.write_reports(doc, inp, out_dir)
-    except Exception as exc:
-        log.exception("reports failed")
-        doc["warnings"].append(f"reports could not be written: {type(exc).__name__}: {exc}")
-        return []
-    doc["warnings"].extend(outcome.warnings)
-    return list(outcome.files)
+class OutputsMissingError(OncoAgentError):
+    """Outputs the input calls for (SR, SEG, PDF…) could not be made; the message lists each with its reason."""
+
+
+class OutputsDelayedError(TransientError):
+    """Like :class:`OutputsMissingError`, but every cause may pass (a full disk): the job is retried."""
+
+
+def _missing_error(missing: tuple[MissingOutput, ...]) -> OncoAgentError:
+    text = "; ".join(str(m) for m in missing)
+    if all(m.transient for m in missing):
+        return OutputsDelayedError(f"outputs could not be written, will retry: {text}")
+    return OutputsMissingError(f"outputs the input calls for could not be made: {text}")
 
 
 def execute(
@@ -75,7 +77,13 @@ def execute(
             "seconds": round(elapsed, 3),
             **(extra or {}),
         }
-        doc["reports"] = _write_reports(doc, inp, staging)
+        outcome = write_reports(doc, inp, staging)
+        if outcome.missing:
+            raise _missing_error(outcome.missing)
+        doc["warnings"].extend(outcome.warnings)
+        doc["reports"] = list(outcome.files)
+        doc["dicom_outputs"] = [o.as_dict() for o in outcome.dicom]
+        doc["unsent_reason"] = outcome.unsent_reason
         write_bytes_durably(staging / RESULT_FILE, json.dumps(doc, indent=2, default=str).encode())
         replace_dir(staging, target)
         return doc

@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -93,6 +93,7 @@ jobs = Table(
     Column("result_path", Text),
     Column("summary", JSON),
     Column("models", JSON, nullable=False),
+    Column("unsent_reason", Text),  # v3: why a succeeded job's findings were not made for PACS
     UniqueConstraint("input_id", "pipeline", "pipeline_version", "input_fingerprint", name="uq_job_effect"),
     Index("ix_jobs_claim", "status", "priority", "not_before", "id"),
 )
@@ -137,5 +138,9 @@ def _v1_to_v2(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN note TEXT")
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN unsent_reason TEXT")
+
+
 # MIGRATIONS[n] turns schema version n into n + 1.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}

@@ -21,7 +21,17 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from agent import schema
 from agent.config import Priority
 from agent.errors import StoreError
-from agent.records import Input, InputKind, InputState, Instance, Job, JobStatus, OutboxItem, OutboxStatus
+from agent.records import (
+    Delivery,
+    Input,
+    InputKind,
+    InputState,
+    Instance,
+    Job,
+    JobStatus,
+    OutboxItem,
+    OutboxStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +257,20 @@ class Store:
             rows = conn.execute(select(schema.inputs).order_by(schema.inputs.c.id.desc()).limit(limit)).mappings()
             return [_input(r) for r in rows]
 
+    def set_context(self, input_id: int, context: Mapping[str, Any], source: str | None) -> Input:
+        """Replace a slide's patient/study context (``attrs["context"]``), e.g. from a sidecar added later."""
+        with self._write() as conn:
+            row = conn.execute(select(schema.inputs).where(schema.inputs.c.id == input_id)).mappings().first()
+            if row is None:
+                raise StoreError(f"no input {input_id}")
+            attrs = {k: v for k, v in dict(row["attrs"] or {}).items() if k not in ("context", "context_source")}
+            if context:
+                attrs |= {"context": dict(context), "context_source": source}
+            conn.execute(update(schema.inputs).where(schema.inputs.c.id == input_id).values(attrs=attrs))
+            self._event(conn, "context", input_id=input_id, detail=f"context from {source or 'nothing'}")
+            fresh = conn.execute(select(schema.inputs).where(schema.inputs.c.id == input_id)).mappings().one()
+            return _input(fresh)
+
     def mark_ignored(self, input_id: int, reason: str) -> None:
         with self._write() as conn:
             conn.execute(
@@ -375,7 +399,11 @@ class Store:
         result_path: Path,
         summary: Mapping[str, Any],
         models: Sequence[Mapping[str, str]],
+        deliveries: Sequence[Delivery] = (),
+        unsent_reason: str | None = None,
     ) -> Job:
+        """Record a job's success together with the outbox entries of its DICOM objects, in one transaction:
+        a crash leaves either both or neither."""
         now = time.time()
         with self._write() as conn:
             self._require_status(conn, job_id, JobStatus.RUNNING)
@@ -388,11 +416,14 @@ class Store:
                     summary=dict(summary),
                     models=[dict(m) for m in models],
                     last_error=None,
+                    unsent_reason=None if unsent_reason is None else unsent_reason[:ERROR_TEXT_LIMIT],
                     finished_at=now,
                     updated_at=now,
                 )
             )
-            self._event(conn, "succeeded", job_id=job_id, detail=str(result_path))
+            queued = sum(self._outbox_put(conn, d, job_id, now)[1] for d in deliveries)
+            detail = str(result_path) + (f"; {queued} object(s) queued for PACS" if queued else "")
+            self._event(conn, "succeeded", job_id=job_id, detail=detail)
             return self._job_in(conn, job_id)
 
     def fail(self, job_id: int, error: str, *, retry_at: float | None = None) -> Job:
@@ -436,12 +467,14 @@ class Store:
             return ids
 
     def retry(self, job_id: int) -> Job:
-        """Manual retry of a failed or cancelled job."""
+        """Manual retry of a failed or cancelled job, or of a succeeded one whose findings were not sent."""
         now = time.time()
         with self._write() as conn:
             job = self._job_in(conn, job_id)
-            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-                raise StoreError(f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried")
+            unsent = job.status is JobStatus.SUCCEEDED and job.unsent_reason is not None
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED) and not unsent:
+                raise StoreError(f"job {job_id} is {job.status.value}; only failed or cancelled jobs, or succeeded "
+                                 "ones whose results were not sent, can be retried")
             conn.execute(
                 update(schema.jobs)
                 .where(schema.jobs.c.id == job_id)
@@ -480,6 +513,17 @@ class Store:
             query = query.where(schema.jobs.c.status == status.value)
         with self._read() as conn:
             return [_job(r) for r in conn.execute(query).mappings()]
+
+    def list_unsent(self, limit: int = 100) -> list[Job]:
+        """Succeeded jobs whose findings were kept locally (no patient context), newest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(schema.jobs)
+                .where(schema.jobs.c.status == JobStatus.SUCCEEDED.value, schema.jobs.c.unsent_reason.is_not(None))
+                .order_by(schema.jobs.c.id.desc())
+                .limit(limit)
+            ).mappings()
+            return [_job(r) for r in rows]
 
     def jobs_for_input(self, input_id: int) -> list[Job]:
         with self._read() as conn:
@@ -531,54 +575,57 @@ class Store:
         One entry per (destination, SOP Instance UID): an object already sent or waiting is not queued twice;
         a failed or cancelled one, or a new file for the same UID (a superseding result), is queued again.
         """
-        now = time.time()
         with self._write() as conn:
-            row = (
-                conn.execute(
-                    select(schema.outbox).where(
-                        schema.outbox.c.destination == destination, schema.outbox.c.sop_instance_uid == sop_instance_uid
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:
-                item_id = _insert(
-                    conn,
-                    insert(schema.outbox).values(
-                        job_id=job_id,
-                        destination=destination,
-                        path=str(path),
-                        sop_class_uid=sop_class_uid,
-                        sop_instance_uid=sop_instance_uid,
-                        status=OutboxStatus.PENDING.value,
-                        attempts=0,
-                        next_attempt_at=0.0,
-                        created_at=now,
-                        updated_at=now,
-                    ),
-                )
-                return self._outbox_in(conn, item_id), True
-            same_file = row["path"] == str(path)
-            if row["status"] in (OutboxStatus.PENDING.value, OutboxStatus.SENT.value) and same_file:
-                return _outbox(row), False
+            return self._outbox_put(conn, Delivery(destination, path, sop_class_uid, sop_instance_uid), job_id,
+                                    time.time())
+
+    def _outbox_put(self, conn: Connection, d: Delivery, job_id: int | None, now: float) -> tuple[OutboxItem, bool]:
+        row = (
             conn.execute(
-                update(schema.outbox)
-                .where(schema.outbox.c.id == row["id"])
-                .values(
+                select(schema.outbox).where(
+                    schema.outbox.c.destination == d.destination, schema.outbox.c.sop_instance_uid == d.sop_instance_uid
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            item_id = _insert(
+                conn,
+                insert(schema.outbox).values(
                     job_id=job_id,
-                    path=str(path),
-                    sop_class_uid=sop_class_uid,
+                    destination=d.destination,
+                    path=str(d.path),
+                    sop_class_uid=d.sop_class_uid,
+                    sop_instance_uid=d.sop_instance_uid,
                     status=OutboxStatus.PENDING.value,
                     attempts=0,
-                    last_status=None,
-                    last_error=None,
                     next_attempt_at=0.0,
+                    created_at=now,
                     updated_at=now,
-                    sent_at=None,
-                )
+                ),
             )
-            return self._outbox_in(conn, row["id"]), True
+            return self._outbox_in(conn, item_id), True
+        same_file = row["path"] == str(d.path)
+        if row["status"] in (OutboxStatus.PENDING.value, OutboxStatus.SENT.value) and same_file:
+            return _outbox(row), False
+        conn.execute(
+            update(schema.outbox)
+            .where(schema.outbox.c.id == row["id"])
+            .values(
+                job_id=job_id,
+                path=str(d.path),
+                sop_class_uid=d.sop_class_uid,
+                status=OutboxStatus.PENDING.value,
+                attempts=0,
+                last_status=None,
+                last_error=None,
+                next_attempt_at=0.0,
+                updated_at=now,
+                sent_at=None,
+            )
+        )
+        return self._outbox_in(conn, row["id"]), True
 
     def outbox_due(self, now: float | None = None, limit: int = 500) -> list[OutboxItem]:
         now = time.time() if now is None else now
@@ -697,6 +744,11 @@ class Store:
             states = _grouped(conn, schema.inputs.c.state)
             outbox = _grouped(conn, schema.outbox.c.status)
             instances = conn.execute(select(func.count()).select_from(schema.instances)).scalar_one()
+            unsent = conn.execute(
+                select(func.count()).select_from(schema.jobs).where(
+                    schema.jobs.c.status == JobStatus.SUCCEEDED.value, schema.jobs.c.unsent_reason.is_not(None)
+                )
+            ).scalar_one()
         return {
             "instances": instances,
             "series": inputs.get(InputKind.DICOM_SERIES.value, 0),
@@ -704,6 +756,7 @@ class Store:
             "inputs_by_state": {s.value: states.get(s.value, 0) for s in InputState},
             "jobs": {s.value: jobs.get(s.value, 0) for s in JobStatus},
             "outbox": outbox,
+            "results_unsent": unsent,
         }
 
     # ----------------------------------------------------------------------------------- helpers
@@ -800,6 +853,7 @@ def _job(row: RowMapping) -> Job:
         rule=row["rule"],
         result_path=Path(row["result_path"]) if row["result_path"] else None,
         models=list(row["models"] or []),
+        unsent_reason=row["unsent_reason"],
     )
 
 

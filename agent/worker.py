@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from agent import logs
+from agent import failpoints, logs
 from agent.errors import InputError, OncoAgentError, TransientError
 from agent.results import execute
 from agent.runtime import prepare_process
@@ -108,10 +108,13 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return {"job_id": job_id, "ok": False, "kind": Failure.ERROR, "error": detail}
         log.info("done in %.1f s", doc["seconds"])
+        failpoints.reached("worker.after-result")
         return {
             "job_id": job_id,
             "ok": True,
             "result_dir": payload["result_dir"],
             "summary": doc["summary"],
             "models": doc["models"],
+            "dicom_outputs": doc["dicom_outputs"],
+            "unsent_reason": doc["unsent_reason"],
         }

@@ -247,24 +247,3 @@ def fallback_for(path: Path, sop_class_uid: str) -> Path | None:
             return target
     return None
 
-
-def queue_results(store: Store, destinations: Iterable[Destination], job_id: int, result_dir: Path) -> int:
-    """Put every DICOM object a job wrote (top level of its result folder; fallbacks stay back) into the
-    outbox of each destination that takes results."""
-    targets = [d for d in destinations if d.send_results]
-    if not targets or not result_dir.is_dir():
-        return 0
-    queued = 0
-    for path in sorted(result_dir.glob("*.dcm")):
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-            sop_class, sop_uid = str(header.SOPClassUID), str(header.SOPInstanceUID)
-        except (OSError, InvalidDicomError, ValueError, AttributeError) as exc:
-            log.error("job %d: result file %s is not readable DICOM (%s); not sent", job_id, path.name, exc)
-            continue
-        for destination in targets:
-            _, new = store.outbox_add(destination.name, path, sop_class, sop_uid, job_id=job_id)
-            queued += int(new)
-    if queued:
-        log.info("job %d: %d object(s) queued for %s", job_id, queued, ", ".join(d.name for d in targets))
-    return queued

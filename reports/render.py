@@ -12,8 +12,11 @@ the input and the (staging) result folder. It writes
 * the fallbacks the outbox sends when a PACS refuses a SOP class: ``fallback/sr-comprehensive.dcm`` (the
   same content as Comprehensive SR) and ``fallback/report-pdf.dcm`` (the PDF as Encapsulated PDF).
 
-Ordinary trouble (no context, an unreadable slide, a label map that does not fit the series) costs the piece
-it concerns and becomes a warning on the result; it never raises.
+An optional piece that fails (a figure, the key slices) becomes a warning on the result. An output the input
+calls for that could not be made (the SR, SEG, annotations or overview of a result with patient context, the
+report and its PDF, the fallbacks) is returned as a :class:`~reports.outcome.MissingOutput`: the caller fails
+the job's delivery with that reason. A slide without patient context keeps its reports locally and says so in
+``unsent_reason``. Nothing here raises for ordinary trouble.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +48,7 @@ from reports.findings import (
     SlideFindings,
     algorithms,
 )
+from reports.outcome import DicomOutput, MissingOutput, ReportOutcome
 from reports.producer import Producer
 from reports.seg import lesion_segmentation
 from reports.sr import MAX_REGIONS, comprehensive_3d_sr, comprehensive_sr, mri_report, slide_report
@@ -76,14 +79,6 @@ RECOVERABLE = (
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ReportOutcome:
-    """What :func:`write_reports` wrote (paths relative to the result folder) and what it could not."""
-
-    files: tuple[str, ...]
-    warnings: tuple[str, ...]
-
-
 def write_reports(doc: dict[str, Any], inp: PipelineInput, out_dir: Path) -> ReportOutcome:
     """Every report of the result ``doc`` of ``inp`` into ``out_dir`` (see the module docstring)."""
     pipeline = str(doc.get("pipeline", ""))
@@ -93,7 +88,8 @@ def write_reports(doc: dict[str, Any], inp: PipelineInput, out_dir: Path) -> Rep
     run = _Run(doc, inp, out_dir)
     run.write()
     log.info("job %s: reports %s", inp.job_id, ", ".join(run.files) or "none")
-    return ReportOutcome(tuple(run.files), tuple(run.warnings))
+    return ReportOutcome(tuple(run.files), tuple(run.warnings), tuple(run.dicom), tuple(run.missing),
+                         run.unsent_reason)
 
 
 class _Run:
@@ -108,6 +104,9 @@ class _Run:
         self.warnings: list[str] = []
         self.figures: list[figures.Figure] = []
         self.objects: list[document.DicomObject] = []
+        self.dicom: list[DicomOutput] = []  # top-level objects, for PACS
+        self.missing: list[MissingOutput] = []
+        self.unsent_reason: str | None = None
         self.producer = Producer(
             self.pipeline,
             str(doc.get("pipeline_version", "")),
@@ -137,6 +136,21 @@ class _Run:
             self.warnings.append(f"{what} not produced: {type(exc).__name__}: {exc}")
             return None
 
+    def require(self, what: str, action: Callable[[], T]) -> T | None:
+        """Run ``action`` for an output the input calls for; a recoverable failure is a missing output."""
+        try:
+            return action()
+        except RECOVERABLE as exc:
+            log.error("job %s series %s: %s not produced: %s: %s", self.inp.job_id, self.inp.series_uid, what,
+                      type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.missing.append(MissingOutput(what, f"{type(exc).__name__}: {exc}",
+                                              transient=isinstance(exc, OSError)))
+            return None
+
+    def lack(self, what: str, reason: str) -> None:
+        """An output the input calls for cannot be made at all."""
+        self.missing.append(MissingOutput(what, reason))
+
     def save(self, dataset: Dataset, name: str, role: str) -> None:
         target = self.out_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +158,8 @@ class _Run:
         self.files.append(name)
         sop_class = getattr(dataset.SOPClassUID, "name", str(dataset.SOPClassUID))
         self.objects.append(document.DicomObject(name, sop_class, str(dataset.SOPInstanceUID), role))
+        if "/" not in name:  # fallbacks stay back: the outbox sends them only in place of a refused object
+            self.dicom.append(DicomOutput(name, str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)))
 
     def figure_path(self, name: str) -> Path:
         return self.out_dir / FIGURES_DIR / name
@@ -158,11 +174,11 @@ class _Run:
     def write(self) -> None:
         self._context()
         if self.pipeline == WSI_PIPELINE:
-            found = self.attempt("slide reports", lambda: SlideFindings.from_summary(self.doc["summary"]))
+            found = self.require("slide reports", lambda: SlideFindings.from_summary(self.doc["summary"]))
             if found is not None:
                 self._slide(found)
         elif self.pipeline == MRI_PIPELINE:
-            mri = self.attempt("MRI reports", lambda: MriFindings.from_summary(self.doc["summary"]))
+            mri = self.require("MRI reports", lambda: MriFindings.from_summary(self.doc["summary"]))
             if mri is not None:
                 self._mri(mri)
         else:
@@ -178,15 +194,16 @@ class _Run:
             if self.headers:
                 self.context = study_context.from_dataset(self.headers[0])
             elif objects_wanted:
-                self.warnings.append("no readable DICOM source instance: DICOM objects not produced, reports only")
+                self.lack("DICOM objects", "no readable DICOM source instance among the series' files")
             return
         mapping = self.inp.attrs.get("context")
         if isinstance(mapping, dict) and mapping:
             self.context, problems = study_context.from_mapping(mapping, self.inp.attrs.get("context_source"))
             self.warnings += problems if objects_wanted else [p for p in problems if "ignored" in p]
         elif objects_wanted:
-            self.warnings.append("no patient/study context (the slide's filename mapping and sidecar gave none): "
-                                 "DICOM objects not produced, reports only")
+            self.unsent_reason = ("no patient context: the slide's filename mapping and sidecar gave no patient "
+                                  "and accession, so no DICOM objects were made for PACS")
+            self.warnings.append(self.unsent_reason)
 
     # ---------------------------------------------------------------------------------- slides
 
@@ -215,7 +232,7 @@ class _Run:
         elif view is not None:
             self._slide_mapped(found, view)
         else:
-            self.warnings.append("the slide could not be read for its overview: SR not produced")
+            self.lack("SR", "the slide could not be read for its overview, the SR's evidence")
 
     def _slide_dicom(self, found: SlideFindings) -> None:
         level0 = level0_image(self.headers)
@@ -223,7 +240,7 @@ class _Run:
             self.warnings.append("no VL Whole Slide Microscopy VOLUME image among the sources: detections are "
                                  "not referenced as image regions and no bulk annotations were written")
         elif found.detections:
-            ann = self.attempt("bulk annotations", lambda: detection_annotations(found.detections, level0,
+            ann = self.require("bulk annotations", lambda: detection_annotations(found.detections, level0,
                                                                                  self.producer))
             if ann is not None:
                 self.save(ann, ANNOTATIONS_FILE, "every detection (Microscopy Bulk Simple Annotations)")
@@ -238,7 +255,7 @@ class _Run:
             report = slide_report(found, self.producer, level0, regions=True, subject=subject)
             self._sr(report, list(self.headers))
 
-        self.attempt("SR", build)
+        self.require("SR", build)
 
     def _slide_mapped(self, found: SlideFindings, view: figures.SlideView) -> None:
         context = self.context
@@ -247,12 +264,12 @@ class _Run:
         spacing = None
         if found.mpp_um is not None:
             spacing = (found.mpp_um[1] * view.l0_per_px[1] / 1000, found.mpp_um[0] * view.l0_per_px[0] / 1000)
-        overview = self.attempt("slide overview image", lambda: slide_overview(
+        overview = self.require("slide overview image", lambda: slide_overview(
             view.rgb, context, self.producer, container, spacing))
         if overview is None:
             return
         self.save(overview, OVERVIEW_FILE, "the analysed slide's overview (Secondary Capture), the SR's evidence")
-        self.attempt("SR", lambda: self._sr(slide_report(found, self.producer, overview, regions=False),
+        self.require("SR", lambda: self._sr(slide_report(found, self.producer, overview, regions=False),
                                             [overview]))
 
     # ---------------------------------------------------------------------------------- MRI
@@ -260,11 +277,13 @@ class _Run:
     def _mri(self, found: MriFindings) -> None:
         label_path = self.out_dir / found.label_map_file if found.label_map_file else None
         loaded = None
+        objects_wanted = self.context is not None and bool(self.headers)
         if found.lesions:
             if label_path is None or not label_path.is_file():
-                self.warnings.append("label map missing from the result: no key slices and no SEG")
+                self.lack("SEG", "the label map is missing from the result")
             else:
-                loaded = self.attempt("label map", lambda: sources.read_label_volume(label_path))
+                read = self.require if objects_wanted else self.attempt
+                loaded = read("label map", lambda: sources.read_label_volume(label_path))
         if loaded is not None:
             label_image = loaded[1]
             slices = self.attempt("key slices", lambda: sources.key_slices(self.inp.paths, label_image,
@@ -281,19 +300,21 @@ class _Run:
             self.add_figure(self.attempt("probability gauge", lambda: figures.probability_gauges(
                 self.figure_path("malignancy.png"), self.out_dir, gauges, "Probability of malignancy",
                 "The classifier's probability that each lesion is malignant, with the label it gave.")))
-        if self.context is None or not self.headers:
+        if not objects_wanted:
             return
         seg = None
         if loaded is not None:
             label_volume = loaded[0]
-            seg = self.attempt("SEG", lambda: lesion_segmentation(label_volume, found.lesions, self.headers,
+            seg = self.require("SEG", lambda: lesion_segmentation(label_volume, found.lesions, self.headers,
                                                                   self.producer))
             if seg is not None:
                 self.save(seg.dataset, SEG_FILE, "lesion outlines (Segmentation), one segment per lesion")
         segmentation = seg.dataset if seg is not None else None
         numbers = seg.segment_numbers if seg is not None else {}
         evidence = [*self.headers, *([segmentation] if segmentation is not None else [])]
-        self.attempt("SR", lambda: self._sr(mri_report(found, self.producer, segmentation, numbers), evidence))
+        if found.lesions and seg is None:
+            return  # the SR would lack the SEG it references; the job fails on the missing SEG
+        self.require("SR", lambda: self._sr(mri_report(found, self.producer, segmentation, numbers), evidence))
 
     # ---------------------------------------------------------------------------------- inspect
 
@@ -326,7 +347,7 @@ class _Run:
             first = self.headers[0] if self.headers else None
             described = " ".join(str(first.get(k) or "") for k in ("Modality", "SeriesDescription")) if first else ""
             name = f"DICOM series {described.strip()}".strip()
-        report = self.attempt("report", lambda: document.build_document(
+        report = self.require("report", lambda: document.build_document(
             self.doc, self.context, name, self.figures, self.objects, self.warnings))
         if report is None:
             return None
@@ -336,7 +357,7 @@ class _Run:
                                                 encoding="utf-8")
         self.files += [REPORT_HTML, REPORT_JSON]
         pdf_path = self.out_dir / REPORT_PDF
-        if self.attempt("PDF report", lambda: document.write_pdf(html, self.out_dir, pdf_path)) is None:
+        if self.require("PDF report", lambda: document.write_pdf(html, self.out_dir, pdf_path)) is None:
             return None
         self.files.append(REPORT_PDF)
         return pdf_path.read_bytes()
@@ -346,14 +367,14 @@ class _Run:
             return
         report, evidence = self.report_objects
         previous = self._previous_sr()
-        fallback_sr = self.attempt("Comprehensive SR fallback",
+        fallback_sr = self.require("Comprehensive SR fallback",
                                    lambda: comprehensive_sr(report, evidence, self.producer, previous))
         if fallback_sr is not None:
             self.save(fallback_sr, FALLBACK_SR_FILE, "fallback: the same findings as Comprehensive SR")
         if pdf is not None:
             context = self.context
             title = document.TITLES.get(self.pipeline, "OncoAgent report")
-            encapsulated = self.attempt("Encapsulated PDF fallback", lambda: encapsulated_pdf(
+            encapsulated = self.require("Encapsulated PDF fallback", lambda: encapsulated_pdf(
                 pdf, context, self.producer, f"OncoAgent: {title}", self.headers or evidence))
             if encapsulated is not None:
                 self.save(encapsulated, FALLBACK_PDF_FILE, "fallback: the PDF report as Encapsulated PDF")

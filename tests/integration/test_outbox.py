@@ -19,10 +19,12 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 
 from agent.config import Destination, OutboxSettings, ScpSettings
-from agent.records import InputKind, OutboxStatus
+from agent.errors import StoreError
+from agent.executor import deliveries_for
+from agent.records import Delivery, InputKind, OutboxStatus
 from agent.store import Store
 from dicom_node.scp import StorageSCP
-from dicom_node.scu import OutboxSender, queue_results
+from dicom_node.scu import OutboxSender
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.conftest import shared
 from tests.support.net import free_port
@@ -169,18 +171,34 @@ def test_orthanc_pushes_a_study_to_our_scp(tmp_path: Path) -> None:
         store.close()
 
 
-def test_results_are_queued_for_destinations_that_take_them(store: Store, tmp_path: Path) -> None:
+def test_a_success_commits_its_outbox_entries_with_it(store: Store, tmp_path: Path) -> None:
     result = tmp_path / "job-000001"
-    write_mr_series(result, MRSeriesSpec(slices=2, rows=8, columns=8))
-    write_mr_series(result / "elsewhere", MRSeriesSpec(slices=1, rows=8, columns=8, seed=3))  # not top level
-    (result / "notes.json").write_text("{}")
+    series = write_mr_series(result, MRSeriesSpec(slices=2, rows=8, columns=8))
+    outputs = [{"file": p.name, "sop_class_uid": str(pydicom.dcmread(p).SOPClassUID),
+                "sop_instance_uid": str(pydicom.dcmread(p).SOPInstanceUID)} for p in series.files]
     pacs = Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=104)
     archive = Destination(name="archive", ae_title="ARCH", host="127.0.0.1", port=105, send_results=False)
+    deliveries = deliveries_for([pacs, archive], result, outputs)
+    assert {(d.destination, d.path) for d in deliveries} == {("pacs", p) for p in series.files}
     inp, _ = store.upsert_file_input(InputKind.SLIDE, tmp_path / "a.svs", "f", {})
-    job, _ = store.enqueue(inp.id, "p", "1")
-    assert queue_results(store, [pacs, archive], job.id, result) == 2
-    assert {(i.destination, i.job_id) for i in store.outbox_list()} == {("pacs", job.id)}
-    assert queue_results(store, [pacs, archive], job.id, result) == 0  # idempotent
+    store.enqueue(inp.id, "p", "1")
+    job = store.claim()
+    assert job is not None
+    store.succeed(job.id, result, {}, [], deliveries)
+    assert {(i.destination, i.job_id, i.path) for i in store.outbox_list()} == {("pacs", job.id, p)
+                                                                                for p in series.files}
+    # a retry of the same content (same UIDs, same files) adds nothing
+    assert [store.outbox_add(d.destination, d.path, d.sop_class_uid, d.sop_instance_uid)[1]
+            for d in deliveries] == [False, False]
+
+
+def test_a_success_that_cannot_be_recorded_leaves_no_outbox_entry(store: Store, tmp_path: Path) -> None:
+    inp, _ = store.upsert_file_input(InputKind.SLIDE, tmp_path / "a.svs", "f", {})
+    job, _ = store.enqueue(inp.id, "p", "1")  # queued, not running: success is refused
+    delivery = Delivery("pacs", tmp_path / "sr.dcm", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.7")
+    with pytest.raises(StoreError):
+        store.succeed(job.id, tmp_path, {}, [], [delivery])
+    assert store.outbox_list() == []
 
 
 def _object(path: Path, sop_class: str, uid: str) -> Path:
@@ -226,9 +244,7 @@ def test_refused_3d_sr_falls_back_along_the_chain(
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
     try:
         destination = Destination(name="picky", ae_title="PICKY", host="127.0.0.1", port=port)
-        inp, _ = store.upsert_file_input(InputKind.SLIDE, tmp_path / "a.svs", "f", {})
-        job, _ = store.enqueue(inp.id, "p", "1")
-        assert queue_results(store, [destination], job.id, result) == 1  # fallbacks are not queued themselves
+        store.outbox_add(destination.name, primary, Comprehensive3DSRStorage, "2.25.10")
         sender = OutboxSender(store, [destination], FAST, "ONCOAGENT")
         for _ in range(3):
             sender.send_due()

@@ -33,9 +33,9 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 
 from agent.config import Destination, OutboxSettings
-from agent.records import InputKind, OutboxStatus
+from agent.records import Delivery, InputKind, OutboxStatus
 from agent.store import Store
-from dicom_node.scu import OutboxSender, queue_results
+from dicom_node.scu import OutboxSender
 from pipelines.base import PipelineInput
 from pipelines.synthetic.mri_series import MRSeries, MRSeriesSpec, volume_geometry, write_mr_series
 from pipelines.synthetic.slides import SlideSpec, write_slide
@@ -215,12 +215,20 @@ def test_each_case_writes_its_files_and_lists_them(cases: dict[str, Case], name:
     case = cases[name]
     assert set(case.outcome.files) == EXPECTED[name]
     assert all((case.out / f).is_file() for f in case.outcome.files)
+    assert case.outcome.missing == ()
+    # the objects for PACS are the top-level DICOM files; fallbacks stay back for refusals
+    assert sorted(o.file for o in case.outcome.dicom) == sorted(f for f in EXPECTED[name] if "/" not in f
+                                                                and f.endswith(".dcm"))
+    for output in case.outcome.dicom:
+        header = pydicom.dcmread(case.out / output.file, stop_before_pixels=True)
+        assert (header.SOPClassUID, header.SOPInstanceUID) == (output.sop_class_uid, output.sop_instance_uid)
     if name == "wsi-local":
-        assert case.outcome.warnings == ("no patient/study context (the slide's filename mapping and sidecar gave "
-                                         "none): DICOM objects not produced, reports only",)
+        reason = ("no patient context: the slide's filename mapping and sidecar gave no patient and accession, "
+                  "so no DICOM objects were made for PACS")
+        assert case.outcome.unsent_reason == reason and case.outcome.warnings == (reason,)
         assert not _dicom_files(case)
     else:
-        assert case.outcome.warnings == ()
+        assert case.outcome.warnings == () and case.outcome.unsent_reason is None
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPECTED) - {"wsi-local"}))
@@ -396,11 +404,16 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def _send(store: Store, destination: Destination, result: Path, job: str = "first", rounds: int = 3) -> None:
-    """Queue a result's top-level objects as a job's would be and let the outbox send them."""
+def _send(store: Store, destination: Destination, result: Path, outcome: ReportOutcome, job: str = "first",
+          rounds: int = 3) -> None:
+    """Commit a job's success with its objects' outbox entries, as the executor does, and let the outbox send."""
     inp, _ = store.upsert_file_input(InputKind.SLIDE, result / job, result.name, {})
-    queued, _ = store.enqueue(inp.id, "reports", "1")
-    assert queue_results(store, [destination], queued.id, result) >= 1
+    store.enqueue(inp.id, "reports", "1")
+    claimed = store.claim()
+    assert claimed is not None and outcome.dicom
+    deliveries = [Delivery(destination.name, result / o.file, o.sop_class_uid, o.sop_instance_uid)
+                  for o in outcome.dicom]
+    store.succeed(claimed.id, result, {}, [], deliveries)
     sender = OutboxSender(store, [destination], FAST, "ONCOAGENT")
     for _ in range(rounds):
         sender.send_due()
@@ -415,7 +428,7 @@ def test_orthanc_receives_sr_seg_and_annotations_in_the_source_study(cases: dict
         ids = [orthanc.upload(p) for p in sources]
         destination = Destination(name="pacs", ae_title=orthanc.ae_title, host="127.0.0.1", port=orthanc.dicom_port)
         for name in ("mri", "wsi-dicom"):
-            _send(store, destination, cases[name].out)
+            _send(store, destination, cases[name].out, cases[name].outcome)
         assert {i.status for i in store.outbox_list()} == {OutboxStatus.SENT}
         for name, source_id, expected in (("mri", ids[0], {"MR", "SEG", "SR"}),
                                           ("wsi-dicom", ids[-1], {"SM", "ANN", "SR"})):
@@ -430,8 +443,7 @@ def test_orthanc_receives_sr_seg_and_annotations_in_the_source_study(cases: dict
         before = len(orthanc.get("/instances"))
         retry = tmp_path / "retry"
         shutil.copytree(cases["mri"].out, retry, ignore=shutil.ignore_patterns("*.dcm", "fallback", "report.*"))
-        write_reports(cases["mri"].doc, cases["mri"].inp, retry)
-        _send(store, destination, retry, job="retry")
+        _send(store, destination, retry, write_reports(cases["mri"].doc, cases["mri"].inp, retry), job="retry")
         assert {i.status for i in store.outbox_list()} == {OutboxStatus.SENT}
         assert len(orthanc.get("/instances")) == before
     finally:
@@ -452,7 +464,7 @@ def test_a_pacs_that_refuses_3d_sr_gets_the_comprehensive_sr(cases: dict[str, Ca
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
     try:
         destination = Destination(name="picky", ae_title="PICKY", host="127.0.0.1", port=port)
-        _send(store, destination, cases["mri-empty"].out)
+        _send(store, destination, cases["mri-empty"].out, cases["mri-empty"].outcome)
         (item,) = store.outbox_list()
         assert item.status is OutboxStatus.SENT and item.sop_class_uid == ComprehensiveSRStorage
         fallback = pydicom.dcmread(cases["mri-empty"].out / "fallback" / "sr-comprehensive.dcm")

@@ -192,22 +192,45 @@ def test_two_store_handles_share_one_database(tmp_path: Path) -> None:
 
 
 def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    """A database of the first release (no outbox notes, no unsent reasons) upgrades in place, rows intact."""
     db = tmp_path / "old.db"
+    old = Store.open(f"sqlite:///{db}")
+    inp, _ = old.upsert_file_input(InputKind.SLIDE, tmp_path / "s.svs", "f1", {})
+    job, _ = old.enqueue(inp.id, "p", "1")
+    old.outbox_add("pacs", Path("/r/sr.dcm"), "1.2", "2.25.1", job_id=job.id)
+    old.close()
     conn = sqlite3.connect(db)
     conn.executescript(
-        "CREATE TABLE schema_info (id INTEGER PRIMARY KEY, version INTEGER NOT NULL);"
-        "INSERT INTO schema_info VALUES (1, 1);"
-        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, job_id INTEGER, destination VARCHAR(64) NOT NULL,"
-        " path TEXT NOT NULL, sop_class_uid VARCHAR(64) NOT NULL, sop_instance_uid VARCHAR(64) NOT NULL,"
-        " status VARCHAR(16) NOT NULL, attempts INTEGER NOT NULL, last_status INTEGER, last_error TEXT,"
-        " next_attempt_at FLOAT NOT NULL, created_at FLOAT NOT NULL, updated_at FLOAT NOT NULL, sent_at FLOAT);"
-        "INSERT INTO outbox VALUES (1, NULL, 'pacs', '/r/sr.dcm', '1.2', '2.25.1', 'pending', 0, NULL, NULL,"
-        " 0, 0, 0, NULL);"
+        "ALTER TABLE outbox DROP COLUMN note; ALTER TABLE jobs DROP COLUMN unsent_reason;"
+        "UPDATE schema_info SET version = 1;"
     )
     conn.commit()
     conn.close()
     store = Store(Store.open(f"sqlite:///{db}", migrate=False).engine)
     assert store.migrate() == schema.SCHEMA_VERSION
     (item,) = store.outbox_list()
-    assert item.sop_instance_uid == "2.25.1" and item.note is None
+    assert item.sop_instance_uid == "2.25.1" and item.note is None and item.job_id == job.id
+    migrated = store.get_job(job.id)
+    assert migrated.status is JobStatus.QUEUED and migrated.unsent_reason is None
     store.close()
+
+
+def test_a_result_kept_locally_is_counted_listed_and_can_be_retried(store: Store, tmp_path: Path) -> None:
+    unsent_inp, _ = store.upsert_file_input(InputKind.SLIDE, tmp_path / "a.svs", "fa", {})
+    sent_inp, _ = store.upsert_file_input(InputKind.SLIDE, tmp_path / "b.svs", "fb", {})
+    for inp in (unsent_inp, sent_inp):
+        store.enqueue(inp.id, "p", "1")
+    first, second = store.claim(), store.claim()
+    assert first is not None and second is not None
+    store.succeed(first.id, tmp_path / "r1", {}, [], unsent_reason="no patient context: add a sidecar")
+    store.succeed(second.id, tmp_path / "r2", {}, [])
+    assert store.counts()["results_unsent"] == 1
+    assert [(j.id, j.unsent_reason) for j in store.list_unsent()] == [(first.id, "no patient context: add a sidecar")]
+    with pytest.raises(StoreError, match="only failed or cancelled jobs"):
+        store.retry(second.id)  # delivered results are not re-run by accident
+    again = store.retry(first.id)
+    assert again.status is JobStatus.QUEUED and again.attempts == 0
+    rerun = store.claim()
+    assert rerun is not None and rerun.id == first.id
+    store.succeed(rerun.id, tmp_path / "r1", {}, [])
+    assert store.counts()["results_unsent"] == 0 and store.list_unsent() == []
