@@ -1,11 +1,18 @@
-"""The weights registry: ``manifest.json`` files under ``pipelines/models/`` name every shipped model.
+"""The weights registry: ``manifest.json`` files name every model by name, version, file and sha256.
 
-Each model family keeps its weights and manifest in its own folder (``wsi/``, ``mri/``); a name is looked up
-in all of them. Each entry has a name, a version, a file (relative to ``pipelines/models/``, or absolute for a
-user's own model) and the file's sha256. :func:`resolve` checks the hash before a pipeline loads the
-weights, so a corrupted or swapped file is refused instead of silently producing other results. Every
-result records the :class:`~pipelines.base.ModelRef` it used. Training entry points call :func:`record`
-to add or replace an entry.
+The shipped models are package data of ``pipelines.models`` (found through :mod:`importlib.resources`, so they
+travel with an installed wheel): each model family keeps its weights and manifest in its own folder (``wsi/``,
+``mri/``), and a name is looked up in all of them. An entry's file is named relative to its manifest's own
+folder. A shipped manifest may name only files in or below its folder: an absolute path or one that leaves it
+with ``..`` is refused with a :class:`ModelError`, so what ships never depends on the machine it was trained
+on. A user's own manifest (passed explicitly, anywhere outside the shipped folder) may also name a file by its
+absolute path.
+
+:func:`resolve` checks the hash before a pipeline loads the weights, so a corrupted or swapped file is refused
+instead of silently producing other results. Every result records the :class:`~pipelines.base.ModelRef` it
+used. Training entry points call :func:`record` to add or replace an entry: it writes the path relative to the
+manifest when the weights are in or below the manifest's folder, an absolute path otherwise, and refuses to
+write an absolute path into a shipped manifest.
 """
 
 from __future__ import annotations
@@ -14,20 +21,30 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from agent.errors import OncoAgentError
 from pipelines.base import ModelRef
 
-MODELS_DIR = Path(__file__).resolve().parent
+
+class ModelError(OncoAgentError):
+    """A model is missing from the manifest, its file is absent or misnamed, or its hash does not match."""
+
+
+def _package_folder() -> Path:
+    folder = files(__package__ or "pipelines.models")
+    if not isinstance(folder, Path):  # e.g. imported from a zip: torch and joblib need real files
+        raise ModelError(f"the shipped models are not in a folder on disk ({folder})")
+    return folder.resolve()
+
+
+MODELS_DIR = _package_folder()
+"""The folder of the shipped manifests (one subfolder per model family)."""
 
 _lock = threading.Lock()
 _verified: dict[tuple[Path, str], bool] = {}
-
-
-class ModelError(OncoAgentError):
-    """A model is missing from the manifest, its file is absent, or its hash does not match."""
 
 
 @dataclass(frozen=True)
@@ -37,11 +54,12 @@ class ModelEntry:
     file: str
     sha256: str
     info: dict[str, Any]
+    manifest: Path
 
     @property
     def path(self) -> Path:
         p = Path(self.file)
-        return p if p.is_absolute() else MODELS_DIR / p
+        return p if p.is_absolute() else self.manifest.parent / p
 
     @property
     def ref(self) -> ModelRef:
@@ -56,6 +74,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_shipped(manifest: Path, shipped_dir: Path = MODELS_DIR) -> bool:
+    """Whether ``manifest`` lies under ``shipped_dir`` (the folder of the shipped models)."""
+    return manifest.resolve().is_relative_to(shipped_dir.resolve())
+
+
 def _load(manifest: Path) -> dict[str, dict[str, Any]]:
     if not manifest.exists():
         return {}
@@ -63,26 +86,48 @@ def _load(manifest: Path) -> dict[str, dict[str, Any]]:
     return data
 
 
-def manifests() -> list[Path]:
-    return sorted(MODELS_DIR.glob("*/manifest.json"))
+def manifests(shipped_dir: Path = MODELS_DIR) -> list[Path]:
+    """The shipped manifests: ``manifest.json`` in each model family's folder."""
+    return sorted(shipped_dir.glob("*/manifest.json"))
 
 
-def entry(name: str, manifest: Path | None = None) -> ModelEntry:
-    searched = [manifest] if manifest is not None else manifests()
+def _check_shipped_file(name: str, file: str, manifest: Path) -> None:
+    lexical = PureWindowsPath(file)  # splits on both separators; its anchor catches "/x", "\\x" and "C:/x"
+    if lexical.anchor:
+        why = "an absolute path"
+    elif ".." in lexical.parts:
+        why = "a path that leaves the model folder"
+    else:
+        return
+    raise ModelError(
+        f"model {name!r} in shipped manifest {manifest}: file {file!r} is {why}; a shipped manifest names its "
+        "file relative to its own folder"
+    )
+
+
+def entry(name: str, manifest: Path | None = None, *, shipped_dir: Path = MODELS_DIR) -> ModelEntry:
+    """The entry for ``name`` in ``manifest`` (default: every shipped manifest), its file checked for form only.
+
+    ``shipped_dir`` is the folder of the shipped manifests: the one searched by default, and under which a
+    manifest must name its files relative to its own folder.
+    """
+    searched = [manifest] if manifest is not None else manifests(shipped_dir)
     for path in searched:
         raw = _load(path).get(name)
         if raw is not None:
-            return ModelEntry(name, raw["version"], raw["file"], raw["sha256"], raw.get("info", {}))
+            if is_shipped(path, shipped_dir):
+                _check_shipped_file(name, raw["file"], path)
+            return ModelEntry(name, raw["version"], raw["file"], raw["sha256"], raw.get("info", {}), path)
     raise ModelError(f"model {name!r} is not in {', '.join(map(str, searched)) or 'any manifest'}")
 
 
-def resolve(name: str, manifest: Path | None = None) -> ModelEntry:
+def resolve(name: str, manifest: Path | None = None, *, shipped_dir: Path = MODELS_DIR) -> ModelEntry:
     """The manifest entry for ``name`` after checking that its file exists and has the recorded hash."""
-    found = entry(name, manifest)
+    found = entry(name, manifest, shipped_dir=shipped_dir)
     path = found.path
     if not path.is_file():
         raise ModelError(f"model {name} {found.version}: weights file {path} is missing")
-    key = (path, found.sha256)
+    key = (path.resolve(), found.sha256)
     with _lock:
         if not _verified.get(key):
             actual = sha256_of(path)
@@ -96,17 +141,26 @@ def resolve(name: str, manifest: Path | None = None) -> ModelEntry:
 
 
 def record(name: str, version: str, weights: Path, info: dict[str, Any] | None = None,
-           manifest: Path | None = None) -> ModelEntry:
+           manifest: Path | None = None, *, shipped_dir: Path = MODELS_DIR) -> ModelEntry:
     """Add or replace ``name`` with the weights' current hash, in ``manifest`` (default: the
-    ``manifest.json`` beside the weights)."""
-    manifest = manifest if manifest is not None else weights.resolve().parent / "manifest.json"
+    ``manifest.json`` beside the weights).
+
+    The file is written relative to the manifest's folder when the weights are in or below it, else as an
+    absolute path, which a shipped manifest (one under ``shipped_dir``) refuses.
+    """
     weights = weights.resolve()
+    manifest = manifest if manifest is not None else weights.parent / "manifest.json"
     try:
-        file = str(weights.relative_to(MODELS_DIR))
+        file = weights.relative_to(manifest.resolve().parent).as_posix()
     except ValueError:
+        if is_shipped(manifest, shipped_dir):
+            raise ModelError(
+                f"model {name!r}: weights {weights} are outside the folder of shipped manifest {manifest}; "
+                "copy them into that folder first"
+            ) from None
         file = str(weights)
     with _lock:
         data = _load(manifest)
         data[name] = {"version": version, "file": file, "sha256": sha256_of(weights), "info": info or {}}
         manifest.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return entry(name, manifest)
+    return entry(name, manifest, shipped_dir=shipped_dir)
