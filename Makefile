@@ -44,6 +44,7 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy agent pipelines dicom_node reports
+	.ci/check-paths
 	tests/run-isolated.sh $(BIN)/python -m pytest -q tests
 
 test-unit: $(STAMP)

@@ -1,6 +1,6 @@
 """Throughput of whole-slide CTC detection, against naive peers measured in the same run (not a test).
 
-    .venv/bin/python benchmarks/wsi_throughput.py [--size 20480] [--big 100000] [--workdir /tmp/wsi-bench]
+    .venv/bin/python benchmarks/wsi_throughput.py [--size 20480] [--big 100000] [--workdir var/bench]
 
 On one generated slide (``--size`` px square, 0.5 µm/px):
 
@@ -211,7 +211,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20480, help="side of the comparison slide in px")
     parser.add_argument("--big", type=int, default=0, help="also run a slide this many px square (e.g. 100000)")
     parser.add_argument("--big-tissue-fraction", type=float, default=0.3)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/wsi-bench"))
+    parser.add_argument("--workdir", type=Path, default=Path("var/bench"),
+                        help="generated slides are kept here and reused (default var/bench)")
     parser.add_argument("--naive-seconds", type=float, default=120.0, help="time the naive loop this long")
     parser.add_argument("--reader-seconds", type=float, default=60.0)
     parser.add_argument("--stage", help=argparse.SUPPRESS)
