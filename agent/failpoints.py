@@ -1,6 +1,6 @@
 """Named points where a crash test can freeze a process, to kill it at an exact moment.
 
-``ONCOAGENT_FAILPOINTS=name[,name…]`` arms points; ``ONCOAGENT_FAILPOINTS_STATE=DIR`` is where each firing
+``OA_FAILPOINTS=name[,name…]`` arms points; ``OA_FAILPOINTS_STATE=DIR`` is where each firing
 leaves a marker, so that a point fires once per test even across restarted processes. An armed point that
 fires stops its process with SIGSTOP; the test sees the stopped process and kills it with SIGKILL. Unarmed
 (the default, and in production) a point costs one dictionary lookup. The points:
@@ -19,8 +19,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-ENV_POINTS = "ONCOAGENT_FAILPOINTS"
-ENV_STATE = "ONCOAGENT_FAILPOINTS_STATE"
+ENV_POINTS = "OA_FAILPOINTS"  # not ONCOAGENT_*: those are settings
+ENV_STATE = "OA_FAILPOINTS_STATE"
 
 _armed = frozenset(p.strip() for p in os.environ.get(ENV_POINTS, "").split(",") if p.strip())
 
