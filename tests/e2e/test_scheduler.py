@@ -1,0 +1,85 @@
+"""Scheduled batches (``scheduler.batches``) inside ``oncoagent run``: the cron fires in the running daemon and
+every input under the batch's paths becomes a job, with nothing dropped in a watched folder."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agent.store import Store
+from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from tests.support.daemon import DaemonProcess
+from tests.support.waiting import wait_for
+
+BATCH = "archive-test"
+# crontab's finest step is a minute (scheduler.batches[].cron has five fields): the batch fires at the next
+# minute boundary, at most 60 s after the daemon starts
+EVERY_MINUTE = "* * * * *"
+FIRE_TIMEOUT_S = 90
+
+
+def config(archive: Path) -> dict[str, Any]:
+    return {
+        "plugins": ["tests.support.scripted_pipelines"],
+        "routing": {"rules": [
+            {"name": "slides", "pipeline": "test-scripted", "match": {"kind": "slide"}},
+            {"name": "series", "pipeline": "inspect", "match": {"kind": "dicom-series"}},
+        ]},
+        "executor": {"workers": 2, "poll_interval_s": 0.1, "shutdown_grace_s": 1.0},
+        "ingest": {"inbox": False, "scan_interval_s": 0.2},  # nothing is watched: only the batch finds the archive
+        "scheduler": {"batches": [{"name": BATCH, "cron": EVERY_MINUTE, "paths": [str(archive)]}]},
+    }
+
+
+def settled(daemon: DaemonProcess) -> dict[str, int] | None:
+    """The job counts once some jobs exist and none is queued or running."""
+    counts: dict[str, int] = daemon.status()["jobs"]
+    return counts if sum(counts.values()) and counts["queued"] + counts["running"] == 0 else None
+
+
+def test_a_cron_batch_queues_the_archive_inside_the_running_daemon(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    slides = [archive / "slides" / f"case{i}.tiff" for i in range(2)]
+    for slide in slides:
+        slide.parent.mkdir(parents=True, exist_ok=True)
+        slide.write_bytes(b"slide bytes " + slide.name.encode())  # the scripted pipeline never opens it
+    series = write_mr_series(archive / "mr" / "s1", MRSeriesSpec(rows=32, columns=32, slices=6, seed=4242))
+    archived = sorted(p for p in archive.rglob("*") if p.is_file())
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    (tmp_path / "daemon").mkdir()
+    daemon = DaemonProcess(tmp_path / "daemon", config(archive), env={"OA_TEST_LEDGER": str(ledger)})
+    daemon.start()
+    try:
+        scheduled = re.search(rf"batch {BATCH} next runs at (\S+ \S+)", daemon.log())
+        assert scheduled, daemon.log()
+        first_run = datetime.fromisoformat(scheduled.group(1))
+        assert (first_run.second, first_run.microsecond) == (0, 0)  # a minute boundary, as the cron says
+        fired = wait_for(
+            lambda: re.search(rf"batch {BATCH}: (\d+) file\(s\), (\d+) input\(s\), (\d+) job\(s\) queued",
+                              daemon.log()),
+            FIRE_TIMEOUT_S, what=f"batch {BATCH} to fire")
+        assert fired.groups() == (str(len(archived)), "3", "3")  # two slides and one series
+        counts = wait_for(lambda: settled(daemon), 60, interval=0.5, what="the batch's jobs to finish")
+        assert counts["succeeded"] == sum(counts.values()) == 3
+
+        store = Store.open(f"sqlite:///{daemon.data_dir / 'oncoagent.db'}", migrate=False)
+        try:
+            jobs = store.list_jobs()
+            queued = {store.get_input(job.input_id).key: job.pipeline for job in jobs}
+        finally:
+            store.close()
+        assert queued == {
+            **{str(slide.resolve()): "test-scripted" for slide in slides},
+            series.series_uid: "inspect",
+        }
+        # queued when the schedule said, not at start-up
+        assert all(job.created_at >= first_run.timestamp() for job in jobs)
+        done = (ledger / "ledger.txt").read_text().splitlines()
+        assert sorted(done) == sorted(f"{step} {slide.resolve()}" for slide in slides for step in ("start", "done"))
+        # the archive is read in place: nothing moved or deleted
+        assert sorted(p for p in archive.rglob("*") if p.is_file()) == archived
+    finally:
+        daemon.stop()
