@@ -1,7 +1,8 @@
 """One validated settings object, built from defaults < config file < environment < command line.
 
 * Defaults are the field defaults below; ``config/oncoagent.yaml`` spells the same values out with comments.
-* The config file is ``--config PATH``, else ``$ONCOAGENT_CONFIG``, else the project's ``config/oncoagent.yaml``.
+* The config file is ``--config PATH``, else ``$ONCOAGENT_CONFIG``, else the shipped ``config/oncoagent.yaml``
+  (package data of ``oncoagent_config``, so an installed wheel has it too).
 * The environment overrides single keys: ``ONCOAGENT_EXECUTOR__WORKERS=4`` sets ``executor.workers``
   (sections joined by a double underscore; values are read as YAML scalars, so ``true``, ``4`` and
   ``[a, b]`` work).
@@ -19,6 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +31,8 @@ from agent.errors import ConfigError
 
 ENV_PREFIX = "ONCOAGENT_"
 ENV_CONFIG_FILE = "ONCOAGENT_CONFIG"
-PROJECT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "oncoagent.yaml"
+# config/oncoagent.yaml, installed as the package oncoagent_config (pyproject.toml maps the folder)
+PROJECT_CONFIG = Path(str(files("oncoagent_config") / "oncoagent.yaml"))
 
 
 class Priority(IntEnum):

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from reports.findings import (
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = "templates"  # package data of ``reports``, found through importlib.resources
 RESEARCH_NOTICE = (
     "For research use only. Not for use in diagnostic procedures. The findings were produced by an "
     "algorithm and have not been reviewed by a physician; they must not be used for patient management "
@@ -266,7 +267,7 @@ def machine_readable(report: ReportDocument) -> dict[str, Any]:
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.PackageLoader("reports", TEMPLATES),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -277,7 +278,7 @@ def _environment() -> jinja2.Environment:
 def render_html(report: ReportDocument) -> str:
     """The report as one HTML page (figures referenced relative to the result folder)."""
     env = _environment()
-    css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
+    css = files("reports").joinpath(TEMPLATES, "report.css").read_text(encoding="utf-8")
     return env.get_template("report.html.j2").render(report=report, css=css)
 
 

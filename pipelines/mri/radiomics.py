@@ -2,10 +2,11 @@
 # (SimpleITK ships without type annotations.)
 """Radiomics feature vectors: pyradiomics' extractor, configured by a parameter file, and nothing more.
 
-The wrapper builds the extractor once from the parameter file (``config/radiomics.yaml`` by default) and
-keeps the file's sha256; each lesion's vector carries that hash, so vectors from different parameter files
-are never mixed. Extraction itself is one ``execute`` call per lesion on the series image and its label map;
-pyradiomics' diagnostics are dropped and the values become floats in the extractor's feature order.
+The wrapper builds the extractor once from the parameter file (by default ``config/radiomics.yaml``, shipped as
+package data of ``oncoagent_config``) and keeps the file's sha256; each lesion's vector carries that hash, so
+vectors from different parameter files are never mixed. Extraction itself is one ``execute`` call per lesion on
+the series image and its label map; pyradiomics' diagnostics are dropped and the values become floats in the
+extractor's feature order.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,8 @@ from agent.errors import OncoAgentError
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PARAMS = REPO_ROOT / "config" / "radiomics.yaml"
+# config/radiomics.yaml, installed as the package oncoagent_config (pyproject.toml maps the folder)
+DEFAULT_PARAMS = Path(str(files("oncoagent_config") / "radiomics.yaml"))
 DIAGNOSTICS_PREFIX = "diagnostics_"
 
 
