@@ -58,7 +58,10 @@ def test_lesions_match_the_truth_in_place_size_and_class(outcome: tuple[Pipeline
     assert predicted.shape == series.lesion_mask.shape
     assert dice(predicted, series.lesion_mask) > 0.85
     voxel_ml = 1.9 * 1.9 * 3.5 / 1000
-    found_labels = {}
+    true_labels = {lesion.index: lesion.label for lesion in series.lesions}
+    assert true_labels == {1: "benign", 2: "malignant"}  # as SPEC forces them
+    found_labels: dict[int, str] = {}
+    probability: dict[int, float] = {}
     for lesion in summary["lesions"]:
         truth_ids, counts = np.unique(series.lesion_mask[predicted == lesion["index"]], return_counts=True)
         truth = int(truth_ids[np.argmax(counts)])
@@ -70,7 +73,9 @@ def test_lesions_match_the_truth_in_place_size_and_class(outcome: tuple[Pipeline
         assert lesion["label"] in {"benign", "malignant"}
         assert len(lesion["features"]) >= 5 and lesion["radiomics_params_sha256"]
         found_labels[truth] = lesion["label"]
-    assert sorted(found_labels) == [1, 2]
+        probability[truth] = lesion["malignancy_probability"]
+    assert found_labels == true_labels  # each found lesion is the true one, classified as the truth has it
+    assert probability[2] > probability[1]  # the malignant one is the more likely malignant
     assert summary["series_summary"]["lesions"] == 2
     assert summary["series_summary"]["total_lesion_volume_ml"] == pytest.approx(
         sum(les["volume_ml"] for les in summary["lesions"]), abs=0.01)
