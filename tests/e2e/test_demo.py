@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,6 +40,19 @@ def test_demo_runs_generated_samples_through_the_daemon(tmp_path: Path) -> None:
         assert f"{slide['summary']['ctc_count']} CTC, {slide['summary']['ctm_count']} CTM" in proc.stdout
     series = next(d for d in docs if d["pipeline"] == "mri-tumour")
     assert series["summary"]["volume"] and series["summary"]["series_summary"]["finding"] in proc.stdout
+    # every generated lesion is found where it is, with its class; the demo prints each lesion
+    truth = json.loads((data / "samples" / "mr-series.truth.json").read_text())
+    assert truth["series_uid"] == series["input"]["series_uid"] and len(truth["lesions"]) == 2
+    found = series["summary"]["lesions"]
+    for lesion in truth["lesions"]:
+        near = [f for f in found if math.dist(f["centroid_lps_mm"], lesion["centre_lps_mm"]) < lesion["radius_mm"]]
+        assert len(near) == 1, (lesion, found)
+        assert near[0]["label"] == lesion["label"]
+        assert 0.5 * lesion["volume_ml"] < near[0]["volume_ml"] < 2 * lesion["volume_ml"]
+    for f in found:
+        line = (f"lesion {f['index']}: {f['volume_ml']:.2f} ml, malignancy probability "
+                f"{f['malignancy_probability']:.2f}, {f['label']}")
+        assert line in proc.stdout
     assert (data / ".oncoagent-demo").exists()  # its own folder: the next run starts it afresh
 
 
