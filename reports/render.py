@@ -197,13 +197,17 @@ class _Run:
                 self.lack("DICOM objects", "no readable DICOM source instance among the series' files")
             return
         mapping = self.inp.attrs.get("context")
+        problems: list[str] = []
         if isinstance(mapping, dict) and mapping:
             self.context, problems = study_context.from_mapping(mapping, self.inp.attrs.get("context_source"))
             self.warnings += problems if objects_wanted else [p for p in problems if "ignored" in p]
-        elif objects_wanted:
-            self.unsent_reason = ("no patient context: the slide's filename mapping and sidecar gave no patient "
+        if objects_wanted and self.context is None:
+            incomplete = [p for p in problems if p.startswith("no patient/study context")]
+            self.unsent_reason = (f"no patient context: {incomplete[0]}" if incomplete else
+                                  "no patient context: the slide's filename mapping and sidecar gave no patient "
                                   "and accession, so no DICOM objects were made for PACS")
-            self.warnings.append(self.unsent_reason)
+            if not incomplete:
+                self.warnings.append(self.unsent_reason)
 
     # ---------------------------------------------------------------------------------- slides
 
