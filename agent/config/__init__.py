@@ -1,0 +1,51 @@
+"""One validated settings object, built from defaults < config file < environment < command line.
+
+Each group of sections has its model in a module of its own; :class:`Settings` (``settings.py``) merges them
+into the one object the daemon is handed, and ``loader.py`` builds it from the four layers. Everything is
+importable from ``agent.config``:
+
+* ``settings.py`` — :class:`Settings` with its own keys (``data_dir``, ``log``, ``store``, ``plugins``,
+  ``pipelines``) and :class:`DataPaths`, the folders under the data directory;
+* ``ingest.py`` — the ``ingest`` section (inbox and scanner folders, read by :mod:`agent.ingest`);
+* ``dicom.py`` — ``scp`` with its ``tls``, ``destinations`` and ``outbox`` (read by :mod:`dicom_node`);
+* ``jobs.py`` — ``executor`` and ``scheduler``;
+* ``routing.py`` — ``routing`` rules and the job :class:`Priority`;
+* ``loader.py`` — the layers, their merging and the error messages naming source and key;
+* ``masking.py`` — the settings as plain data with secrets masked (``oncoagent config show``).
+"""
+
+from agent.config.dicom import AllowedCaller, Destination, OutboxSettings, ScpSettings, TlsSettings
+from agent.config.ingest import IngestSettings
+from agent.config.jobs import BatchSettings, ExecutorSettings, SchedulerSettings
+from agent.config.loader import ENV_CONFIG_FILE, ENV_PREFIX, PROJECT_CONFIG, LoadedSettings, load_settings
+from agent.config.masking import masked
+from agent.config.routing import DEFAULT_RULES, MatchValue, Priority, RoutingRule, RoutingSettings, RuleMatch
+from agent.config.settings import DataPaths, LogSettings, Settings, StoreSettings
+
+__all__ = [
+    "DEFAULT_RULES",
+    "ENV_CONFIG_FILE",
+    "ENV_PREFIX",
+    "PROJECT_CONFIG",
+    "AllowedCaller",
+    "BatchSettings",
+    "DataPaths",
+    "Destination",
+    "ExecutorSettings",
+    "IngestSettings",
+    "LoadedSettings",
+    "LogSettings",
+    "MatchValue",
+    "OutboxSettings",
+    "Priority",
+    "RoutingRule",
+    "RoutingSettings",
+    "RuleMatch",
+    "SchedulerSettings",
+    "ScpSettings",
+    "Settings",
+    "StoreSettings",
+    "TlsSettings",
+    "load_settings",
+    "masked",
+]

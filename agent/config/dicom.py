@@ -1,0 +1,67 @@
+"""The DICOM network sections: ``scp`` (with its ``tls``), ``destinations`` (PACS to send to) and ``outbox``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from agent.config.section import Section
+
+_AE_TITLE = r"^[ -~]{1,16}$"
+
+
+class TlsSettings(Section):
+    enabled: bool = False
+    certificate: Path | None = Field(default=None, description="PEM certificate of this node")
+    private_key: Path | None = Field(default=None, description="PEM private key of this node")
+    ca_certificates: Path | None = Field(default=None, description="PEM bundle trusted for peers")
+    require_client_certificate: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> TlsSettings:
+        if self.enabled and (self.certificate is None or self.private_key is None):
+            raise ValueError("certificate and private_key when TLS is enabled")
+        if self.require_client_certificate and self.ca_certificates is None:
+            raise ValueError("ca_certificates to verify client certificates")
+        return self
+
+
+class AllowedCaller(Section):
+    ae_title: str = Field(pattern=_AE_TITLE)
+    hosts: list[str] = Field(default_factory=list, description="source addresses; empty = any")
+
+
+class ScpSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=0, le=65535)
+    ae_title: str = Field(default="ONCOAGENT", pattern=_AE_TITLE)
+    allowed_callers: list[AllowedCaller] = Field(
+        default_factory=list, description="calling AE titles (and addresses) allowed to associate; empty = any"
+    )
+    require_called_ae_title: bool = False
+    max_associations: int = Field(default=10, ge=1, le=1000)
+    min_free_disk_mb: int = Field(default=1024, ge=0, description="refuse new data below this free space")
+    acse_timeout_s: float = Field(default=30.0, gt=0)
+    dimse_timeout_s: float = Field(default=60.0, gt=0)
+    network_timeout_s: float = Field(default=60.0, gt=0)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+
+class Destination(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    ae_title: str = Field(pattern=_AE_TITLE)
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae_title: str | None = Field(default=None, pattern=_AE_TITLE)
+    send_results: bool = Field(default=True, description="queue every DICOM object a job writes")
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+
+class OutboxSettings(Section):
+    max_attempts: int = Field(default=50, ge=1)
+    backoff_base_s: float = Field(default=10.0, gt=0)
+    backoff_max_s: float = Field(default=900.0, gt=0)
+    scan_interval_s: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="association and DIMSE timeout")

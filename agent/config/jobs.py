@@ -1,0 +1,41 @@
+"""The ``executor`` section (local worker processes, retries) and the ``scheduler`` section (cron batches)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from agent.config.section import Section
+
+
+class ExecutorSettings(Section):
+    workers: int = Field(default=2, ge=1, le=64)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backoff_base_s: float = Field(default=5.0, gt=0)
+    backoff_max_s: float = Field(default=600.0, gt=0)
+    job_timeout_s: float = Field(default=3600.0, gt=0)
+    shutdown_grace_s: float = Field(default=5.0, ge=0, le=8, description="wait for running jobs on SIGTERM")
+    poll_interval_s: float = Field(default=0.5, gt=0, le=10)
+
+
+class BatchSettings(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    cron: str = Field(description="crontab expression, e.g. '0 2 * * *' for 02:00 nightly")
+    paths: list[Path]
+    reprocess: bool = Field(default=False, description="run again even where a result exists")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"a crontab expression with five fields ({exc})") from exc
+        return value
+
+
+class SchedulerSettings(Section):
+    batches: list[BatchSettings] = Field(default_factory=list)

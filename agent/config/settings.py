@@ -1,0 +1,110 @@
+"""The one merged settings object, its own top-level keys (data directory, ``log``, ``store``, plugins and
+pipeline options) and the folders under the data directory."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.config.dicom import Destination, OutboxSettings, ScpSettings
+from agent.config.ingest import IngestSettings
+from agent.config.jobs import ExecutorSettings, SchedulerSettings
+from agent.config.routing import RoutingSettings
+from agent.config.section import Section
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["human", "json"] = "human"
+
+
+class StoreSettings(Section):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; empty means SQLite at <data_dir>/oncoagent.db",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("a sqlite:// or postgresql:// URL")
+        return value
+
+
+class Settings(Section):
+    data_dir: Path = Path("var")
+    log: LogSettings = Field(default_factory=LogSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    scp: ScpSettings = Field(default_factory=ScpSettings)
+    destinations: list[Destination] = Field(default_factory=list)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    plugins: list[str] = Field(default_factory=list, description="modules that register extra pipelines")
+    pipelines: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="options per pipeline name, validated by the pipeline's Options model"
+    )
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Settings:
+        if self.executor.backoff_max_s < self.executor.backoff_base_s:
+            raise ValueError("executor.backoff_max_s must be >= executor.backoff_base_s")
+        return self
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_destinations(cls, destinations: list[Destination]) -> list[Destination]:
+        names = [d.name for d in destinations]
+        if len(names) != len(set(names)):
+            raise ValueError("unique destination names")
+        return destinations
+
+    @property
+    def database_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir / 'oncoagent.db'}"
+
+    @property
+    def paths(self) -> DataPaths:
+        return DataPaths(self.data_dir)
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Folders under the data directory; everything the daemon writes lives here."""
+
+    root: Path
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def storage(self) -> Path:
+        return self.root / "storage"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "oncoagent.lock"
+
+    def create(self) -> None:
+        for folder in (self.root, self.inbox, self.storage, self.results, self.quarantine, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
