@@ -25,12 +25,12 @@ from typing import Any
 
 from agent import failpoints
 from agent.config import Destination, Settings
-from agent.durable import move_to_quarantine
 from agent.errors import OncoAgentError
 from agent.records import Delivery, InputKind, Job, JobStatus
-from agent.retry import RetryStrategy
 from agent.store import Store
 from agent.worker import Failure, WorkerConfig, worker_main
+from pipelines.durable import move_to_quarantine
+from pipelines.retry import RetryStrategy
 
 log = logging.getLogger(__name__)
 

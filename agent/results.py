@@ -17,9 +17,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agent.durable import replace_dir, write_bytes_durably
 from agent.errors import OncoAgentError, TransientError
 from pipelines.base import Pipeline, PipelineInput
+from pipelines.durable import replace_dir, write_bytes_durably
 from reports.outcome import MissingOutput
 from reports.render import write_reports
 

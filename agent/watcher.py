@@ -43,11 +43,11 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from agent.config import Settings
-from agent.durable import copy_durably, fsync_dir, move_to_quarantine
 from agent.errors import InputError
 from agent.records import InputKind, Instance
 from agent.store import Store
 from dicom_node.storage import instance_path, routing_attrs
+from pipelines.durable import copy_durably, fsync_dir, move_to_quarantine
 from pipelines.wsi.slide_files import (
     SLIDE_SUFFIXES,
     OpenCheck,

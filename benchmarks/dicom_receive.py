@@ -165,8 +165,8 @@ def measure(make: Callable[[Path], Receiver], root: Path, files: list[Path], sen
 
 def durable_write_floor_ms(folder: Path, size: int, count: int = 300) -> float:
     """Milliseconds one durably stored file costs on this disk with no DICOM at all: the SCP's own
-    :func:`agent.durable.write_bytes_durably` (temporary file, fsync, rename, folder fsync)."""
-    from agent.durable import write_bytes_durably
+    :func:`pipelines.durable.write_bytes_durably` (temporary file, fsync, rename, folder fsync)."""
+    from pipelines.durable import write_bytes_durably
 
     data = os.urandom(size)
     t0 = time.perf_counter()

@@ -15,10 +15,10 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from agent.durable import fsync_dir
 from agent.errors import OncoAgentError, StoreError
 from agent.records import Instance
 from agent.store import Store
+from pipelines.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ from pydicom.errors import InvalidDicomError
 from pynetdicom import evt
 
 from agent.config import ScpSettings, TlsSettings
-from agent.durable import write_bytes_durably
 from agent.errors import InputError, OncoAgentError
 from agent.records import Instance
 from agent.store import Store
@@ -43,6 +42,7 @@ from dicom_node.dimse import Command
 from dicom_node.recorder import InstanceRecorder
 from dicom_node.sop_classes import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicom_node.storage import file_meta_bytes, instance_path, routing_attrs, truncation, validate_uid
+from pipelines.durable import write_bytes_durably
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from pynetdicom.association import Association
 from agent.config import Destination, OutboxSettings
 from agent.errors import OncoAgentError
 from agent.records import OutboxItem
-from agent.retry import RetryStrategy
 from agent.store import Store
 from dicom_node.scp import client_ssl_context, set_no_delay
 from dicom_node.sop_classes import UNCOMPRESSED
+from pipelines.retry import RetryStrategy
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.retry import RetryStrategy
+from pipelines.retry import RetryStrategy
 
 
 def test_backoff_doubles_and_is_capped() -> None:

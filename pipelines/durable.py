@@ -1,4 +1,7 @@
-"""Durable file operations: nothing is reported stored before it is on disk under its final name."""
+"""Durable file operations: nothing is reported stored before it is on disk under its final name.
+
+Shared by every room that writes files it must not lose (received instances, result folders, quarantine).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Retry strategy: capped exponential backoff between attempts of a job."""
+"""Retry strategy: capped exponential backoff between attempts (of a job, of an outbox delivery)."""
 
 from __future__ import annotations
 
