@@ -15,9 +15,9 @@ import pydicom
 
 from agent.config import Settings
 from agent.dispatch import Dispatcher
+from agent.ingest import NETWORK_FILESYSTEMS, FolderWatcher, filesystem_type
 from agent.records import InputKind, InputState, JobStatus
 from agent.store import Store
-from agent.watcher import NETWORK_FILESYSTEMS, FolderWatcher, filesystem_type
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from pipelines.synthetic.slides import SlideSpec, write_slide
 from tests.conftest import SCRIPTED_RULES, shared
