@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from agent import schema
 from agent.config import Priority
 from agent.errors import StoreError
 from agent.records import InputKind, InputState, Instance, JobStatus
-from agent.store import Store
+from agent.store import Store, schema
 
 
 def instance(sop: str, series: str = "1.2.3.4", study: str = "1.2.3") -> Instance:

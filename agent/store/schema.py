@@ -3,7 +3,7 @@
 A new database is created directly at the newest schema and stamped with ``SCHEMA_VERSION``. An existing one
 runs each migration newer than its stamp, in order, in one transaction. To change the schema: edit the tables
 below, bump ``SCHEMA_VERSION`` and append a migration that turns the previous schema into the new one.
-Only :mod:`agent.store` uses this module.
+Only the modules of :mod:`agent.store` use these tables; each table's queries live in its concept's module.
 """
 
 from __future__ import annotations

@@ -1,0 +1,229 @@
+"""The job store: the only package that speaks SQL.
+
+SQLite (WAL, synchronous=FULL, immediate write transactions) by default; PostgreSQL by URL. Everything that
+must survive a crash goes through here: received instances, inputs (series and slides), jobs with their
+attempts and errors, the event journal and the outbox. Timestamps are seconds since the epoch.
+
+One module per concept, each holding that concept's SQL, row mapping and transactions:
+
+- :mod:`~agent.store.engine` — opening the database, read/write transactions, migrations, SQLite/PostgreSQL
+  differences;
+- :mod:`~agent.store.schema` — the tables and the migrations between their versions;
+- :mod:`~agent.store.instances`, :mod:`~agent.store.inputs`, :mod:`~agent.store.jobs`,
+  :mod:`~agent.store.outbox`, :mod:`~agent.store.events` (the journal), :mod:`~agent.store.counts`.
+
+:class:`Store` is the façade the rest of the daemon holds: each method runs one concept function on the
+store's engine. A new store concept gets its own module here and its methods on the façade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from agent.config import Priority
+from agent.records import Delivery, Input, InputKind, Instance, Job, JobStatus, OutboxItem, OutboxStatus
+from agent.store import counts as _counts
+from agent.store import engine as _engine
+from agent.store import events as _events
+from agent.store import inputs as _inputs
+from agent.store import instances as _instances
+from agent.store import jobs as _jobs
+from agent.store import outbox as _outbox
+from agent.store.engine import ERROR_TEXT_LIMIT
+from agent.store.inputs import EMPTY_FINGERPRINT
+
+__all__ = ["EMPTY_FINGERPRINT", "ERROR_TEXT_LIMIT", "Store"]
+
+
+class Store:
+    """The store over one database (an SQLAlchemy engine); see the concept modules for what each method does."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ----------------------------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        store = cls(_engine.open_engine(url))
+        if migrate:
+            store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; return the version now in force."""
+        return _engine.migrate(self.engine)
+
+    # ----------------------------------------------------------------------------------- instances
+
+    def add_instance(self, inst: Instance) -> bool:
+        """Record a stored DICOM instance and its series; False when the SOP Instance UID was known."""
+        return self.add_instances([inst])[0]
+
+    def add_instances(self, insts: Sequence[Instance]) -> list[bool]:
+        """Record several instances in one transaction (one commit); for each, whether it was new."""
+        return _instances.add(self.engine, insts)
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        return _instances.has(self.engine, sop_instance_uid)
+
+    def instance_paths(self, input_id: int) -> list[Path]:
+        return _instances.paths(self.engine, input_id)
+
+    # ----------------------------------------------------------------------------------- inputs
+
+    def upsert_file_input(
+        self, kind: InputKind, path: Path, fingerprint: str, attrs: Mapping[str, Any]
+    ) -> tuple[Input, bool]:
+        """Record a file input (a slide); return it and whether it is new or changed since last seen."""
+        return _inputs.upsert_file(self.engine, kind, path, fingerprint, attrs)
+
+    def get_input(self, input_id: int) -> Input:
+        return _inputs.get(self.engine, input_id)
+
+    def find_input(self, key: str) -> Input | None:
+        return _inputs.find(self.engine, key)
+
+    def receiving_inputs(self, quiet_before: float) -> list[Input]:
+        """Inputs still receiving whose last change is older than ``quiet_before``."""
+        return _inputs.receiving(self.engine, quiet_before)
+
+    def list_inputs(self, limit: int = 100) -> list[Input]:
+        return _inputs.newest(self.engine, limit)
+
+    def set_context(self, input_id: int, context: Mapping[str, Any], source: str | None) -> Input:
+        """Replace a slide's patient/study context (``attrs["context"]``), e.g. from a sidecar added later."""
+        return _inputs.set_context(self.engine, input_id, context, source)
+
+    def mark_ignored(self, input_id: int, reason: str) -> None:
+        _inputs.mark_ignored(self.engine, input_id, reason)
+
+    # ----------------------------------------------------------------------------------- jobs
+
+    def enqueue(
+        self,
+        input_id: int,
+        pipeline: str,
+        pipeline_version: str,
+        *,
+        priority: Priority = Priority.ROUTINE,
+        max_attempts: int = 3,
+        rule: str | None = None,
+        force: bool = False,
+    ) -> tuple[Job, bool]:
+        """Queue a job for the input's current content; return (job, queued_now)."""
+        return _jobs.enqueue(
+            self.engine, input_id, pipeline, pipeline_version,
+            priority=priority, max_attempts=max_attempts, rule=rule, force=force,
+        )
+
+    def claim(self, now: float | None = None) -> Job | None:
+        """Take the next runnable job (highest priority, then oldest) and mark it running."""
+        return _jobs.claim(self.engine, now)
+
+    def succeed(
+        self,
+        job_id: int,
+        result_path: Path,
+        summary: Mapping[str, Any],
+        models: Sequence[Mapping[str, str]],
+        deliveries: Sequence[Delivery] = (),
+        unsent_reason: str | None = None,
+    ) -> Job:
+        """Record a job's success together with the outbox entries of its DICOM objects, in one transaction."""
+        return _jobs.succeed(self.engine, job_id, result_path, summary, models, deliveries, unsent_reason)
+
+    def fail(self, job_id: int, error: str, *, retry_at: float | None = None) -> Job:
+        """Record a failed attempt: re-queue at ``retry_at`` when attempts remain, else fail for good."""
+        return _jobs.fail(self.engine, job_id, error, retry_at=retry_at)
+
+    def requeue_running(self, reason: str) -> list[int]:
+        """Put jobs left ``running`` (by a crash or a stop) back in the queue; return their ids."""
+        return _jobs.requeue_running(self.engine, reason)
+
+    def retry(self, job_id: int) -> Job:
+        """Manual retry of a failed or cancelled job, or of a succeeded one whose findings were not sent."""
+        return _jobs.retry(self.engine, job_id)
+
+    def cancel(self, job_id: int) -> Job:
+        """Cancel a queued job. Running jobs are not interrupted; cancel them once they end."""
+        return _jobs.cancel(self.engine, job_id)
+
+    def get_job(self, job_id: int) -> Job:
+        return _jobs.get(self.engine, job_id)
+
+    def job_summary(self, job_id: int) -> dict[str, Any] | None:
+        return _jobs.summary(self.engine, job_id)
+
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        return _jobs.newest(self.engine, status, limit)
+
+    def list_unsent(self, limit: int = 100) -> list[Job]:
+        """Succeeded jobs whose findings were kept locally (no patient context), newest first."""
+        return _jobs.unsent(self.engine, limit)
+
+    def jobs_for_input(self, input_id: int) -> list[Job]:
+        return _jobs.for_input(self.engine, input_id)
+
+    def latest_success(self, input_id: int, pipeline: str, before_job_id: int | None = None) -> Job | None:
+        """The most recently finished successful job of ``pipeline`` on the input (other than ``before_job_id``)."""
+        return _jobs.latest_success(self.engine, input_id, pipeline, before_job_id)
+
+    def next_due(self) -> float | None:
+        """When the earliest queued job becomes runnable (None when the queue is empty)."""
+        return _jobs.next_due(self.engine)
+
+    # ----------------------------------------------------------------------------------- journal
+
+    def events(self, job_id: int) -> list[dict[str, Any]]:
+        return _events.for_job(self.engine, job_id)
+
+    # ----------------------------------------------------------------------------------- outbox
+
+    def outbox_add(
+        self, destination: str, path: Path, sop_class_uid: str, sop_instance_uid: str, job_id: int | None = None
+    ) -> tuple[OutboxItem, bool]:
+        """Queue an object for a destination; return (item, queued_now)."""
+        return _outbox.add(self.engine, destination, path, sop_class_uid, sop_instance_uid, job_id)
+
+    def outbox_due(self, now: float | None = None, limit: int = 500) -> list[OutboxItem]:
+        return _outbox.due(self.engine, now, limit)
+
+    def outbox_sent(self, item_id: int, status: int) -> None:
+        _outbox.sent(self.engine, item_id, status)
+
+    def outbox_failed(
+        self, item_id: int, error: str, *, status: int | None = None, retry_at: float | None = None
+    ) -> OutboxItem:
+        """Record a failed attempt: pending again at ``retry_at``, or failed for good when it is None."""
+        return _outbox.failed(self.engine, item_id, error, status=status, retry_at=retry_at)
+
+    def outbox_substitute(
+        self, item_id: int, path: Path, sop_class_uid: str, sop_instance_uid: str, note: str
+    ) -> OutboxItem:
+        """Send another object in place of this entry's (a fallback the destination accepts), at once."""
+        return _outbox.substitute(self.engine, item_id, path, sop_class_uid, sop_instance_uid, note)
+
+    def outbox_retry(self, item_id: int) -> OutboxItem:
+        return _outbox.retry(self.engine, item_id)
+
+    def outbox_cancel(self, item_id: int) -> OutboxItem:
+        return _outbox.cancel(self.engine, item_id)
+
+    def outbox_list(self, status: OutboxStatus | None = None, limit: int = 100) -> list[OutboxItem]:
+        return _outbox.newest(self.engine, status, limit)
+
+    def outbox_next_due(self) -> float | None:
+        return _outbox.next_due(self.engine)
+
+    # ----------------------------------------------------------------------------------- status
+
+    def counts(self) -> dict[str, Any]:
+        return _counts.counts(self.engine)

@@ -1,0 +1,153 @@
+"""The store's database: opening it, its read and write transactions, schema migration, and the differences
+between SQLite and PostgreSQL, kept together in one visible spot.
+
+SQLite (WAL, synchronous=FULL, immediate write transactions) by default; PostgreSQL by URL. Every concept module
+of :mod:`agent.store` runs its SQL inside :func:`write` or :func:`read`, which turn database errors into
+:class:`~agent.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Select, create_engine, event, func, insert, select, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.sql import ColumnElement
+
+from agent.errors import StoreError
+from agent.store import schema
+
+log = logging.getLogger(__name__)
+
+_Query = TypeVar("_Query", bound=Select[Any])
+
+ERROR_TEXT_LIMIT = 4000
+"""Longest error, reason or note text stored; longer ones are cut."""
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for ``url``, with SQLite's folder created and its connections configured."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+# ------------------------------------------------------------------------------------------- transactions
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed when the block ends without an error."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise StoreError(f"job store write failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}") from exc
+
+
+@contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A read transaction (a deferred ``BEGIN`` on SQLite): one consistent snapshot for the block."""
+    try:
+        with engine.connect() as plain:
+            conn = plain.execution_options(oncoagent_readonly=True)
+            with conn.begin():
+                yield conn
+    except SQLAlchemyError as exc:
+        raise StoreError(f"job store read failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}") from exc
+
+
+def insert_id(conn: Connection, statement: Any) -> int:
+    """Run an INSERT and return the new row's id."""
+    key = conn.execute(statement).inserted_primary_key
+    if key is None:
+        raise StoreError("the database returned no id for a new row")
+    return int(key[0])
+
+
+def grouped(conn: Connection, column: Any) -> dict[str, int]:
+    """Row counts by the values of ``column``."""
+    return {key: count for key, count in conn.execute(select(column, func.count()).group_by(column))}
+
+
+# ------------------------------------------------------------------------------------------- migrations
+
+
+def migrate(engine: Engine) -> int:
+    """Create or upgrade the schema; return the version now in force."""
+    with write(engine) as conn:
+        version = _schema_version(conn)
+        if version is None:
+            schema.metadata.create_all(conn)
+            conn.execute(insert(schema.schema_info).values(id=1, version=schema.SCHEMA_VERSION))
+            log.info("created job store schema v%d", schema.SCHEMA_VERSION)
+            return schema.SCHEMA_VERSION
+        if version > schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema v{version} is newer than this OncoAgent (v{schema.SCHEMA_VERSION}); "
+                "upgrade OncoAgent or use another --data-dir"
+            )
+        while version < schema.SCHEMA_VERSION:
+            schema.MIGRATIONS[version](conn)
+            version += 1
+            conn.execute(update(schema.schema_info).values(version=version))
+            log.info("migrated job store schema to v%d", version)
+        return version
+
+
+def _schema_version(conn: Connection) -> int | None:
+    if not conn.dialect.has_table(conn, "schema_info"):
+        return None
+    return conn.execute(select(schema.schema_info.c.version)).scalar_one_or_none()
+
+
+# ------------------------------------------------------------------------------------------- dialect differences
+
+
+def for_claim(query: _Query) -> _Query:
+    """Lock the selected rows for a claim: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so that concurrent
+    claimers pass over each other's rows; SQLite has no row locks and drops the clause, and its writers are
+    serialized by ``BEGIN IMMEDIATE`` instead (see :func:`_configure_sqlite`)."""
+    return query.with_for_update(skip_locked=True)
+
+
+def greatest(conn: Connection, a: Any, b: Any) -> ColumnElement[Any]:
+    """The larger of two SQL values: SQLite's two-argument ``max()``, PostgreSQL's ``greatest()``."""
+    return func.max(a, b) if conn.dialect.name == "sqlite" else func.greatest(a, b)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL for concurrent readers, FULL sync for durability, and immediate write transactions.
+
+    pysqlite's own transaction handling is switched off so that SQLAlchemy's BEGIN is the one that runs:
+    writers take the lock at BEGIN (no deadlock on lock upgrade), readers use a deferred BEGIN.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("PRAGMA busy_timeout = 30000")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        except Exception as exc:
+            raise StoreError(f"cannot configure SQLite database: {exc}") from exc
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        readonly = conn.get_execution_options().get("oncoagent_readonly", False)
+        try:
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        except OperationalError as exc:
+            raise StoreError(f"job store busy or unavailable: {exc.orig}") from exc

@@ -1,0 +1,358 @@
+"""Jobs: one run of a pipeline (name and version) on an input's current content, with its status, priority,
+attempts, last error and result; queued, claimed, succeeded, failed, re-queued, retried and cancelled here.
+
+One job exists per (input, pipeline, version, input fingerprint). Every change journals an event in the same
+transaction, and a success queues its outbox entries in that transaction too. All SQL on the ``jobs`` table
+is here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from agent.config import Priority
+from agent.errors import StoreError
+from agent.records import Delivery, Job, JobStatus
+from agent.store import events, inputs, outbox, schema
+from agent.store.engine import ERROR_TEXT_LIMIT, for_claim, greatest, grouped, insert_id, read, write
+
+
+def enqueue(
+    engine: Engine,
+    input_id: int,
+    pipeline: str,
+    pipeline_version: str,
+    *,
+    priority: Priority = Priority.ROUTINE,
+    max_attempts: int = 3,
+    rule: str | None = None,
+    force: bool = False,
+) -> tuple[Job, bool]:
+    """Queue a job for the input's current content; return (job, queued_now).
+
+    One job exists per (input, pipeline, version, input fingerprint): a job that succeeded is never queued
+    again for the same content and version unless ``force`` (explicit reprocessing); a queued or running
+    one is returned as it is. A failed or cancelled one is only re-queued with ``force``.
+    """
+    now = time.time()
+    with write(engine) as conn:
+        fingerprint = inputs.route(conn, input_id)
+        existing = (
+            conn.execute(
+                select(schema.jobs).where(
+                    schema.jobs.c.input_id == input_id,
+                    schema.jobs.c.pipeline == pipeline,
+                    schema.jobs.c.pipeline_version == pipeline_version,
+                    schema.jobs.c.input_fingerprint == fingerprint,
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if existing is not None:
+            status = JobStatus(existing["status"])
+            if not force or status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return _from_row(existing), False
+            conn.execute(
+                update(schema.jobs)
+                .where(schema.jobs.c.id == existing["id"])
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    priority=int(priority),
+                    attempts=0,
+                    max_attempts=max_attempts,
+                    last_error=None,
+                    not_before=0.0,
+                    updated_at=now,
+                    finished_at=None,
+                    rule=rule,
+                )
+            )
+            events.record(conn, "requeued", job_id=existing["id"], detail=f"reprocess (was {status.value})")
+            return _job_in(conn, existing["id"]), True
+        try:
+            with conn.begin_nested():
+                job_id = insert_id(
+                    conn,
+                    insert(schema.jobs).values(
+                        input_id=input_id,
+                        pipeline=pipeline,
+                        pipeline_version=pipeline_version,
+                        input_fingerprint=fingerprint,
+                        rule=rule,
+                        status=JobStatus.QUEUED.value,
+                        priority=int(priority),
+                        attempts=0,
+                        max_attempts=max_attempts,
+                        not_before=0.0,
+                        created_at=now,
+                        updated_at=now,
+                        models=[],
+                    ),
+                )
+        except IntegrityError as exc:  # a concurrent enqueue won the race on another connection
+            raise StoreError(f"job for input {input_id} was queued concurrently") from exc
+        events.record(conn, "queued", job_id=job_id, input_id=input_id, detail=f"{pipeline} {pipeline_version}")
+        return _job_in(conn, job_id), True
+
+
+def claim(engine: Engine, now: float | None = None) -> Job | None:
+    """Take the next runnable job (highest priority, then oldest) and mark it running."""
+    now = time.time() if now is None else now
+    with write(engine) as conn:
+        row = conn.execute(
+            for_claim(
+                select(schema.jobs.c.id)
+                .where(schema.jobs.c.status == JobStatus.QUEUED.value, schema.jobs.c.not_before <= now)
+                .order_by(schema.jobs.c.priority, schema.jobs.c.id)
+                .limit(1)
+            )
+        ).first()
+        if row is None:
+            return None
+        conn.execute(
+            update(schema.jobs)
+            .where(schema.jobs.c.id == row.id)
+            .values(
+                status=JobStatus.RUNNING.value,
+                attempts=schema.jobs.c.attempts + 1,
+                started_at=now,
+                updated_at=now,
+            )
+        )
+        events.record(conn, "started", job_id=row.id)
+        return _job_in(conn, row.id)
+
+
+def succeed(
+    engine: Engine,
+    job_id: int,
+    result_path: Path,
+    summary: Mapping[str, Any],
+    models: Sequence[Mapping[str, str]],
+    deliveries: Sequence[Delivery] = (),
+    unsent_reason: str | None = None,
+) -> Job:
+    """Record a job's success together with the outbox entries of its DICOM objects, in one transaction:
+    a crash leaves either both or neither."""
+    now = time.time()
+    with write(engine) as conn:
+        _require_status(conn, job_id, JobStatus.RUNNING)
+        conn.execute(
+            update(schema.jobs)
+            .where(schema.jobs.c.id == job_id)
+            .values(
+                status=JobStatus.SUCCEEDED.value,
+                result_path=str(result_path),
+                summary=dict(summary),
+                models=[dict(m) for m in models],
+                last_error=None,
+                unsent_reason=None if unsent_reason is None else unsent_reason[:ERROR_TEXT_LIMIT],
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        queued = sum(outbox.put(conn, d, job_id, now)[1] for d in deliveries)
+        detail = str(result_path) + (f"; {queued} object(s) queued for PACS" if queued else "")
+        events.record(conn, "succeeded", job_id=job_id, detail=detail)
+        return _job_in(conn, job_id)
+
+
+def fail(engine: Engine, job_id: int, error: str, *, retry_at: float | None = None) -> Job:
+    """Record a failed attempt: re-queue at ``retry_at`` when attempts remain, else fail for good."""
+    now = time.time()
+    error = error[:ERROR_TEXT_LIMIT]
+    with write(engine) as conn:
+        job = _require_status(conn, job_id, JobStatus.RUNNING)
+        retry = retry_at is not None and job.attempts < job.max_attempts
+        values: dict[str, Any] = {"last_error": error, "updated_at": now}
+        if retry:
+            values |= {"status": JobStatus.QUEUED.value, "not_before": retry_at}
+        else:
+            values |= {"status": JobStatus.FAILED.value, "finished_at": now}
+        conn.execute(update(schema.jobs).where(schema.jobs.c.id == job_id).values(**values))
+        events.record(conn, "retry" if retry else "failed", job_id=job_id, detail=error)
+        return _job_in(conn, job_id)
+
+
+def requeue_running(engine: Engine, reason: str) -> list[int]:
+    """Put jobs left ``running`` (by a crash or a stop) back in the queue; return their ids."""
+    now = time.time()
+    with write(engine) as conn:
+        ids = list(
+            conn.execute(select(schema.jobs.c.id).where(schema.jobs.c.status == JobStatus.RUNNING.value)).scalars()
+        )
+        if ids:
+            conn.execute(
+                update(schema.jobs)
+                .where(schema.jobs.c.id.in_(ids))
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    attempts=greatest(conn, schema.jobs.c.attempts - 1, 0),
+                    not_before=0.0,
+                    updated_at=now,
+                )
+            )
+            for job_id in ids:
+                events.record(conn, "requeued", job_id=job_id, detail=reason)
+        return ids
+
+
+def retry(engine: Engine, job_id: int) -> Job:
+    """Manual retry of a failed or cancelled job, or of a succeeded one whose findings were not sent."""
+    now = time.time()
+    with write(engine) as conn:
+        job = _job_in(conn, job_id)
+        unsent = job.status is JobStatus.SUCCEEDED and job.unsent_reason is not None
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED) and not unsent:
+            raise StoreError(f"job {job_id} is {job.status.value}; only failed or cancelled jobs, or succeeded "
+                             "ones whose results were not sent, can be retried")
+        conn.execute(
+            update(schema.jobs)
+            .where(schema.jobs.c.id == job_id)
+            .values(status=JobStatus.QUEUED.value, attempts=0, not_before=0.0, finished_at=None, updated_at=now)
+        )
+        events.record(conn, "requeued", job_id=job_id, detail="manual retry")
+        return _job_in(conn, job_id)
+
+
+def cancel(engine: Engine, job_id: int) -> Job:
+    """Cancel a queued job. Running jobs are not interrupted; cancel them once they end."""
+    now = time.time()
+    with write(engine) as conn:
+        job = _job_in(conn, job_id)
+        if job.status is not JobStatus.QUEUED:
+            raise StoreError(f"job {job_id} is {job.status.value}; only queued jobs can be cancelled")
+        conn.execute(
+            update(schema.jobs)
+            .where(schema.jobs.c.id == job_id)
+            .values(status=JobStatus.CANCELLED.value, finished_at=now, updated_at=now)
+        )
+        events.record(conn, "cancelled", job_id=job_id)
+        return _job_in(conn, job_id)
+
+
+def get(engine: Engine, job_id: int) -> Job:
+    with read(engine) as conn:
+        return _job_in(conn, job_id)
+
+
+def summary(engine: Engine, job_id: int) -> dict[str, Any] | None:
+    with read(engine) as conn:
+        value = conn.execute(select(schema.jobs.c.summary).where(schema.jobs.c.id == job_id)).scalar()
+        return dict(value) if value else None
+
+
+def newest(engine: Engine, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+    query = select(schema.jobs).order_by(schema.jobs.c.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(schema.jobs.c.status == status.value)
+    with read(engine) as conn:
+        return [_from_row(r) for r in conn.execute(query).mappings()]
+
+
+def unsent(engine: Engine, limit: int = 100) -> list[Job]:
+    """Succeeded jobs whose findings were kept locally (no patient context), newest first."""
+    with read(engine) as conn:
+        rows = conn.execute(
+            select(schema.jobs)
+            .where(schema.jobs.c.status == JobStatus.SUCCEEDED.value, schema.jobs.c.unsent_reason.is_not(None))
+            .order_by(schema.jobs.c.id.desc())
+            .limit(limit)
+        ).mappings()
+        return [_from_row(r) for r in rows]
+
+
+def for_input(engine: Engine, input_id: int) -> list[Job]:
+    with read(engine) as conn:
+        rows = conn.execute(
+            select(schema.jobs).where(schema.jobs.c.input_id == input_id).order_by(schema.jobs.c.id)
+        ).mappings()
+        return [_from_row(r) for r in rows]
+
+
+def latest_success(engine: Engine, input_id: int, pipeline: str, before_job_id: int | None = None) -> Job | None:
+    """The most recently finished successful job of ``pipeline`` on the input (other than ``before_job_id``)."""
+    query = (
+        select(schema.jobs)
+        .where(
+            schema.jobs.c.input_id == input_id,
+            schema.jobs.c.pipeline == pipeline,
+            schema.jobs.c.status == JobStatus.SUCCEEDED.value,
+        )
+        .order_by(schema.jobs.c.finished_at.desc())
+        .limit(1)
+    )
+    if before_job_id is not None:
+        query = query.where(schema.jobs.c.id != before_job_id)
+    with read(engine) as conn:
+        row = conn.execute(query).mappings().first()
+        return None if row is None else _from_row(row)
+
+
+def next_due(engine: Engine) -> float | None:
+    """When the earliest queued job becomes runnable (None when the queue is empty)."""
+    with read(engine) as conn:
+        value = conn.execute(
+            select(func.min(schema.jobs.c.not_before)).where(schema.jobs.c.status == JobStatus.QUEUED.value)
+        ).scalar()
+        return None if value is None else float(value)
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    return grouped(conn, schema.jobs.c.status)
+
+
+def count_unsent(conn: Connection) -> int:
+    """Succeeded jobs whose findings were kept locally."""
+    return int(
+        conn.execute(
+            select(func.count()).select_from(schema.jobs).where(
+                schema.jobs.c.status == JobStatus.SUCCEEDED.value, schema.jobs.c.unsent_reason.is_not(None)
+            )
+        ).scalar_one()
+    )
+
+
+def _job_in(conn: Connection, job_id: int) -> Job:
+    row = conn.execute(select(schema.jobs).where(schema.jobs.c.id == job_id)).mappings().first()
+    if row is None:
+        raise StoreError(f"no job {job_id}")
+    return _from_row(row)
+
+
+def _require_status(conn: Connection, job_id: int, status: JobStatus) -> Job:
+    job = _job_in(conn, job_id)
+    if job.status is not status:
+        raise StoreError(f"job {job_id} is {job.status.value}, expected {status.value}")
+    return job
+
+
+def _from_row(row: RowMapping) -> Job:
+    return Job(
+        id=row["id"],
+        input_id=row["input_id"],
+        pipeline=row["pipeline"],
+        pipeline_version=row["pipeline_version"],
+        input_fingerprint=row["input_fingerprint"],
+        status=JobStatus(row["status"]),
+        priority=Priority(row["priority"]),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        not_before=row["not_before"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        rule=row["rule"],
+        result_path=Path(row["result_path"]) if row["result_path"] else None,
+        models=list(row["models"] or []),
+        unsent_reason=row["unsent_reason"],
+    )
