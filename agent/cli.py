@@ -25,6 +25,7 @@ from agent.config import LoadedSettings, Settings, load_settings, masked
 from agent.errors import ConfigError, DataDirLockedError, OncoAgentError, StoreError
 from agent.records import InputKind, Job, JobStatus, OutboxItem, OutboxStatus
 from agent.runtime import prepare_process
+from pipelines.errors import PipelineError, PipelineOptionsError
 from pipelines.wsi.slide_files import sidecar_for, slide_context
 
 log = logging.getLogger("agent.cli")
@@ -162,13 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, LoadedSettings], int] = args.handler
     try:
         return handler(args, loaded)
-    except ConfigError as exc:
+    except (ConfigError, PipelineOptionsError) as exc:
         print(f"oncoagent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except DataDirLockedError as exc:
         print(f"oncoagent: {exc}", file=sys.stderr)
         return EXIT_LOCKED
-    except OncoAgentError as exc:
+    except (OncoAgentError, PipelineError) as exc:
         print(f"oncoagent: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

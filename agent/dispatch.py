@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable, Set
 
 from agent.config import Settings
-from agent.errors import OncoAgentError
 from agent.logs import job_context
 from agent.records import Input, Job
 from agent.router import Ignored, Router
 from agent.store import Store
 from dicom_node.assembly import is_ready
 from pipelines import registry
+from pipelines.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Dispatcher:
                 return None
             try:
                 version = registry.version(decision.pipeline)
-            except OncoAgentError as exc:
+            except PipelineError as exc:
                 self.store.mark_ignored(inp.id, f"rule {decision.rule}: {exc}")
                 log.error("input %d: %s", inp.id, exc)
                 return None

@@ -1,15 +1,33 @@
-"""The one exception hierarchy of OncoAgent.
+"""The daemon's exception hierarchy, and the two outcome errors it shares with the pipelines.
 
-Every error we raise on purpose derives from :class:`OncoAgentError`. Pipelines signal what the executor
-should do with a failure by the subclass they raise: :class:`InputError` fails the job at once (the input is
-bad and retrying cannot help), :class:`TransientError` retries it with backoff.
+Every error the daemon raises on purpose about itself (configuration, store, data directory) derives from
+:class:`OncoAgentError`. The pipelines raise their own errors, all deriving from
+:class:`pipelines.errors.PipelineError`; the daemon maps them to job outcomes at its edges (the worker, the
+one-shot ``process`` command, routing, the CLI).
+
+Two meanings are the same whoever detects the failure, so they have one class each, defined by the pipelines
+(the lowest layer, which every room may import) and re-exported here for the daemon's own code:
+:class:`InputError` (the input cannot be processed: the job fails without retry, the file goes to quarantine, a
+DICOM store is refused) and :class:`TransientError` (it may pass: the job is retried with backoff). Catching
+both rooms' errors at an edge therefore means ``except (OncoAgentError, PipelineError)``.
 """
 
 from __future__ import annotations
 
+from pipelines.errors import InputError, TransientError
+
+__all__ = [
+    "ConfigError",
+    "DataDirLockedError",
+    "InputError",
+    "OncoAgentError",
+    "StoreError",
+    "TransientError",
+]
+
 
 class OncoAgentError(Exception):
-    """Base of every error OncoAgent raises on purpose."""
+    """Base of every error the daemon raises on purpose about itself."""
 
 
 class ConfigError(OncoAgentError):
@@ -22,15 +40,3 @@ class StoreError(OncoAgentError):
 
 class DataDirLockedError(OncoAgentError):
     """Another daemon already runs on this data directory."""
-
-
-class InputError(OncoAgentError):
-    """The input cannot be processed (corrupt, unsupported, incomplete). The job fails without retry."""
-
-
-class TransientError(OncoAgentError):
-    """A failure that may pass (resource busy, peer down). The job is retried with backoff."""
-
-
-class PipelineNotFoundError(OncoAgentError):
-    """No pipeline is registered under the requested name."""

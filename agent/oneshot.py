@@ -27,6 +27,7 @@ from agent.watcher import SLIDE_SUFFIXES, files_under
 from dicom_node.storage import routing_attrs, validate_uid
 from pipelines import registry
 from pipelines.base import PipelineInput
+from pipelines.errors import PipelineError
 from pipelines.wsi.slide_files import sidecar_for, slide_context
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def process(
                     out / name,
                     out / ".staging",
                 )
-            except OncoAgentError as exc:
+            except (OncoAgentError, PipelineError) as exc:
                 outcomes.append(Outcome(name, False, str(exc), pipeline_to_use))
                 continue
             except Exception as exc:

@@ -7,7 +7,9 @@ from collections.abc import Iterable
 from pydicom import config as pydicom_config
 
 from agent import logs
+from agent.errors import ConfigError
 from pipelines import registry
+from pipelines.errors import PluginError
 
 
 def prepare_process(log_level: str, log_format: str, plugins: Iterable[str] = ()) -> None:
@@ -15,4 +17,7 @@ def prepare_process(log_level: str, log_format: str, plugins: Iterable[str] = ()
     # Real vendor files break the standard's value rules (over-long SH, odd DS strings) all the time;
     # they are read as they are, never rejected or logged per element.
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-    registry.load_plugins(plugins)
+    try:
+        registry.load_plugins(plugins)
+    except PluginError as exc:  # the config's plugins key named it: a configuration error of the daemon
+        raise ConfigError(str(exc)) from exc

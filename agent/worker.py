@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from agent import failpoints, logs
-from agent.errors import InputError, OncoAgentError, TransientError
 from agent.results import execute
 from agent.runtime import prepare_process
 from pipelines import registry
 from pipelines.base import PipelineInput
+from pipelines.errors import InputError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,13 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
 
 
 def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Run one job description; never raises, the outcome says what happened."""
+    """Run one job description; never raises, the outcome says what happened.
+
+    This is where failures become job outcomes: an :class:`~pipelines.errors.InputError` (from the pipeline or
+    the daemon's own result stage) fails the job as bad input, which the executor quarantines; a
+    :class:`~pipelines.errors.TransientError` retries it; any other error (another ``PipelineError``, an
+    ``OncoAgentError``, a bug) fails it with its reason.
+    """
     job_id = payload["job_id"]
     inp = PipelineInput(
         kind=payload["kind"],
@@ -103,7 +109,7 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
         except TransientError as exc:
             log.warning("transient failure: %s", exc)
             return {"job_id": job_id, "ok": False, "kind": Failure.TRANSIENT, "error": str(exc)}
-        except (OncoAgentError, Exception) as exc:
+        except Exception as exc:
             log.error("pipeline error: %s", exc, exc_info=True)
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return {"job_id": job_id, "ok": False, "kind": Failure.ERROR, "error": detail}

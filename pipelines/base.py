@@ -2,8 +2,8 @@
 
 A pipeline is a class with a ``name``, a ``version`` and a ``run`` method. ``run`` gets a
 :class:`PipelineInput` and an empty output folder, writes its files there and returns a
-:class:`PipelineResult`. It raises :class:`~agent.errors.InputError` for bad input (no retry) and
-:class:`~agent.errors.TransientError` for failures worth retrying. Models are loaded lazily inside ``run``
+:class:`PipelineResult`. It raises :class:`~pipelines.errors.InputError` for bad input (no retry) and
+:class:`~pipelines.errors.TransientError` for failures worth retrying. Models are loaded lazily inside ``run``
 (and cached per worker process), never at import.
 """
 

@@ -17,8 +17,8 @@ import pydicom
 from PIL import Image
 from pydicom.errors import InvalidDicomError
 
-from agent.errors import InputError
 from pipelines.base import PipelineInput, PipelineResult
+from pipelines.errors import InputError
 from pipelines.wsi.resolution import declared_mpp, is_plausible
 
 PREVIEW = "preview.png"

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agent.errors import ConfigError, PipelineNotFoundError
 from pipelines.base import Pipeline
+from pipelines.errors import PipelineNotFoundError, PipelineOptionsError, PluginError
 
 PipelineFactory = Callable[..., Pipeline]
 
@@ -69,16 +69,16 @@ def options_model(name: str) -> type[BaseModel] | None:
 
 
 def validate_options(all_options: Mapping[str, Mapping[str, Any]]) -> dict[str, BaseModel]:
-    """Validate ``pipelines.<name>`` config sections; ConfigError names the pipeline, key and expectation."""
+    """Validate ``pipelines.<name>`` option sections; PipelineOptionsError names the pipeline, key and expectation."""
     validated: dict[str, BaseModel] = {}
     for name, options in all_options.items():
         try:
             model = options_model(name)
         except PipelineNotFoundError as exc:
-            raise ConfigError(f"pipelines.{name}: {exc}") from None
+            raise PipelineOptionsError(f"pipelines.{name}: {exc}") from None
         if model is None:
             if options:
-                raise ConfigError(f"pipelines.{name}: this pipeline takes no options")
+                raise PipelineOptionsError(f"pipelines.{name}: this pipeline takes no options")
             continue
         try:
             validated[name] = model.model_validate(dict(options))
@@ -88,7 +88,7 @@ def validate_options(all_options: Mapping[str, Mapping[str, Any]]) -> dict[str, 
                 + ("unknown key" if e["type"] == "extra_forbidden" else f"expected {e['msg']}")
                 for e in exc.errors()
             )
-            raise ConfigError(problems) from None
+            raise PipelineOptionsError(problems) from None
     return validated
 
 
@@ -118,4 +118,4 @@ def load_plugins(modules: Iterable[str]) -> None:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise ConfigError(f"plugins: cannot import {module!r} ({exc})") from exc
+            raise PluginError(f"plugins: cannot import {module!r} ({exc})") from exc

@@ -25,11 +25,11 @@ from importlib.resources import files
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from agent.errors import OncoAgentError
 from pipelines.base import ModelRef
+from pipelines.errors import PipelineError
 
 
-class ModelError(OncoAgentError):
+class ModelError(PipelineError):
     """A model is missing from the manifest, its file is absent or misnamed, or its hash does not match."""
 
 

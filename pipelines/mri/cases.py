@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 from pipelines.synthetic.mri_series import Label, MRSeriesSpec, render_phantom, volume_geometry
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 from pipelines.mri.cases import Case
 from pipelines.mri.classifier import POSITIVE
 from pipelines.mri.radiomics import RadiomicsError, RadiomicsExtractor

@@ -26,8 +26,8 @@ import numpy as np
 import SimpleITK as sitk
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.errors import InputError
 from pipelines.base import PipelineInput, PipelineResult
+from pipelines.errors import InputError
 from pipelines.models.registry import ModelEntry, ModelError, resolve
 
 log = logging.getLogger(__name__)

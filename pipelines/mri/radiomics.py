@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-from agent.errors import OncoAgentError
+from pipelines.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ DEFAULT_PARAMS = Path(str(files("oncoagent_config") / "radiomics.yaml"))
 DIAGNOSTICS_PREFIX = "diagnostics_"
 
 
-class RadiomicsError(OncoAgentError):
+class RadiomicsError(PipelineError):
     """pyradiomics cannot describe a lesion (too small, flat, outside the image)."""
 
 

@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 
 log = logging.getLogger(__name__)
 

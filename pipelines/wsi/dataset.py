@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import yaml
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 from pipelines.synthetic.slides import SlideSpec, SlideTruth, truth_path, write_slide
 from pipelines.wsi.labels import CLASS_NAMES
 from pipelines.wsi.reader import SlideReader

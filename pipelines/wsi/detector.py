@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.errors import ConfigError, InputError
 from pipelines.base import ModelRef, PipelineInput, PipelineResult
+from pipelines.errors import InputError, PipelineOptionsError
 from pipelines.models.registry import ModelEntry, resolve
 from pipelines.wsi.detector import STRIDE_PX, Detector, Normalisation
 from pipelines.wsi.geojson import write_geojson
@@ -110,7 +110,7 @@ def overlap_for(options: WsiCtcOptions, mpp_um: float, max_object_um: float | No
         needed = (max_object_um or DEFAULT_MAX_OBJECT_UM) / mpp_um + 2 * SEAM_MARGIN_PX + 2
         overlap = math.ceil(needed / STRIDE_PX) * STRIDE_PX
     if overlap >= tile_px:
-        raise ConfigError(
+        raise PipelineOptionsError(
             f"pipelines.wsi-ctc: tiles of {tile_px} px cannot overlap by the {overlap} px that objects of "
             f"{max_object_um or DEFAULT_MAX_OBJECT_UM:g} µm need at {mpp_um:g} µm/px; use larger tiles"
         )

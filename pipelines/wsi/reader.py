@@ -2,7 +2,7 @@
 
 openslide reads SVS, generic tiled TIFF, NDPI, MRXS, SCN, BIF, VMS and DICOM WSI (for a DICOM series the
 instance files lie in one folder and openslide opens the series from any one of them). Every library error
-becomes an :class:`~agent.errors.InputError` here, in one place, with the file name and a plain reason.
+becomes an :class:`~pipelines.errors.InputError` here, in one place, with the file name and a plain reason.
 
 Coordinates: ``l0_*`` are level-0 pixels, ``lv_*`` pixels of a pyramid level. A region is asked for by its
 level-0 origin and its size in output pixels at the processing resolution; the reader picks the coarsest
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import openslide
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 from pipelines.wsi.resolution import declared_mpp, is_plausible
 from pipelines.wsi.slide_files import looks_like_tiff
 

@@ -60,7 +60,7 @@ def add_parsers(subparsers: Any) -> None:
 
 
 def cmd_train_detector(args: argparse.Namespace, loaded: Any) -> int:
-    from agent.errors import InputError
+    from pipelines.errors import InputError
     from pipelines.models.registry import record
     from pipelines.wsi.dataset import (
         CutSettings,

@@ -12,9 +12,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from agent.errors import ConfigError, InputError
 from pipelines import registry
 from pipelines.base import PipelineInput, PipelineResult
+from pipelines.errors import InputError, PipelineOptionsError
 from pipelines.models.registry import ModelError, record, resolve
 from pipelines.mri.pipeline import MriTumourOptions, MriTumourPipeline
 from pipelines.mri.segmentation import dice
@@ -184,9 +184,9 @@ def test_options_are_validated_through_the_registry() -> None:
     validated = registry.validate_options({"mri-tumour": {"min_lesion_ml": 1.5, "torch_threads": 2}})
     assert isinstance(validated["mri-tumour"], MriTumourOptions)
     assert validated["mri-tumour"].min_lesion_ml == 1.5
-    with pytest.raises(ConfigError, match=r"pipelines.mri-tumour.min_lesion_mm: unknown key"):
+    with pytest.raises(PipelineOptionsError, match=r"pipelines.mri-tumour.min_lesion_mm: unknown key"):
         registry.validate_options({"mri-tumour": {"min_lesion_mm": 3}})
-    with pytest.raises(ConfigError, match=r"pipelines.mri-tumour.min_slices: expected"):
+    with pytest.raises(PipelineOptionsError, match=r"pipelines.mri-tumour.min_slices: expected"):
         registry.validate_options({"mri-tumour": {"min_slices": 1}})
 
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from agent.errors import InputError
 from pipelines.base import PipelineInput, PipelineResult
+from pipelines.errors import InputError
 from pipelines.models.registry import resolve
 from pipelines.synthetic.slides import SlideSpec, SlideTruth, write_slide
 from pipelines.wsi.dataset import CutSettings, cut_slide, generate_slides, split_images, training_specs, write_data_yaml

@@ -20,9 +20,9 @@ from typing import ClassVar
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from agent.errors import InputError, TransientError
 from pipelines import registry
 from pipelines.base import PipelineInput, PipelineResult
+from pipelines.errors import InputError, TransientError
 from pipelines.synthetic.mri_series import synthetic_uid
 
 LEDGER_ENV = "OA_TEST_LEDGER"

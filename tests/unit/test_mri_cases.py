@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 from pipelines.mri.cases import Case, case_from_spec, random_spec, read_case_folder, write_case_folder
 from pipelines.mri.volume import load_series
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 from pipelines.mri.volume import load_series
 from pipelines.synthetic.mri_series import (
     MRSeries,

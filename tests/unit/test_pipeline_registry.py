@@ -6,9 +6,9 @@ from typing import ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from agent.errors import ConfigError, PipelineNotFoundError
 from pipelines import registry
 from pipelines.base import PipelineInput, PipelineResult
+from pipelines.errors import PipelineNotFoundError, PipelineOptionsError
 
 
 class _Options(BaseModel):
@@ -38,13 +38,13 @@ def test_options_are_validated_and_passed_to_the_constructor() -> None:
 
 
 def test_bad_options_name_pipeline_and_key() -> None:
-    with pytest.raises(ConfigError, match=r"pipelines.unit-options.tile_px: expected"):
+    with pytest.raises(PipelineOptionsError, match=r"pipelines.unit-options.tile_px: expected"):
         registry.validate_options({"unit-options": {"tile_px": "big"}})
-    with pytest.raises(ConfigError, match=r"pipelines.unit-options.tiles: unknown key"):
+    with pytest.raises(PipelineOptionsError, match=r"pipelines.unit-options.tiles: unknown key"):
         registry.validate_options({"unit-options": {"tiles": 3}})
-    with pytest.raises(ConfigError, match=r"pipelines.inspect: this pipeline takes no options"):
+    with pytest.raises(PipelineOptionsError, match=r"pipelines.inspect: this pipeline takes no options"):
         registry.validate_options({"inspect": {"x": 1}})
-    with pytest.raises(ConfigError, match=r"pipelines.nope: no pipeline named 'nope'"):
+    with pytest.raises(PipelineOptionsError, match=r"pipelines.nope: no pipeline named 'nope'"):
         registry.validate_options({"nope": {}})
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import openslide
 import pytest
 
-from agent.errors import ConfigError
+from pipelines.errors import PipelineOptionsError
 from pipelines.models.registry import MODELS_DIR, ModelEntry, ModelError, entry, record, resolve
 from pipelines.synthetic.slides import CLASS_NAMES, MAX_CLUSTER_SPAN_UM, SlideSpec, write_slide
 from pipelines.wsi.detector import Detector, Normalisation
@@ -93,7 +93,7 @@ def test_options_are_validated() -> None:
         WsiCtcOptions.model_validate({"tile": 512})
     assert WsiCtcPipeline.name == "wsi-ctc" and WsiCtcPipeline.Options is WsiCtcOptions
     assert overlap_for(WsiCtcOptions(), 0.5, 90.0) == 192  # 180 px of cluster plus seam margins, in strides
-    with pytest.raises(ConfigError, match="use larger tiles"):
+    with pytest.raises(PipelineOptionsError, match="use larger tiles"):
         overlap_for(WsiCtcOptions(tile_px=192), 0.5, 90.0, 192)
     assert tile_for(WsiCtcOptions(), "cpu") == (512, 8) and tile_for(WsiCtcOptions(), "cuda:0") == (1024, 16)
     assert tile_for(WsiCtcOptions(tile_px=640, batch_size=2), "cpu") == (640, 2)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 from pipelines.wsi.prefetch import batched, read_ahead
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from agent.errors import InputError
+from pipelines.errors import InputError
 from pipelines.synthetic.slides import SlideSpec, write_slide
 from pipelines.wsi.reader import SlideReader, choose_file
 from tests.conftest import shared
