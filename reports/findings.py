@@ -12,15 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import OncoAgentError
+from reports.errors import ReportInputError
 
 WSI_PIPELINE = "wsi-ctc"
 MRI_PIPELINE = "mri-tumour"
 INSPECT_PIPELINE = "inspect"
-
-
-class ReportInputError(OncoAgentError):
-    """A result's content does not follow its pipeline's schema."""
 
 
 @dataclass(frozen=True)

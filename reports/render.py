@@ -32,14 +32,15 @@ from openslide import OpenSlideError
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from agent.errors import OncoAgentError
 from pipelines.base import PipelineInput
+from pipelines.errors import PipelineError
 from reports import context as study_context
 from reports import document, figures, sources
 from reports.annotations import detection_annotations, level0_image
 from reports.capture import slide_overview
 from reports.context import StudyContext
 from reports.encapsulated import encapsulated_pdf
+from reports.errors import ReportError
 from reports.findings import (
     INSPECT_PIPELINE,
     MRI_PIPELINE,
@@ -71,9 +72,10 @@ KNOWN_PIPELINES = (WSI_PIPELINE, MRI_PIPELINE, INSPECT_PIPELINE)
 CROPS = 8
 GAUGES = 6
 
-# what a library raises for input it cannot use; anything else is a bug and propagates to the caller
+# what the pipelines' readers, the reports themselves and the libraries raise for input they cannot use;
+# anything else is a bug and propagates to the caller
 RECOVERABLE = (
-    OncoAgentError, ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, RuntimeError,
+    PipelineError, ReportError, ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, RuntimeError,
     InvalidDicomError, OpenSlideError,
 )
 T = TypeVar("T")
@@ -197,7 +199,7 @@ class _Run:
                 self.lack("DICOM objects", "no readable DICOM source instance among the series' files")
             return
         mapping = self.inp.attrs.get("context")
-        problems: list[str] = []
+        problems = []
         if isinstance(mapping, dict) and mapping:
             self.context, problems = study_context.from_mapping(mapping, self.inp.attrs.get("context_source"))
             self.warnings += problems if objects_wanted else [p for p in problems if "ignored" in p]
