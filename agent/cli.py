@@ -32,8 +32,8 @@ log = logging.getLogger("agent.cli")
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 1, 2, 3
 
-# Each module defines add_parsers(subparsers): its `oncoagent train NAME` commands, with handlers taking
-# (args, loaded settings) and returning an exit status. Heavy imports stay inside the handlers.
+# Each module defines add_parsers(subparsers): its `oncoagent train NAME` commands, each with a `trainer` default
+# taking (args, TrainSettings) and returning an exit status (see pipelines.trainers). Heavy imports stay inside.
 TRAINER_MODULES = ("pipelines.wsi.train_cli", "pipelines.mri.train_cli")
 
 
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=cmd_config_show)
 
     train = sub.add_parser("train", help="train a model on your own data or on generated data")
+    train.set_defaults(handler=cmd_train)
     train_sub = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
     for module in _available(TRAINER_MODULES):
         importlib.import_module(module).add_parsers(train_sub)
@@ -460,6 +461,13 @@ def cmd_config_show(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         print(f"# from {loaded.config_file or 'built-in defaults'}, environment and flags")
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
     return 0
+
+
+def cmd_train(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from pipelines.trainers import TrainHandler, TrainSettings
+
+    trainer: TrainHandler = args.trainer
+    return trainer(args, TrainSettings(data_dir=loaded.settings.data_dir))
 
 
 def cmd_demo(args: argparse.Namespace, loaded: LoadedSettings) -> int:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.config import LoadedSettings
+from pipelines.trainers import TrainSettings
 
 DEFAULT_SEGMENTER = "mri-lesion-unet"
 DEFAULT_CLASSIFIER = "mri-lesion-svm"
@@ -54,7 +54,7 @@ def add_parsers(subparsers: Any) -> None:
     seg.add_argument("--coverage-mm", type=float, nargs=2, default=WIDE_COVERAGE_MM, metavar=("LO", "HI"),
                      help="range of the slice-direction coverage of generated training series")
     seg.add_argument("--name", default=DEFAULT_SEGMENTER)
-    seg.set_defaults(handler=cmd_train_segmenter)
+    seg.set_defaults(trainer=cmd_train_segmenter)
 
     clf = subparsers.add_parser("classifier", help="train the MRI malignancy SVM (radiomics + genetic tuning)")
     _data_arguments(clf, default_seed=20_000, default_test_seed=70_000)
@@ -64,7 +64,7 @@ def add_parsers(subparsers: Any) -> None:
     clf.add_argument("--generations", type=int, default=12, help="genetic algorithm generations (at most)")
     clf.add_argument("--folds", type=int, default=5, help="stratified cross-validation folds")
     clf.add_argument("--name", default=DEFAULT_CLASSIFIER)
-    clf.set_defaults(handler=cmd_train_classifier)
+    clf.set_defaults(trainer=cmd_train_classifier)
 
 
 def _data_arguments(parser: argparse.ArgumentParser, default_seed: int, default_test_seed: int) -> None:
@@ -153,8 +153,8 @@ class _Sources:
         return lines
 
 
-def _out_dir(args: argparse.Namespace, loaded: LoadedSettings) -> Path:
-    out: Path = args.out or loaded.settings.data_dir / "models" / "mri"
+def _out_dir(args: argparse.Namespace, settings: TrainSettings) -> Path:
+    out: Path = args.out or settings.data_dir / "models" / "mri"
     return out
 
 
@@ -166,7 +166,7 @@ def _command() -> str:
     return "oncoagent " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def cmd_train_segmenter(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+def cmd_train_segmenter(args: argparse.Namespace, settings: TrainSettings) -> int:
     import torch
 
     from pipelines.mri.segmentation import SegmenterConfig
@@ -182,7 +182,7 @@ def cmd_train_segmenter(args: argparse.Namespace, loaded: LoadedSettings) -> int
         positive_fraction=args.positive_fraction, hard_fraction=args.hard_fraction, mining_at=tuple(args.mining_at),
     )
     outcome = run_segmenter_training(
-        sources.train(), sources.test(), _out_dir(args, loaded), args.name, args.version, config, params,
+        sources.train(), sources.test(), _out_dir(args, settings), args.name, args.version, config, params,
         sources.describe(), _command(), record_model=not args.no_record, progress=_say,
         thresholds=tuple(args.thresholds), initial_weights=args.init,
     )
@@ -191,13 +191,13 @@ def cmd_train_segmenter(args: argparse.Namespace, loaded: LoadedSettings) -> int
     return 0
 
 
-def cmd_train_classifier(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+def cmd_train_classifier(args: argparse.Namespace, settings: TrainSettings) -> int:
     from pipelines.mri.feature_table import FeatureTable, extract_table
     from pipelines.mri.genetic import GeneticSettings
     from pipelines.mri.radiomics import DEFAULT_PARAMS, RadiomicsExtractor
     from pipelines.mri.training import run_classifier_training
 
-    out = _out_dir(args, loaded)
+    out = _out_dir(args, settings)
     out.mkdir(parents=True, exist_ok=True)
     extractor = RadiomicsExtractor(args.params or DEFAULT_PARAMS)
     test: FeatureTable | None = None

@@ -8,6 +8,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from pipelines.trainers import TrainSettings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "wsi-ctc-yolo11n"
@@ -56,10 +58,10 @@ def add_parsers(subparsers: Any) -> None:
             hyper.add_argument(flag, type=float, default=None, help="wall-time budget; epochs are fitted to it")
         else:
             hyper.add_argument(flag, type=type(default), default=default)
-    p.set_defaults(handler=cmd_train_detector)
+    p.set_defaults(trainer=cmd_train_detector)
 
 
-def cmd_train_detector(args: argparse.Namespace, loaded: Any) -> int:
+def cmd_train_detector(args: argparse.Namespace, settings: TrainSettings) -> int:
     from pipelines.errors import InputError
     from pipelines.models.registry import record
     from pipelines.wsi.dataset import (
