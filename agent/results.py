@@ -36,7 +36,7 @@ class OutputsDelayedError(TransientError):
     """Like :class:`OutputsMissingError`, but every cause may pass (a full disk): the job is retried."""
 
 
-def _missing_error(missing: tuple[MissingOutput, ...]) -> OncoAgentError:
+def _missing_error(missing: tuple[MissingOutput, ...]) -> OutputsMissingError | OutputsDelayedError:
     text = "; ".join(str(m) for m in missing)
     if all(m.transient for m in missing):
         return OutputsDelayedError(f"outputs could not be written, will retry: {text}")
