@@ -9,6 +9,7 @@ import time
 
 from agent import systemd
 from agent.config import Settings
+from agent.dicom_wiring import outbox_sender, storage_scp
 from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
 from agent.executor import Executor
@@ -19,8 +20,6 @@ from agent.scheduler import BatchScheduler
 from agent.signals import StopOnSignals
 from agent.store import Store
 from agent.watcher import FolderWatcher
-from dicom_node.scp import StorageSCP
-from dicom_node.scu import OutboxSender
 from pipelines import registry
 
 log = logging.getLogger(__name__)
@@ -63,12 +62,12 @@ class Daemon:
         requeued = store.requeue_running("daemon restarted after an unclean stop")
         if requeued:
             log.warning("re-queued %d job(s) left running by an earlier unclean stop: %s", len(requeued), requeued)
-        sender = OutboxSender(store, settings.destinations, settings.outbox, settings.scp.ae_title)
+        sender = outbox_sender(store, settings.destinations, settings.outbox, settings.scp.ae_title)
 
         def finished(_job: Job) -> None:
             sender.wake()  # a success commits its outbox entries with it; the sender only needs to look
 
-        scp = StorageSCP(store, settings.scp, settings.paths.storage) if settings.scp.enabled else None
+        scp = storage_scp(store, settings.scp, settings.paths.storage) if settings.scp.enabled else None
         if scp is not None:
             try:
                 scp.start()

@@ -1,4 +1,9 @@
-"""Frozen records the store hands out: inputs (series, slides), jobs and outbox entries."""
+"""Frozen records the store hands out: inputs (series, slides), jobs and outbox entries.
+
+:class:`Instance` (a received DICOM instance) is the DICOM node's record, defined in :mod:`dicom_node.records`
+and re-exported here; the store records it. :class:`Input` and :class:`OutboxItem` satisfy the DICOM node's
+protocols (:class:`dicom_node.assembly.SeriesProgress`, :class:`dicom_node.records.OutboxEntry`) structurally.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Priority
+from dicom_node import assembly
+from dicom_node.records import Instance
+
+__all__ = [
+    "Delivery",
+    "Input",
+    "InputKind",
+    "InputState",
+    "Instance",
+    "Job",
+    "JobStatus",
+    "OutboxItem",
+    "OutboxStatus",
+]
 
 
 class InputKind(StrEnum):
-    DICOM_SERIES = "dicom-series"
+    DICOM_SERIES = assembly.DICOM_SERIES  # "dicom-series": the DICOM node judges when such an input is complete
     SLIDE = "slide"
 
 
@@ -87,20 +106,6 @@ class Job:
     @property
     def ready(self) -> bool:
         return self.status is JobStatus.QUEUED and self.not_before <= time.time()
-
-
-@dataclass(frozen=True)
-class Instance:
-    """A DICOM instance written to storage."""
-
-    sop_instance_uid: str
-    sop_class_uid: str
-    study_uid: str
-    series_uid: str
-    path: Path
-    size: int
-    attrs: dict[str, Any]
-    source: str  # "scp:<calling AE>", "folder:<path>", "cli"
 
 
 @dataclass(frozen=True)

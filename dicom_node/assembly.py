@@ -4,18 +4,38 @@ A series is ready once no instance arrived for ``quiet_seconds`` and no associat
 still open. Where its instances declare how many there will be (ImagesInAcquisition,
 NumberOfSeriesRelatedInstances), it also waits for that count, but never longer than ``max_wait_s`` after
 its first instance: a declared count that never arrives must not hold a series back for ever.
+
+The daemon asks about every input it holds (its ``agent.records.Input`` satisfies :class:`SeriesProgress`);
+an input of another kind than :data:`DICOM_SERIES` (a slide file) is ready at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping, Set
+from typing import Any, Final, Protocol
 
-from agent.records import Input, InputKind
-
+DICOM_SERIES: Final = "dicom-series"  # the kind of input a received DICOM series is
 COUNT_KEYWORDS = ("NumberOfSeriesRelatedInstances", "ImagesInAcquisition")
 
 
-def expected_count(inp: Input) -> int | None:
+class SeriesProgress(Protocol):
+    """What is known of an input while its instances arrive."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def series_uid(self) -> str | None: ...
+    @property
+    def attrs(self) -> Mapping[str, Any]: ...  # DICOM keywords of its first instance
+    @property
+    def instance_count(self) -> int: ...
+    @property
+    def created_at(self) -> float: ...  # first instance (epoch seconds)
+    @property
+    def updated_at(self) -> float: ...  # latest instance
+
+
+def expected_count(inp: SeriesProgress) -> int | None:
     """The number of instances the series says it has, when it says so."""
     for keyword in COUNT_KEYWORDS:
         value = inp.attrs.get(keyword)
@@ -29,13 +49,13 @@ def expected_count(inp: Input) -> int | None:
 
 
 def is_ready(
-    inp: Input,
+    inp: SeriesProgress,
     now: float,
     quiet_seconds: float,
     receiving: Set[str] = frozenset(),
     max_wait_s: float = 600.0,
 ) -> bool:
-    if inp.kind is not InputKind.DICOM_SERIES:
+    if inp.kind != DICOM_SERIES:
         return True
     if inp.series_uid in receiving or now - inp.updated_at < quiet_seconds:
         return False

@@ -3,8 +3,9 @@ arrived meanwhile on concurrent associations.
 
 Each C-STORE handler has already written and fsynced its file under its final name; it then hands the record
 to :meth:`InstanceRecorder.record` and blocks until the folder holding the new name is fsynced and the record
-is committed. Only then does it answer success. With one association this costs what a direct commit costs;
-with several, the fsyncs and the commit are shared.
+is committed by the :class:`~dicom_node.records.InstanceRecords` the daemon handed in. Only then does it
+answer success. With one association this costs what a direct commit costs; with several, the fsyncs and the
+commit are shared.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from agent.errors import OncoAgentError, StoreError
-from agent.records import Instance
-from agent.store import Store
+from dicom_node.errors import RecordError
+from dicom_node.records import Instance, InstanceRecords
 from pipelines.durable import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,14 @@ class _Pending:
 
 
 class InstanceRecorder:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, records: InstanceRecords) -> None:
+        self.records = records
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="instance-recorder", daemon=True)
         self._thread.start()
 
     def record(self, instance: Instance, timeout: float = 60.0) -> bool:
-        """Make the instance's file name durable and record it; True when it was new. Raises StoreError."""
+        """Make the instance's file name durable and record it; True when it was new. Raises RecordError."""
         pending = _Pending(instance, Future())
         self._queue.put(pending)
         return pending.done.result(timeout=timeout)
@@ -66,14 +66,19 @@ class InstanceRecorder:
             self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
+        error: RecordError
         try:
             for folder in {p.instance.path.parent for p in batch}:
                 fsync_dir(folder)
-            results = self.store.add_instances([p.instance for p in batch])
-        except (OncoAgentError, OSError) as exc:
-            error = exc if isinstance(exc, OncoAgentError) else StoreError(f"cannot make instances durable: {exc}")
-            for pending in batch:
-                pending.done.set_exception(error)
+            results = self.records.add_instances([p.instance for p in batch])
+        except OSError as exc:
+            error = RecordError(f"cannot make instances durable: {exc}")
+        except Exception as exc:  # whatever the daemon's store raises: not recorded, and the handlers must hear it
+            log.error("recording %d instance(s) failed", len(batch), exc_info=True)
+            error = RecordError(str(exc))
+        else:
+            for pending, new in zip(batch, results, strict=True):
+                pending.done.set_result(new)
             return
-        for pending, new in zip(batch, results, strict=True):
-            pending.done.set_result(new)
+        for pending in batch:
+            pending.done.set_exception(error)

@@ -2,7 +2,8 @@
 
 The C-STORE handler is thin: it takes the dataset as the peer encoded it (no pixel decoding), reads only the
 header for the UIDs, writes file meta + raw bytes to a temporary file, fsyncs and renames it into
-``storage/<Study>/<Series>/<SOP>.dcm``, records it in the store and only then answers 0x0000. Every failure
+``storage/<Study>/<Series>/<SOP>.dcm``, records it in the :class:`~dicom_node.records.InstanceRecords` the
+daemon handed in and only then answers 0x0000. Every failure
 becomes a DICOM status at this edge (0xA700 out of resources, 0xC2xx cannot understand) and leaves no file.
 
 Associations are refused, with the reason logged, for callers outside the allow-list (AE title, optionally
@@ -26,10 +27,6 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pynetdicom import evt
 
-from agent.config import ScpSettings, TlsSettings
-from agent.errors import InputError, OncoAgentError
-from agent.records import Instance
-from agent.store import Store
 from dicom_node.acceptor import (
     IMPLEMENTATION_UID,
     IMPLEMENTATION_VERSION,
@@ -39,7 +36,10 @@ from dicom_node.acceptor import (
     AssociationServer,
 )
 from dicom_node.dimse import Command
+from dicom_node.errors import InvalidUIDError, RecordError
 from dicom_node.recorder import InstanceRecorder
+from dicom_node.records import Instance, InstanceRecords
+from dicom_node.settings import ScpConfig, TlsConfig
 from dicom_node.sop_classes import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from dicom_node.storage import file_meta_bytes, instance_path, routing_attrs, truncation, validate_uid
 from pipelines.durable import write_bytes_durably
@@ -71,12 +71,12 @@ class Received:
 class StorageSCP:
     def __init__(
         self,
-        store: Store,
-        settings: ScpSettings,
+        records: InstanceRecords,
+        settings: ScpConfig,
         storage: Path,
         on_received: Callable[[Received], None] | None = None,
     ) -> None:
-        self.store = store
+        self.records = records
         self.settings = settings
         self.storage = storage
         self.on_received = on_received
@@ -99,7 +99,7 @@ class StorageSCP:
             dimse_timeout_s=cfg.dimse_timeout_s, network_timeout_s=cfg.network_timeout_s,
             ssl_context=server_ssl_context(cfg.tls),
         )
-        self._recorder = InstanceRecorder(self.store)
+        self._recorder = InstanceRecorder(self.records)
         server = AssociationServer(acceptor, self._refusal, self._handle_store, self._forget_association)
         try:
             port = server.start(cfg.host, cfg.port)
@@ -153,7 +153,7 @@ class StorageSCP:
         """Store one instance durably; every outcome is a DICOM status, never an exception."""
         try:
             received = self._store_instance(assoc, request, transfer_syntax, dataset)
-        except InputError as exc:
+        except InvalidUIDError as exc:
             log.warning("C-STORE refused: %s", exc)
             return INVALID_UID
         except _Refused as exc:
@@ -162,7 +162,7 @@ class StorageSCP:
         except OSError as exc:
             log.error("C-STORE could not be written: %s", exc)
             return OUT_OF_RESOURCES
-        except OncoAgentError as exc:
+        except RecordError as exc:
             log.error("C-STORE could not be recorded: %s", exc)
             return OUT_OF_RESOURCES
         if self.on_received is not None:
@@ -189,7 +189,7 @@ class StorageSCP:
         target = instance_path(self.storage, study_uid, series_uid, sop_uid)
         with self._lock:
             self._series_by_assoc.setdefault(id(assoc), set()).add(series_uid)
-        if target.exists() and self.store.has_instance(sop_uid):  # a stat first: new instances skip the query
+        if target.exists() and self.records.has_instance(sop_uid):  # a stat first: new instances skip the query
             log.info("instance %s received again; already stored", sop_uid)
             return Received(sop_uid, series_uid, new=False)
         if _free_mb(self.storage) < self.settings.min_free_disk_mb:
@@ -201,7 +201,7 @@ class StorageSCP:
         try:
             assert self._recorder is not None
             new = self._recorder.record(instance)
-        except OncoAgentError:
+        except RecordError:
             target.unlink(missing_ok=True)  # not recorded: not accepted, leave nothing behind
             raise
         self._known_series.add(series_uid)
@@ -239,10 +239,10 @@ def _free_mb(folder: Path) -> int:
     return int(shutil.disk_usage(folder).free // (1024 * 1024))
 
 
-def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:
+def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
     if not tls.enabled:
         return None
-    assert tls.certificate is not None and tls.private_key is not None  # checked by the settings
+    assert tls.certificate is not None and tls.private_key is not None  # checked by TlsConfig
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(tls.certificate), str(tls.private_key))
@@ -254,7 +254,7 @@ def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:
     return context
 
 
-def client_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:
+def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
     if not tls.enabled:
         return None
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_certificates) if

@@ -1,14 +1,14 @@
 """The outbox sender: C-STORE of queued objects to PACS destinations, with retries across restarts.
 
-Objects wait in the store's outbox until the destination answers success. One association per destination
-and round, proposing each object's own transfer syntax (and the uncompressed ones for uncompressed data).
-Outcomes:
+Objects wait in the outbox (the daemon's store, handed in as an :class:`~dicom_node.records.Outbox`) until
+the destination answers success. One association per destination and round, proposing each object's own
+transfer syntax (and the uncompressed ones for uncompressed data). Outcomes:
 
 * success or a warning status (0xB000, 0xB006, 0xB007): sent;
 * the destination refused the SOP class or transfer syntax during negotiation, or answered a failure status
   that will not change (0xA9xx, 0xCxxx, 0x0122 SOP class not supported): failed for good, status recorded;
 * no connection, association rejected or aborted, 0xA7xx out of resources, timeouts: retried with capped
-  exponential backoff, the next attempt time kept in the store so a restart does not reset it.
+  exponential backoff, the next attempt time kept in the outbox so a restart does not reset it.
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from agent.config import Destination, OutboxSettings
-from agent.errors import OncoAgentError
-from agent.records import OutboxItem
-from agent.store import Store
+from dicom_node.records import Outbox, OutboxEntry
 from dicom_node.scp import client_ssl_context, set_no_delay
+from dicom_node.settings import DestinationConfig, OutboxConfig
 from dicom_node.sop_classes import UNCOMPRESSED
 from pipelines.retry import RetryStrategy
 
@@ -55,9 +53,9 @@ class SendReport:
 
 
 class OutboxSender:
-    def __init__(self, store: Store, destinations: Iterable[Destination], settings: OutboxSettings,
+    def __init__(self, outbox: Outbox, destinations: Iterable[DestinationConfig], settings: OutboxConfig,
                  calling_ae_title: str) -> None:
-        self.store = store
+        self.outbox = outbox
         self.destinations = {d.name: d for d in destinations}
         self.settings = settings
         self.calling_ae_title = calling_ae_title
@@ -72,8 +70,8 @@ class OutboxSender:
         while not self._stop.is_set():
             try:
                 self.send_due()
-            except OncoAgentError as exc:
-                log.error("outbox round failed: %s", exc)
+            except Exception as exc:  # whatever the daemon's outbox raises: this round failed, the next retries
+                log.exception("outbox round failed: %s", exc)
             self._wake.wait(self._next_wait())
             self._wake.clear()
 
@@ -85,7 +83,7 @@ class OutboxSender:
         self._wake.set()
 
     def _next_wait(self) -> float:
-        due = self.store.outbox_next_due()
+        due = self.outbox.outbox_next_due()
         if due is None:
             return self.settings.scan_interval_s
         return min(self.settings.scan_interval_s, max(0.05, due - time.time()))
@@ -93,8 +91,8 @@ class OutboxSender:
     # ----------------------------------------------------------------------------------- sending
 
     def send_due(self) -> SendReport:
-        by_destination: dict[str, list[OutboxItem]] = defaultdict(list)
-        for item in self.store.outbox_due():
+        by_destination: dict[str, list[OutboxEntry]] = defaultdict(list)
+        for item in self.outbox.outbox_due():
             by_destination[item.destination].append(item)
         totals = SendReport()
         for name, items in by_destination.items():
@@ -103,21 +101,21 @@ class OutboxSender:
             destination = self.destinations.get(name)
             if destination is None:
                 for item in items:
-                    self.store.outbox_failed(item.id, f"destination {name!r} is no longer configured")
+                    self.outbox.outbox_failed(item.id, f"destination {name!r} is no longer configured")
                 totals = _add(totals, SendReport(failed=len(items)))
                 continue
             totals = _add(totals, self._send_to(destination, items))
         return totals
 
-    def _send_to(self, destination: Destination, items: list[OutboxItem]) -> SendReport:
-        ready: list[tuple[OutboxItem, str]] = []
+    def _send_to(self, destination: DestinationConfig, items: list[OutboxEntry]) -> SendReport:
+        ready: list[tuple[OutboxEntry, str]] = []
         failed = 0
         for item in items:
             try:
                 meta = pydicom.dcmread(item.path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
                 ready.append((item, str(meta.TransferSyntaxUID)))
             except (OSError, InvalidDicomError, ValueError, AttributeError) as exc:
-                self.store.outbox_failed(item.id, f"cannot read {item.path}: {exc}")
+                self.outbox.outbox_failed(item.id, f"cannot read {item.path}: {exc}")
                 failed += 1
         if not ready:
             return SendReport(failed=failed)
@@ -146,8 +144,8 @@ class OutboxSender:
             if assoc.is_established:
                 assoc.release()
 
-    def _store_each(self, assoc: Association, destination: Destination,
-                    ready: list[tuple[OutboxItem, str]]) -> SendReport:
+    def _store_each(self, assoc: Association, destination: DestinationConfig,
+                    ready: list[tuple[OutboxEntry, str]]) -> SendReport:
         accepted: dict[str, set[str]] = defaultdict(set)
         for cx in assoc.accepted_contexts:
             accepted[str(cx.abstract_syntax)].add(str(cx.transfer_syntax[0]))
@@ -175,20 +173,20 @@ class OutboxSender:
             if status is None:
                 retry += self._retry_one(item, f"{destination.name}: no C-STORE response (timeout or abort)")
             elif status == 0x0000 or status in WARNING_STATUSES:
-                self.store.outbox_sent(item.id, status)
+                self.outbox.outbox_sent(item.id, status)
                 log.info("outbox %d: %s stored %s (status 0x%04X)", item.id, destination.name,
                          item.sop_instance_uid, status)
                 sent += 1
             elif (status & 0xFF00) == 0xA700:
                 retry += self._retry_one(item, f"{destination.name}: out of resources (0x{status:04X})", status)
             else:
-                self.store.outbox_failed(item.id, f"{destination.name} refused the object: status 0x{status:04X}",
+                self.outbox.outbox_failed(item.id, f"{destination.name} refused the object: status 0x{status:04X}",
                                          status=status)
                 log.warning("outbox %d: %s refused with 0x%04X", item.id, destination.name, status)
                 failed += 1
         return SendReport(sent, retry, failed)
 
-    def _refuse_all(self, destination: Destination, items: list[tuple[OutboxItem, str]]) -> SendReport:
+    def _refuse_all(self, destination: DestinationConfig, items: list[tuple[OutboxEntry, str]]) -> SendReport:
         """Items whose SOP class the destination refused: send their fallback next, or fail them for good."""
         retry = failed = 0
         for item, syntax in items:
@@ -197,12 +195,12 @@ class OutboxSender:
             if self._fall_back(item, refusal):
                 retry += 1
             else:
-                self.store.outbox_failed(item.id, refusal)
+                self.outbox.outbox_failed(item.id, refusal)
                 log.warning("outbox %d: %s", item.id, refusal)
                 failed += 1
         return SendReport(retry=retry, failed=failed)
 
-    def _fall_back(self, item: OutboxItem, refusal: str) -> bool:
+    def _fall_back(self, item: OutboxEntry, refusal: str) -> bool:
         """Queue the next object of the fallback chain in place of a refused one; False when there is none."""
         fallback = fallback_for(item.path, item.sop_class_uid)
         if fallback is None:
@@ -214,20 +212,20 @@ class OutboxSender:
             return False
         step = f"{refusal}; sending {fallback.name} ({header.SOPClassUID.name}) instead"
         note = f"{item.note}\n{step}" if item.note else step  # the whole chain stays on record
-        self.store.outbox_substitute(item.id, fallback, str(header.SOPClassUID), str(header.SOPInstanceUID), note)
+        self.outbox.outbox_substitute(item.id, fallback, str(header.SOPClassUID), str(header.SOPInstanceUID), note)
         log.warning("outbox %d: %s", item.id, step)
         return True
 
-    def _retry_one(self, item: OutboxItem, error: str, status: int | None = None) -> int:
+    def _retry_one(self, item: OutboxEntry, error: str, status: int | None = None) -> int:
         retry_at = self.retry.retry_at(item.attempts + 1, time.time())
-        self.store.outbox_failed(item.id, error, status=status, retry_at=retry_at)
+        self.outbox.outbox_failed(item.id, error, status=status, retry_at=retry_at)
         if retry_at is None:
             log.error("outbox %d: giving up after %d attempts: %s", item.id, item.attempts + 1, error)
             return 0
         log.warning("outbox %d: %s; next attempt in %.0f s", item.id, error, retry_at - time.time())
         return 1
 
-    def _retry_all(self, items: list[OutboxItem], error: str) -> SendReport:
+    def _retry_all(self, items: list[OutboxEntry], error: str) -> SendReport:
         retried = sum(self._retry_one(item, error) for item in items)
         return SendReport(retry=retried, failed=len(items) - retried)
 

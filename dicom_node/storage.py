@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
-from agent.errors import InputError
+from dicom_node.errors import InvalidUIDError
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _NOT_KEPT_VR = {"PN", "SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "UT", "LT", "ST"}
@@ -25,12 +25,12 @@ _MAX_VALUE_CHARS = 256
 
 
 def validate_uid(value: object, what: str) -> str:
-    """Return ``value`` as a UID string, or raise InputError: digits and dots only, at most 64 characters."""
+    """Return ``value`` as a UID string, or raise InvalidUIDError: digits and dots only, at most 64 characters."""
     uid = str(value or "").strip()
     if not uid:
-        raise InputError(f"{what} is missing")
+        raise InvalidUIDError(f"{what} is missing")
     if len(uid) > 64 or not _UID.match(uid):
-        raise InputError(f"{what} {uid[:80]!r} is not a valid UID (digits and dots, at most 64 characters)")
+        raise InvalidUIDError(f"{what} {uid[:80]!r} is not a valid UID (digits and dots, at most 64 characters)")
     return uid
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,20 +19,21 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 
-from agent.config import Destination, OutboxSettings, ScpSettings
+from agent.config import Destination
 from agent.errors import StoreError
 from agent.executor import deliveries_for
 from agent.records import Delivery, InputKind, OutboxStatus
 from agent.store import Store
 from dicom_node.scp import StorageSCP
 from dicom_node.scu import OutboxSender
+from dicom_node.settings import DestinationConfig, OutboxConfig, ScpConfig
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.conftest import shared
 from tests.support.net import free_port
 from tests.support.orthanc import Orthanc
 from tests.support.waiting import wait_for
 
-FAST = OutboxSettings(backoff_base_s=0.2, backoff_max_s=0.5, max_attempts=4, timeout_s=5, scan_interval_s=0.2)
+FAST = OutboxConfig(backoff_base_s=0.2, backoff_max_s=0.5, max_attempts=4, timeout_s=5, scan_interval_s=0.2)
 
 
 @pytest.fixture
@@ -68,8 +70,8 @@ class PeerScp:
             self.received.append(str(event.request.AffectedSOPInstanceUID))
         return self.status
 
-    def destination(self) -> Destination:
-        return Destination(name="peer", ae_title="PEER", host="127.0.0.1", port=self.port)
+    def destination(self) -> DestinationConfig:
+        return DestinationConfig(name="peer", ae_title="PEER", host="127.0.0.1", port=self.port)
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -110,9 +112,9 @@ def test_failure_statuses(store: Store, tmp_path: Path, status: int, expected: O
 
 
 def test_unreachable_destination_backs_off_and_gives_up(store: Store, tmp_path: Path) -> None:
-    dead = Destination(name="dead", ae_title="NOBODY", host="127.0.0.1", port=free_port())
+    dead = DestinationConfig(name="dead", ae_title="NOBODY", host="127.0.0.1", port=free_port())
     queue(store, "dead", write_mr_series(tmp_path / "mr", MRSeriesSpec(slices=1)).files)
-    sender = OutboxSender(store, [dead], FAST.model_copy(update={"max_attempts": 2}), "ONCOAGENT")
+    sender = OutboxSender(store, [dead], dataclasses.replace(FAST, max_attempts=2), "ONCOAGENT")
     sender.send_due()
     (item,) = store.outbox_list()
     assert item.status is OutboxStatus.PENDING and "no association" in item.last_error
@@ -125,10 +127,10 @@ def test_unreachable_destination_backs_off_and_gives_up(store: Store, tmp_path: 
 
 def test_outbox_delivers_to_orthanc_exactly_once_after_it_comes_back(store: Store, tmp_path: Path) -> None:
     orthanc = Orthanc(tmp_path / "orthanc")
-    destination = Destination(name="pacs", ae_title=orthanc.ae_title, host="127.0.0.1", port=orthanc.dicom_port)
+    destination = DestinationConfig(name="pacs", ae_title=orthanc.ae_title, host="127.0.0.1", port=orthanc.dicom_port)
     series = write_mr_series(tmp_path / "mr", MRSeriesSpec(slices=5, rows=32, columns=32, seed=7))
     queue(store, "pacs", series.files)
-    sender = OutboxSender(store, [destination], FAST.model_copy(update={"max_attempts": 50}), "ONCOAGENT")
+    sender = OutboxSender(store, [destination], dataclasses.replace(FAST, max_attempts=50), "ONCOAGENT")
     # Orthanc is down: everything waits, nothing is lost
     sender.send_due()
     assert {i.status for i in store.outbox_list()} == {OutboxStatus.PENDING}
@@ -154,7 +156,7 @@ def test_outbox_delivers_to_orthanc_exactly_once_after_it_comes_back(store: Stor
 
 def test_orthanc_pushes_a_study_to_our_scp(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
-    scp = StorageSCP(store, ScpSettings(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
+    scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
     port = scp.start()
     orthanc = Orthanc(tmp_path / "orthanc", modalities={"oncoagent": ("ONCOAGENT", "127.0.0.1", port)})
     orthanc.start()
@@ -243,7 +245,7 @@ def test_refused_3d_sr_falls_back_along_the_chain(
 
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)])
     try:
-        destination = Destination(name="picky", ae_title="PICKY", host="127.0.0.1", port=port)
+        destination = DestinationConfig(name="picky", ae_title="PICKY", host="127.0.0.1", port=port)
         store.outbox_add(destination.name, primary, Comprehensive3DSRStorage, "2.25.10")
         sender = OutboxSender(store, [destination], FAST, "ONCOAGENT")
         for _ in range(3):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from pydicom.uid import (
 )
 from pynetdicom import AE
 
-from agent.config import ScpSettings
+from agent.errors import StoreError
 from agent.store import Store
+from dicom_node.records import Instance
 from dicom_node.scp import StorageSCP
+from dicom_node.settings import AllowedCaller, ScpConfig, TlsConfig
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.conftest import shared
 from tests.support.net import free_port
@@ -40,7 +43,7 @@ class RunningScp:
         self.root = root
         self.storage = root / "storage"
         self.store = Store.open(f"sqlite:///{root / 'scp.db'}")
-        self.settings = ScpSettings(port=free_port(), min_free_disk_mb=1, **settings)
+        self.settings = ScpConfig(port=free_port(), min_free_disk_mb=1, **settings)
         self.scp = StorageSCP(self.store, self.settings, self.storage)
         self.port = self.scp.start()
 
@@ -201,6 +204,47 @@ def test_path_traversal_uid_is_refused(scp: RunningScp) -> None:
     assert not list(scp.root.parent.rglob("evil*"))
 
 
+class RecordsThatFail:
+    """The store as the SCP's collaborator, made to raise on recording while ``failure`` is set."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.failure: Exception | None = None
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        return self.store.has_instance(sop_instance_uid)
+
+    def add_instances(self, instances: Sequence[Instance]) -> list[bool]:
+        if self.failure is not None:
+            raise self.failure
+        return self.store.add_instances(instances)
+
+
+@pytest.mark.parametrize("failure", [StoreError("database is locked"), RuntimeError("a defect in the store")])
+def test_instance_that_cannot_be_recorded_gets_out_of_resources_and_leaves_no_file(
+    tmp_path: Path, failure: Exception
+) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
+    records = RecordsThatFail(store)
+    scp = StorageSCP(records, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
+    port = scp.start()
+    try:
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        ds = pydicom.dcmread(shared("mri/MR_small.dcm"))
+        records.failure = failure
+        assoc = ae.associate("127.0.0.1", port, ae_title="ONCOAGENT")
+        assert assoc.send_c_store(ds).Status == 0xA700
+        assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+        records.failure = None  # the recorder survived: the next attempt is stored
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+        assert store.counts()["instances"] == 1
+    finally:
+        scp.stop()
+        store.close()
+
+
 def test_aborted_association_does_not_stop_the_scp(scp: RunningScp) -> None:
     for _ in range(3):
         assoc = scp.pynetdicom_assoc()
@@ -213,7 +257,7 @@ def test_aborted_association_does_not_stop_the_scp(scp: RunningScp) -> None:
 def test_allow_list_refuses_unknown_callers_and_wrong_hosts(
     make_scp: Callable[..., RunningScp], caplog: pytest.LogCaptureFixture
 ) -> None:
-    scp = make_scp(allowed_callers=[{"ae_title": "MODALITY1"}, {"ae_title": "PACS", "hosts": ["10.9.9.9"]}])
+    scp = make_scp(allowed_callers=(AllowedCaller("MODALITY1"), AllowedCaller("PACS", frozenset({"10.9.9.9"}))))
     assert scp.dcmtk("echoscu", aet="MODALITY1").returncode == 0
     refused = scp.dcmtk("echoscu", aet="INTRUDER")
     assert refused.returncode != 0 and "Association Rejected" in refused.stdout + refused.stderr
@@ -226,7 +270,7 @@ def test_disk_watermark_refuses_new_associations(
     make_scp: Callable[..., RunningScp], caplog: pytest.LogCaptureFixture
 ) -> None:
     scp = make_scp()
-    scp.scp.settings = scp.settings.model_copy(update={"min_free_disk_mb": 10**9})
+    scp.scp.settings = dataclasses.replace(scp.settings, min_free_disk_mb=10**9)
     proc = scp.dcmtk("storescu", str(shared("mri/MR_small.dcm")))
     assert proc.returncode != 0
     assert scp.files() == []
@@ -263,7 +307,7 @@ def test_tls(make_scp: Callable[..., RunningScp], tmp_path: Path) -> None:
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
-    scp = make_scp(tls={"enabled": True, "certificate": str(cert), "private_key": str(key)})
+    scp = make_scp(tls=TlsConfig(enabled=True, certificate=cert, private_key=key))
     import ssl
 
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from agent.errors import InputError
+from dicom_node.errors import InvalidUIDError
 from dicom_node.storage import instance_path, routing_attrs, validate_uid
+from pipelines.errors import InputError
 
 
 @pytest.mark.parametrize(
@@ -14,8 +15,15 @@ from dicom_node.storage import instance_path, routing_attrs, validate_uid
     ["", "../../etc/passwd", "1.2.3/../../x", "1.2.abc", "1." + "2" * 70, "1..2", ".1.2", "1.2 3", None],
 )
 def test_invalid_uids_never_become_paths(bad: object, tmp_path: Path) -> None:
-    with pytest.raises(InputError):
+    with pytest.raises(InvalidUIDError, match="SOPInstanceUID"):
         instance_path(tmp_path, "1.2", "1.2.3", bad)  # type: ignore[arg-type]
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_invalid_uid_is_an_input_error_for_every_room() -> None:
+    # drop folders quarantine and the one-shot command reports a file on InputError, knowing nothing of dicom_node
+    with pytest.raises(InputError, match=r"StudyInstanceUID '1\.2\.abc' is not a valid UID"):
+        validate_uid("1.2.abc", "StudyInstanceUID")
 
 
 def test_valid_uid_path_layout(tmp_path: Path) -> None:

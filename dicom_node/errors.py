@@ -1,0 +1,27 @@
+"""The DICOM node's errors: every error it raises on purpose derives from :class:`DicomNodeError`.
+
+- :class:`InvalidUIDError`: a UID is missing or is not a UID (digits and dots, at most 64 characters), so it is
+  never made part of a path. It is also a :class:`pipelines.errors.InputError`, the one class that means "this
+  input cannot be processed" in every room: a drop folder quarantines such a file and the one-shot command
+  reports it without knowing this room.
+- :class:`RecordError`: received instances could not be made durable or recorded by the collaborator the
+  daemon handed in; the SCP answers 0xA700 (out of resources) and keeps no file.
+
+Where a C-STORE arrives, every error becomes a DICOM status at that edge (:mod:`dicom_node.scp`).
+"""
+
+from __future__ import annotations
+
+from pipelines.errors import InputError
+
+
+class DicomNodeError(Exception):
+    """Base of every error the DICOM node raises on purpose."""
+
+
+class InvalidUIDError(DicomNodeError, InputError):
+    """A UID is missing or malformed; the message names the attribute."""
+
+
+class RecordError(DicomNodeError):
+    """Received instances could not be made durable or recorded; none of them was accepted."""
