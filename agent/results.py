@@ -17,10 +17,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pydicom
+from pydicom.errors import InvalidDicomError
+
 from agent.errors import OncoAgentError, TransientError
 from pipelines.base import Pipeline, PipelineInput
 from pipelines.durable import replace_dir, write_bytes_durably
-from reports.outcome import MissingOutput
+from reports.outcome import DicomOutput, MissingOutput
 from reports.render import write_reports
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,22 @@ def _missing_error(missing: tuple[MissingOutput, ...]) -> OutputsMissingError | 
     if all(m.transient for m in missing):
         return OutputsDelayedError(f"outputs could not be written, will retry: {text}")
     return OutputsMissingError(f"outputs the input calls for could not be made: {text}")
+
+
+def _pipeline_dicom(folder: Path, known: set[str]) -> tuple[list[DicomOutput], list[MissingOutput]]:
+    """DICOM objects a pipeline wrote itself at the top of its result folder (the reports' own are ``known``):
+    they go to PACS like the reports' objects. One that cannot be read is an output that could not be made."""
+    found: list[DicomOutput] = []
+    unreadable: list[MissingOutput] = []
+    for path in sorted(folder.glob("*.dcm")):
+        if path.name in known:
+            continue
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+            found.append(DicomOutput(path.name, str(header.SOPClassUID), str(header.SOPInstanceUID)))
+        except (OSError, InvalidDicomError, ValueError, AttributeError) as exc:
+            unreadable.append(MissingOutput(path.name, f"the pipeline wrote it but it is not readable DICOM: {exc}"))
+    return found, unreadable
 
 
 def execute(
@@ -78,11 +97,12 @@ def execute(
             **(extra or {}),
         }
         outcome = write_reports(doc, inp, staging)
-        if outcome.missing:
-            raise _missing_error(outcome.missing)
+        own, unreadable = _pipeline_dicom(staging, {o.file for o in outcome.dicom})
+        if outcome.missing or unreadable:
+            raise _missing_error((*outcome.missing, *unreadable))
         doc["warnings"].extend(outcome.warnings)
         doc["reports"] = list(outcome.files)
-        doc["dicom_outputs"] = [o.as_dict() for o in outcome.dicom]
+        doc["dicom_outputs"] = [o.as_dict() for o in (*outcome.dicom, *own)]
         doc["unsent_reason"] = outcome.unsent_reason
         write_bytes_durably(staging / RESULT_FILE, json.dumps(doc, indent=2, default=str).encode())
         replace_dir(staging, target)

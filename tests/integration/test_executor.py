@@ -84,6 +84,21 @@ def test_bad_input_fails_at_once_with_its_reason_and_goes_to_quarantine(running:
     assert not (running.settings.data_dir / "in" / "x-fail-input.tiff").exists()
 
 
+def test_dicom_a_pipeline_writes_is_delivered_and_an_unreadable_one_fails_the_job(running: Running) -> None:
+    good = running.wait_done(running.submit("a-dicomout.tiff"))
+    assert good.status is JobStatus.SUCCEEDED and good.result_path is not None
+    import json
+
+    (output,) = json.loads((good.result_path / "result.json").read_text())["dicom_outputs"]
+    assert output["file"] == "result.dcm" and output["sop_instance_uid"].startswith("2.25.")
+    bad = running.wait_done(running.submit("b-baddicom.tiff"))
+    assert bad.status is JobStatus.FAILED and bad.attempts == 1  # not transient: no retry
+    assert bad.last_error is not None and "result.dcm not produced: the pipeline wrote it but it is not readable" \
+        in bad.last_error
+    assert not (running.settings.paths.results / f"job-{bad.id:06d}").exists()  # no half result
+    assert (running.settings.data_dir / "in" / "b-baddicom.tiff").exists()  # the input is fine: not quarantined
+
+
 def test_unexpected_exception_fails_with_type_and_message(running: Running) -> None:
     job = running.wait_done(running.submit("x-error.tiff"))
     assert job.status is JobStatus.FAILED

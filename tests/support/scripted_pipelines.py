@@ -55,7 +55,7 @@ def attempts_so_far(key: str) -> int:
 class ScriptedPipeline:
     """Does what the file name says: ``sleep2.5``, ``fail-input``, ``error``, ``transient2`` (fails the
     first 2 attempts), ``sigkill1`` / ``segfault1`` (dies on the first attempt), ``dicomout`` (also writes a
-    Secondary Capture result), else finishes at once."""
+    Secondary Capture result), ``baddicom`` (writes a ``.dcm`` that is not DICOM), else finishes at once."""
 
     name: ClassVar[str] = "test-scripted"
     version: ClassVar[str] = "1.0"
@@ -80,6 +80,9 @@ class ScriptedPipeline:
         files = ["output.txt"]
         if "dicomout" in name:
             _secondary_capture(inp.key).save_as(out_dir / "result.dcm", enforce_file_format=True)
+            files.append("result.dcm")
+        if "baddicom" in name:
+            (out_dir / "result.dcm").write_bytes(b"not DICOM at all")
             files.append("result.dcm")
         _append(f"done {inp.key}")
         return PipelineResult(summary={"name": name, "attempt": before + 1}, files=tuple(files))
