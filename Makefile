@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make demo    create .venv, install, run the daemon on generated sample inputs"
 	@echo "make test    install (with test tools and system packages) and run the whole suite"
-	@echo "make lint    ruff and mypy"
+	@echo "make lint    ruff, mypy and the import contracts (lint-imports)"
 
 venv: $(STAMP)
 
@@ -44,6 +44,7 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy agent pipelines dicom_node reports
+	$(BIN)/lint-imports
 	.ci/check-paths
 	tests/run-isolated.sh $(BIN)/python -m pytest -q tests
 
@@ -53,13 +54,14 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy agent pipelines dicom_node reports
+	$(BIN)/lint-imports
 
 # Regenerate the lock from a clean venv of the direct dependencies (run after editing pyproject.toml).
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
 	.lockvenv/bin/pip install -q numpy setuptools wheel versioneer
 	.lockvenv/bin/pip install -q --no-build-isolation pyradiomics
-	.lockvenv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e . pytest pytest-timeout ruff mypy
+	.lockvenv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e . pytest pytest-timeout ruff mypy import-linter
 	(head -2 $(LOCK); .lockvenv/bin/pip list --format=freeze | grep -iE '^(pip|setuptools|wheel)=='; \
 	 .lockvenv/bin/pip freeze --exclude-editable) > $(LOCK).new && mv $(LOCK).new $(LOCK)
 	rm -rf .lockvenv

@@ -33,9 +33,9 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 
 from agent.config import Destination, OutboxSettings
+from agent.dicom_wiring import outbox_sender
 from agent.records import Delivery, InputKind, OutboxStatus
 from agent.store import Store
-from dicom_node.scu import OutboxSender
 from pipelines.base import PipelineInput
 from pipelines.synthetic.mri_series import MRSeries, MRSeriesSpec, volume_geometry, write_mr_series
 from pipelines.synthetic.slides import SlideSpec, write_slide
@@ -414,7 +414,7 @@ def _send(store: Store, destination: Destination, result: Path, outcome: ReportO
     deliveries = [Delivery(destination.name, result / o.file, o.sop_class_uid, o.sop_instance_uid)
                   for o in outcome.dicom]
     store.succeed(claimed.id, result, {}, [], deliveries)
-    sender = OutboxSender(store, [destination], FAST, "ONCOAGENT")
+    sender = outbox_sender(store, [destination], FAST, "ONCOAGENT")
     for _ in range(rounds):
         sender.send_due()
 
