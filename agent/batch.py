@@ -13,8 +13,8 @@ from pathlib import Path
 
 from agent.config import Settings
 from agent.dispatch import Dispatcher
+from agent.ingest import FolderWatcher, files_under
 from agent.store import Store
-from agent.watcher import FolderWatcher, files_under
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from agent.dicom_wiring import outbox_sender, storage_scp
 from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
 from agent.executor import Executor
+from agent.ingest import FolderWatcher
 from agent.lockfile import DataDirLock
 from agent.records import Job
 from agent.router import Router
 from agent.scheduler import BatchScheduler
 from agent.signals import StopOnSignals
 from agent.store import Store
-from agent.watcher import FolderWatcher
 from pipelines import registry
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,9 @@ from __future__ import annotations
 from pipelines.errors import InputError, TransientError
 
 __all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_LOCKED",
     "ConfigError",
     "DataDirLockedError",
     "InputError",
@@ -24,6 +27,11 @@ __all__ = [
     "StoreError",
     "TransientError",
 ]
+
+
+# Exit status of the ``oncoagent`` command: 0 success, 1 some work failed, 2 bad configuration or usage, 3 the
+# data directory is in use.
+EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 1, 2, 3
 
 
 class OncoAgentError(Exception):

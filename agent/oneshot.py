@@ -19,11 +19,11 @@ from pydicom.errors import InvalidDicomError
 
 from agent.config import Settings
 from agent.errors import InputError, OncoAgentError
+from agent.ingest import SLIDE_SUFFIXES, files_under
 from agent.logs import job_context
 from agent.records import Input, InputKind, InputState
 from agent.results import execute
 from agent.router import Ignored, Router
-from agent.watcher import SLIDE_SUFFIXES, files_under
 from dicom_node.storage import routing_attrs, validate_uid
 from pipelines import registry
 from pipelines.base import PipelineInput
