@@ -4,7 +4,8 @@ every input under the batch's paths becomes a job, with nothing dropped in a wat
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ def config(archive: Path) -> dict[str, Any]:
         ]},
         "executor": {"workers": 2, "poll_interval_s": 0.1, "shutdown_grace_s": 1.0},
         "ingest": {"inbox": False, "scan_interval_s": 0.2},  # nothing is watched: only the batch finds the archive
-        "scheduler": {"batches": [{"name": BATCH, "cron": EVERY_MINUTE, "paths": [str(archive)]}]},
+        # reprocess: what had results runs again, and what is new to the store still runs once
+        "scheduler": {"batches": [{"name": BATCH, "cron": EVERY_MINUTE, "paths": [str(archive)], "reprocess": True}]},
     }
 
 
@@ -77,9 +79,55 @@ def test_a_cron_batch_queues_the_archive_inside_the_running_daemon(tmp_path: Pat
         }
         # queued when the schedule said, not at start-up
         assert all(job.created_at >= first_run.timestamp() for job in jobs)
+        # each new slide ran once, though the daemon's own loop routes a slide the moment the batch records it
         done = (ledger / "ledger.txt").read_text().splitlines()
         assert sorted(done) == sorted(f"{step} {slide.resolve()}" for slide in slides for step in ("start", "done"))
         # the archive is read in place: nothing moved or deleted
         assert sorted(p for p in archive.rglob("*") if p.is_file()) == archived
     finally:
         daemon.stop()
+
+
+# crontab(5) meanings the schedules must keep: weekday 0 and 7 are Sunday, and a day of month and a day of week
+# both restricted run on either
+WEEKDAY_SCHEDULES: dict[str, tuple[str, Callable[[date], bool]]] = {
+    "mondays": ("0 2 * * 1", lambda d: d.weekday() == 0),
+    "weekdays": ("0 2 * * 1-5", lambda d: d.weekday() < 5),
+    "sundays": ("0 2 * * 0", lambda d: d.weekday() == 6),
+    "weekends": ("30 2 * * sat,sun", lambda d: d.weekday() >= 5),
+    "every-other-day": ("0 2 * * */2", lambda d: d.isoweekday() % 7 in {0, 2, 4, 6}),
+    "fridays-and-13ths": ("0 2 13 * 5", lambda d: d.day == 13 or d.weekday() == 4),
+}
+
+
+def first_run(after: datetime, hour: int, minute: int, runs_on: Callable[[date], bool]) -> datetime:
+    """The first hour:minute after ``after`` on a day the crontab names, worked out day by day."""
+    day = after.date()
+    while True:
+        at = after.replace(year=day.year, month=day.month, day=day.day, hour=hour, minute=minute, second=0,
+                           microsecond=0)
+        if runs_on(day) and at > after:
+            return at
+        day += timedelta(days=1)
+
+
+def test_batch_schedules_keep_the_crontab_weekdays(tmp_path: Path) -> None:
+    (tmp_path / "archive").mkdir()
+    batches = [{"name": name, "cron": cron, "paths": [str(tmp_path / "archive")]}
+               for name, (cron, _) in WEEKDAY_SCHEDULES.items()]
+    daemon = DaemonProcess(tmp_path, {"ingest": {"inbox": False}, "scheduler": {"batches": batches}})
+    before = datetime.now().astimezone()
+    daemon.start()
+    after = datetime.now().astimezone()
+    try:
+        log = daemon.log()
+    finally:
+        daemon.stop()
+    for name, (cron, runs_on) in WEEKDAY_SCHEDULES.items():
+        found = re.search(rf"batch {name} next runs at (\S+ \S+)", log)
+        assert found, f"no next run logged for batch {name}:\n{log}"
+        next_run = datetime.fromisoformat(found.group(1))
+        minute, hour = (int(v) for v in cron.split()[:2])
+        # worked out from just before and just after the daemon started (the same unless a run fell between)
+        expected = {first_run(t, hour, minute, runs_on) for t in (before, after)}
+        assert next_run in expected, f"batch {name} ({cron}) next runs at {next_run}, expected {expected}"
