@@ -28,10 +28,10 @@ class BatchSettings(Section):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from agent.crontab import crontab_trigger  # apscheduler only where a batch is configured
 
         try:
-            CronTrigger.from_crontab(value)
+            crontab_trigger(value)
         except ValueError as exc:
             raise ValueError(f"a crontab expression with five fields ({exc})") from exc
         return value
