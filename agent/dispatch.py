@@ -11,7 +11,7 @@ from agent.logs import job_context
 from agent.records import Input, Job
 from agent.router import Ignored, Router
 from agent.store import Store
-from dicom_node.assembly import is_ready
+from dicom_node.assembly import is_ready, waiting_for
 from pipelines import registry
 from pipelines.errors import PipelineError
 
@@ -36,6 +36,10 @@ class Dispatcher:
         receiving = self.receiving()
         for inp in self.store.receiving_inputs(quiet_before=now):
             if is_ready(inp, now, self.quiet_seconds, receiving, self.max_wait_s):
+                waits = waiting_for(inp, receiving)
+                if waits:
+                    log.info("series %s: ingest.max_wait_s (%.0f s) passed; processed without waiting longer for %s",
+                             inp.series_uid, self.max_wait_s, " and ".join(waits))
                 job = self.route(inp)
                 if job is not None:
                     queued.append(job)

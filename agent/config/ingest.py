@@ -18,7 +18,8 @@ class IngestSettings(Section):
     scan_interval_s: float = Field(default=2.0, gt=0)
     quiet_seconds: float = Field(default=10.0, ge=0, description="a DICOM series is complete after this")
     max_wait_s: float = Field(
-        default=600.0, ge=0, description="longest wait for a series to reach the instance count it declares"
+        default=600.0, ge=0, description="longest wait, after a series' first instance, for the associations "
+        "delivering it to close and for the instance count it declares"
     )
     watch_mode: Literal["auto", "events", "polling"] = Field(
         default="auto", description="file-system events with periodic rescans, or polling only (network shares)"
