@@ -17,6 +17,7 @@ from dicom_node.records import InstanceRecords, Outbox
 from dicom_node.scp import StorageSCP
 from dicom_node.scu import OutboxSender
 from dicom_node.settings import AllowedCaller, DestinationConfig, OutboxConfig, ScpConfig, TlsConfig
+from dicom_node.sop_classes import resolve_sop_classes
 
 
 def tls_config(tls: TlsSettings) -> TlsConfig:
@@ -34,6 +35,7 @@ def scp_config(scp: ScpSettings) -> ScpConfig:
         require_called_ae_title=scp.require_called_ae_title, max_associations=scp.max_associations,
         min_free_disk_mb=scp.min_free_disk_mb, acse_timeout_s=scp.acse_timeout_s,
         dimse_timeout_s=scp.dimse_timeout_s, network_timeout_s=scp.network_timeout_s, tls=tls_config(scp.tls),
+        sop_classes=resolve_sop_classes(scp.sop_classes),
     )
 
 

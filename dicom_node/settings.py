@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dicom_node.sop_classes import STORAGE_SOP_CLASSES
+
 _AE_TITLE = re.compile(r"^[ -~]{1,16}$")  # PS3.5 AE VR: at most 16 characters of the default repertoire
 
 
@@ -73,8 +75,11 @@ class ScpConfig:
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
     tls: TlsConfig = field(default_factory=TlsConfig)
+    sop_classes: tuple[str, ...] = STORAGE_SOP_CLASSES  # storage SOP Class UIDs accepted (sop_classes.py)
 
     def __post_init__(self) -> None:
+        if not self.sop_classes:
+            raise ValueError("the SCP must accept at least one storage SOP class")
         _check_port(self.port, "SCP port", 0)
         _check_ae_title(self.ae_title, "SCP AE title")
         if self.max_associations < 1 or self.min_free_disk_mb < 0:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.config.section import Section
+from dicom_node.sop_classes import resolve_sop_classes
 
 _AE_TITLE = r"^[ -~]{1,16}$"
 
@@ -47,6 +49,16 @@ class ScpSettings(Section):
     dimse_timeout_s: float = Field(default=60.0, gt=0)
     network_timeout_s: float = Field(default=60.0, gt=0)
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    sop_classes: Literal["all"] | list[str] = Field(
+        default="all", description="storage SOP classes accepted: all standard ones, or a list of keywords "
+        "(MRImageStorage) and UIDs that restricts them ('all' in the list adds the standard ones)"
+    )
+
+    @field_validator("sop_classes")
+    @classmethod
+    def _known_sop_classes(cls, value: str | list[str]) -> str | list[str]:
+        resolve_sop_classes(value)  # ValueError names the entry it cannot read
+        return value
 
 
 class Destination(Section):

@@ -73,3 +73,29 @@ def test_values_are_carried_over() -> None:
 def test_node_settings_are_valid_once_constructed(build: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_sop_classes_accepted_are_all_standard_ones_or_those_listed() -> None:
+    from pydicom import uid
+
+    from dicom_node.sop_classes import STANDARD_STORAGE_SOP_CLASSES
+
+    everything = scp_config(ScpSettings()).sop_classes
+    assert everything == STANDARD_STORAGE_SOP_CLASSES
+    for whole_study in (uid.MRImageStorage, uid.GrayscaleSoftcopyPresentationStateStorage,
+                        uid.KeyObjectSelectionDocumentStorage, uid.VLWholeSlideMicroscopyImageStorage,
+                        uid.ComprehensiveSRStorage, uid.TwelveLeadECGWaveformStorage):
+        assert whole_study in everything
+    assert "1.2.840.10008.1.1" not in everything  # Verification is not a storage class
+    listed = ScpSettings(sop_classes=["MRImageStorage", "1.2.826.0.1.3680043.9.1234.1", "MRImageStorage"])
+    assert scp_config(listed).sop_classes == (uid.MRImageStorage, "1.2.826.0.1.3680043.9.1234.1")
+    extra = scp_config(ScpSettings(sop_classes=["all", "1.2.826.0.1.3680043.9.1234.1"])).sop_classes
+    assert extra == (*STANDARD_STORAGE_SOP_CLASSES, "1.2.826.0.1.3680043.9.1234.1")
+
+
+@pytest.mark.parametrize("value", [[], ["MRImage"], ["1.2.x"], "some"])
+def test_unreadable_sop_classes_are_config_errors(value: object) -> None:
+    with pytest.raises(ValueError, match="sop_classes"):
+        ScpSettings(sop_classes=value)
+    with pytest.raises(ValueError, match="at least one storage SOP class"):
+        ScpConfig(sop_classes=())
