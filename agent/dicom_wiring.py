@@ -33,6 +33,7 @@ def scp_config(scp: ScpSettings) -> ScpConfig:
         host=scp.host, port=scp.port, ae_title=scp.ae_title,
         allowed_callers=tuple(AllowedCaller(c.ae_title, frozenset(c.hosts)) for c in scp.allowed_callers),
         require_called_ae_title=scp.require_called_ae_title, max_associations=scp.max_associations,
+        max_pending_connections=scp.max_pending_connections,
         min_free_disk_mb=scp.min_free_disk_mb, acse_timeout_s=scp.acse_timeout_s,
         dimse_timeout_s=scp.dimse_timeout_s, network_timeout_s=scp.network_timeout_s, tls=tls_config(scp.tls),
         sop_classes=resolve_sop_classes(scp.sop_classes),

@@ -6,16 +6,27 @@ thread per association blocks on its socket, reads whole PDUs, and answers as so
 The PDU and primitive classes and the presentation context negotiation are pynetdicom's; this module owns
 only the flow: A-ASSOCIATE-RQ → policy → AC or RJ, P-DATA fragments → DIMSE messages → handler → response,
 A-RELEASE and A-ABORT, timeouts, TLS and the association limit.
+
+Everything a peer can make it hold is bounded: threads (one per open association, at most
+``max_associations``; none for a connection that has not sent its whole A-ASSOCIATE-RQ: one acceptor thread
+waits on those with a selector, at most ``max_pending_connections`` of them), time (the TLS handshake and the
+whole request within ``acse_timeout_s``, ARTIM; ``network_timeout_s`` idle between messages; each whole
+message within ``dimse_timeout_s`` of its first PDU, checked against a monotonic deadline on every read, not
+per ``recv``) and memory (a request of at most 256 KiB, read as it arrives; a P-DATA-TF PDU of at most the
+1 MiB we advertise, its announced length checked before anything is allocated for it: A-ABORT otherwise).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import selectors
 import socket
 import ssl
 import struct
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,8 +50,9 @@ IMPLEMENTATION_UID = "2.25.158322836422231640287121674177838996716"  # uuid5(NAM
 IMPLEMENTATION_VERSION = "ONCOAGENT_1"
 
 A_ASSOCIATE_RQ_TYPE, P_DATA_TF, A_RELEASE_RQ, A_ABORT = 0x01, 0x04, 0x05, 0x07
-MAX_PDU_LENGTH = 64 * 2**20  # a PDU longer than this is refused as a protocol error
-MAX_PDU_ADVERTISED = 1 * 2**20  # what peers may send us in one PDU
+MAX_PDU_ADVERTISED = 1 * 2**20  # what peers may send us in one PDU; a longer one is aborted
+MAX_ASSOCIATE_RQ_LENGTH = 256 * 2**10  # hundreds of presentation contexts; a longer request is aborted
+ABORT_PDU = b"\x07\x00" + struct.pack(">I", 4) + b"\x00\x00\x02\x00"  # A-ABORT, source: service provider
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
 REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
@@ -73,15 +85,38 @@ class AcceptorSettings:
     ae_title: str
     contexts: tuple[tuple[str, tuple[str, ...]], ...]  # (abstract syntax, transfer syntaxes)
     max_associations: int = 10
+    max_pending_connections: int = 64  # connections without a whole A-ASSOCIATE-RQ yet (no thread each)
     require_called_ae_title: bool = False
-    acse_timeout_s: float = 30.0
-    dimse_timeout_s: float = 60.0  # for the rest of a message once it has begun
-    network_timeout_s: float = 60.0  # between messages
+    acse_timeout_s: float = 30.0  # for the TLS handshake and the whole A-ASSOCIATE-RQ (ARTIM)
+    dimse_timeout_s: float = 60.0  # for the whole of a message once its first PDU has begun
+    network_timeout_s: float = 60.0  # idle, between messages
     ssl_context: ssl.SSLContext | None = None
 
 
+class _Pending:
+    """A connection whose A-ASSOCIATE-RQ is not whole yet: its bytes so far and its ARTIM deadline."""
+
+    __slots__ = ("address", "buffer", "deadline", "handshaking", "sock")
+
+    def __init__(self, sock: socket.socket, address: str, deadline: float, handshaking: bool) -> None:
+        self.sock = sock
+        self.address = address
+        self.deadline = deadline
+        self.handshaking = handshaking
+        self.buffer = bytearray()  # grows with what arrives, never to a length the peer announces
+
+
 class AssociationServer:
-    """Listens on ``address``; each accepted connection runs :class:`_Association` in a thread of its own."""
+    """Listens on ``address``. One thread (the acceptor) accepts connections and waits, with a selector and
+    no thread each, for their A-ASSOCIATE-RQ (and TLS handshake) under the ARTIM deadline; a connection whose
+    request is whole runs :class:`_Association` in a thread of its own, at most ``max_associations`` at once.
+
+    Bounds: while ``max_associations`` associations are open a new connection is refused at once (an
+    A-ASSOCIATE-RJ, rejected-transient, local limit exceeded; nothing read). At most
+    ``max_pending_connections`` connections wait for their request; when all are taken, the one that has
+    waited longest is refused the same way and the new one takes its place, so that silent or trickling
+    sockets cannot lock an honest peer out (it sends its request within milliseconds of connecting).
+    """
 
     def __init__(self, settings: AcceptorSettings, policy: Policy, on_store: StoreHandler, on_closed: Closed,
                  ) -> None:
@@ -90,22 +125,33 @@ class AssociationServer:
         self.on_store = on_store
         self.on_closed = on_closed
         self.supported = [build_context(abstract, list(syntaxes)) for abstract, syntaxes in settings.contexts]
+        self.refused: Counter[str] = Counter()  # connections refused or dropped before association, by reason
         self._lock = threading.Lock()
         self._active: dict[int, socket.socket] = {}
+        self._pending: dict[int, _Pending] = {}  # oldest first; touched only by the acceptor thread
+        self._pending_count = 0
         self._listener: socket.socket | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._quiet_until = 0.0
 
     def start(self, host: str, port: int) -> int:
         listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind((host, port))
-            listener.listen(64)
+            listener.listen(socket.SOMAXCONN)
+            listener.setblocking(False)
         except OSError:
             listener.close()
             raise
         self._listener = listener
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ)
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._thread = threading.Thread(target=self._accept_loop, name="dicom-acceptor", daemon=True)
         self._thread.start()
         return int(listener.getsockname()[1])
@@ -115,37 +161,213 @@ class AssociationServer:
         with self._lock:
             return len(self._active)
 
+    @property
+    def pending_connections(self) -> int:
+        return self._pending_count
+
     def stop(self) -> None:
         self._closing = True
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\x00")
         if self._thread is not None:
             self._thread.join(timeout=5)
+        else:  # never started: the acceptor thread did not get to close these
+            self._wake_r.close()
+            self._wake_w.close()
         with self._lock:
             open_sockets = list(self._active.values())
         for sock in open_sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._closing:
-            try:
-                conn, address = self._listener.accept()
-            except OSError:
-                if self._closing:
-                    return
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers must not wait for an ACK
-            threading.Thread(target=self._serve, args=(conn, address[0]), name=f"dicom-assoc-{address[0]}",
-                             daemon=True).start()
+    # ------------------------------------------------------------------------------ the acceptor thread
 
-    def _serve(self, conn: socket.socket, address: str) -> None:
+    def _accept_loop(self) -> None:
+        assert self._listener is not None and self._selector is not None
+        selector, listener = self._selector, self._listener
+        try:
+            while not self._closing:
+                timeout = None
+                if self._pending:
+                    oldest = next(iter(self._pending.values()))  # all wait as long: the oldest expires first
+                    timeout = max(0.0, oldest.deadline - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    if key.fileobj is listener:
+                        self._accept_all(listener)
+                    elif key.fileobj is not self._wake_r:
+                        pending = self._pending.get(id(key.fileobj))
+                        if pending is None:
+                            continue
+                        try:
+                            self._advance(pending)
+                        except Exception:  # a defect must not take the listener down: drop this one only
+                            log.exception("connection from %s failed before its association", pending.address)
+                            self._drop(pending, ABORT_PDU, "internal error")
+                self._expire(time.monotonic())
+        finally:
+            for pending in list(self._pending.values()):
+                self._drop(pending, None, "shutdown")
+            selector.close()
+            listener.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _accept_all(self, listener: socket.socket) -> None:
+        for _ in range(256):  # then let the waiting connections have a turn
+            try:
+                conn, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, or the like: free one, or wait a moment
+                self._warn("could not accept a connection: %s", exc)
+                if self._pending:
+                    self._drop(next(iter(self._pending.values())), _reject(*REJECT_LOCAL_LIMIT), "no resources")
+                else:
+                    time.sleep(0.05)
+                return
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers must not wait for an ACK
+            with self._lock:
+                full = len(self._active) >= self.settings.max_associations
+            if full:  # a TLS peer has not shaken hands yet: it could not read an A-ASSOCIATE-RJ
+                self._refuse(conn, address[0], "association limit", answer=self.settings.ssl_context is None)
+                continue
+            if len(self._pending) >= self.settings.max_pending_connections:
+                oldest = next(iter(self._pending.values()))
+                self._warn("%d connection(s) without an A-ASSOCIATE-RQ (scp.max_pending_connections): refused the "
+                           "one from %s that waited longest; %d so far", len(self._pending), oldest.address,
+                           self.refused["pending limit"] + 1)
+                self._drop(oldest, _reject(*REJECT_LOCAL_LIMIT), "pending limit")
+            self._add_pending(conn, address[0])
+
+    def _add_pending(self, conn: socket.socket, address: str) -> None:
+        assert self._selector is not None
+        deadline = time.monotonic() + self.settings.acse_timeout_s
+        sock = conn
+        context = self.settings.ssl_context
+        if context is not None:
+            try:
+                sock = context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            except (ssl.SSLError, OSError) as exc:
+                log.warning("refused connection from %s: TLS failed: %s", address, exc)
+                conn.close()
+                return
+        pending = _Pending(sock, address, deadline, handshaking=context is not None)
+        self._pending[id(sock)] = pending
+        self._pending_count = len(self._pending)
+        self._selector.register(sock, selectors.EVENT_READ)
+        if pending.handshaking:
+            self._advance(pending)
+
+    def _advance(self, pending: _Pending) -> None:
+        """Read what the connection has for us now; hand it on once its A-ASSOCIATE-RQ is whole."""
+        sock, buffer = pending.sock, pending.buffer
+        try:
+            if pending.handshaking:
+                assert isinstance(sock, ssl.SSLSocket)
+                try:
+                    sock.do_handshake()
+                except ssl.SSLWantReadError:
+                    return
+                except ssl.SSLWantWriteError:  # wake when the send buffer has room again
+                    assert self._selector is not None
+                    self._selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+                    return
+                pending.handshaking = False
+                assert self._selector is not None
+                self._selector.modify(sock, selectors.EVENT_READ)
+            while True:
+                wanted = 6 - len(buffer) if len(buffer) < 6 else 6 + _pdu_length(buffer) - len(buffer)
+                if wanted == 0:
+                    break
+                chunk = sock.recv(min(wanted, 65536))
+                if not chunk:
+                    self._drop(pending, None, "closed by the peer")
+                    return
+                buffer += chunk
+                if len(buffer) == 6:
+                    if buffer[0] != A_ASSOCIATE_RQ_TYPE:
+                        log.info("connection from %s: expected an A-ASSOCIATE-RQ, got PDU type 0x%02X",
+                                 pending.address, buffer[0])
+                        self._drop(pending, ABORT_PDU, "protocol error")
+                        return
+                    if _pdu_length(buffer) > MAX_ASSOCIATE_RQ_LENGTH:
+                        log.info("connection from %s: A-ASSOCIATE-RQ of %d bytes is over the %d byte limit",
+                                 pending.address, _pdu_length(buffer), MAX_ASSOCIATE_RQ_LENGTH)
+                        self._drop(pending, ABORT_PDU, "oversize request")
+                        return
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+            return
+        except ssl.SSLError as exc:
+            log.warning("refused connection from %s: TLS handshake failed: %s", pending.address, exc)
+            self._drop(pending, None, "TLS handshake failed")
+            return
+        except OSError as exc:
+            self._drop(pending, None, f"connection lost: {exc}")
+            return
+        self._hand_on(pending, bytes(buffer))
+
+    def _hand_on(self, pending: _Pending, request: bytes) -> None:
+        assert self._selector is not None
+        self._selector.unregister(pending.sock)
+        del self._pending[id(pending.sock)]
+        self._pending_count = len(self._pending)
+        sock = pending.sock
         with self._lock:
-            over_limit = len(self._active) >= self.settings.max_associations
-            self._active[id(conn)] = conn
+            full = len(self._active) >= self.settings.max_associations
+            if not full:
+                self._active[id(sock)] = sock
+        if full:
+            self._refuse(sock, pending.address, "association limit", answer=True)
+            return
+        sock.setblocking(True)
+        threading.Thread(target=self._serve, args=(sock, pending.address, request),
+                         name=f"dicom-assoc-{pending.address}", daemon=True).start()
+
+    def _expire(self, now: float) -> None:
+        while self._pending:
+            oldest = next(iter(self._pending.values()))
+            if oldest.deadline > now:
+                return
+            log.debug("connection from %s closed: no A-ASSOCIATE-RQ within %.1f s (scp.acse_timeout_s)",
+                      oldest.address, self.settings.acse_timeout_s)
+            self._drop(oldest, None, "ARTIM timeout")  # PS3.8 9.2 (ARTIM expiry): close, nothing sent
+
+    def _drop(self, pending: _Pending, farewell: bytes | None, reason: str) -> None:
+        assert self._selector is not None
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(pending.sock)
+        self._pending.pop(id(pending.sock), None)
+        self._pending_count = len(self._pending)
+        self.refused[reason] += 1
+        if farewell is not None and not pending.handshaking:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                pending.sock.send(farewell)  # small: fits the empty send buffer, never blocks
+        with contextlib.suppress(OSError):
+            pending.sock.close()
+
+    def _refuse(self, conn: socket.socket, address: str, reason: str, answer: bool) -> None:
+        """Refuse a connection at once, reading nothing: A-ASSOCIATE-RJ (transient, local limit) and close."""
+        self.refused[reason] += 1
+        self._warn("refused connection from %s: already %d association(s) open (scp.max_associations); %d so far",
+                   address, self.settings.max_associations, self.refused[reason])
+        if answer:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                conn.send(_reject(*REJECT_LOCAL_LIMIT))  # small: fits the empty send buffer, never blocks
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _warn(self, message: str, *args: object) -> None:
+        """Log a warning, at most once a second: a flood of refusals is not a flood of log lines."""
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            log.warning(message, *args)
+            self._quiet_until = now + 1.0
+
+    # ------------------------------------------------------------------------------ association threads
+
+    def _serve(self, conn: socket.socket, address: str, request: bytes) -> None:
         info = AssociationInfo("", "", address)
 
         def finish() -> None:  # before an A-RELEASE-RP goes out, and again (a no-op then) when the thread ends
@@ -155,9 +377,7 @@ class AssociationServer:
                 self.on_closed(info)
 
         try:
-            sock = self._secure(conn, address)
-            if sock is not None:
-                _Association(self, sock, info, over_limit, finish).run()
+            _Association(self, conn, info, finish).run(request)
         except PeerError as exc:
             log.info("association from %s at %s ended: %s", info.calling_ae or "(unknown)", address, exc)
         except Exception:  # a handler bug must not take the listener down
@@ -167,36 +387,18 @@ class AssociationServer:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def _secure(self, conn: socket.socket, address: str) -> socket.socket | None:
-        context = self.settings.ssl_context
-        if context is None:
-            return conn
-        conn.settimeout(self.settings.acse_timeout_s)
-        try:
-            return context.wrap_socket(conn, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.warning("refused connection from %s: TLS handshake failed: %s", address, exc)
-            return None
-
 
 class _Association:
     def __init__(self, server: AssociationServer, sock: socket.socket, info: AssociationInfo,
-                 over_limit: bool, finish: Callable[[], None]) -> None:
+                 finish: Callable[[], None]) -> None:
         self.server = server
         self.finish = finish
         self.sock = sock
         self.info = info
-        self.over_limit = over_limit
         self.peer_max_pdu = 0
 
-    def run(self) -> None:
-        settings = self.server.settings
-        self.sock.settimeout(settings.acse_timeout_s)
-        kind, pdu = self._read_pdu()
-        if kind != A_ASSOCIATE_RQ_TYPE:
-            self._abort()
-            raise PeerError(f"expected an A-ASSOCIATE-RQ, got PDU type 0x{kind:02X}")
-        if self._negotiate(pdu):
+    def run(self, request: bytes) -> None:
+        if self._negotiate(request):
             self._messages()
 
     # ------------------------------------------------------------------------------ association set-up
@@ -246,9 +448,6 @@ class _Association:
         policy = self.server.policy(calling, self.info.address)
         if policy is not None:
             return policy
-        if self.over_limit:
-            return f"already {settings.max_associations} association(s) open (scp.max_associations)", \
-                REJECT_LOCAL_LIMIT
         return None
 
     # ------------------------------------------------------------------------------ messages
@@ -259,10 +458,21 @@ class _Association:
         request: Command | None = None
         context_id = 0
         settings = self.server.settings
+        message_deadline = 0.0
         while True:
+            # between messages the peer may be idle for network_timeout_s; a message, once its first PDU has
+            # begun, must be whole within dimse_timeout_s (a deadline for all its PDUs, not for each recv)
             within_message = request is not None or bool(command)
-            self.sock.settimeout(settings.dimse_timeout_s if within_message else settings.network_timeout_s)
-            kind, pdu = self._read_pdu()
+            if within_message:
+                header = self._recv(6, message_deadline, "the rest of a message (scp.dimse_timeout_s)")
+            else:
+                first = bytearray(6)
+                got = self._recv_some(memoryview(first), time.monotonic() + settings.network_timeout_s,
+                                      "message (scp.network_timeout_s)")
+                message_deadline = time.monotonic() + settings.dimse_timeout_s  # from its first byte
+                header = bytes(first) if got == 6 else \
+                    bytes(first[:got]) + self._recv(6 - got, message_deadline, "the rest of a message")
+            kind, pdu = self._read_pdu(header, message_deadline)
             if kind == A_RELEASE_RQ:
                 self.finish()  # the association is over for our bookkeeping before the peer hears so
                 self._send(b"\x06\x00" + struct.pack(">I", 4) + b"\x00" * 4)  # A-RELEASE-RP
@@ -320,33 +530,43 @@ class _Association:
 
     # ------------------------------------------------------------------------------ PDU I/O
 
-    def _read_pdu(self) -> tuple[int, bytes]:
-        header = self._recv(6)
+    def _read_pdu(self, header: bytes, deadline: float) -> tuple[int, bytes]:
         kind, length = header[0], struct.unpack(">I", header[2:6])[0]
-        if length > MAX_PDU_LENGTH:
+        if length > MAX_PDU_ADVERTISED:  # checked before anything is allocated for it
             self._abort()
-            raise PeerError(f"PDU of {length} bytes is over the {MAX_PDU_LENGTH} byte limit")
-        return kind, header + self._recv(length)
+            raise PeerError(f"PDU of {length} bytes is over the {MAX_PDU_ADVERTISED} bytes we advertised")
+        return kind, header + self._recv(length, deadline, "the rest of a message (scp.dimse_timeout_s)")
 
-    def _recv(self, size: int) -> bytes:
+    def _recv(self, size: int, deadline: float, what: str) -> bytes:
+        """``size`` bytes, all by the monotonic ``deadline``, or :class:`PeerError` (after an A-ABORT when
+        the deadline passed)."""
         buffer = bytearray(size)
         view = memoryview(buffer)
         got = 0
         while got < size:
-            try:
-                n = self.sock.recv_into(view[got:], size - got)
-            except TimeoutError as exc:
-                self._abort()
-                raise PeerError("timed out waiting for the peer") from exc
-            except OSError as exc:
-                raise PeerError(f"connection lost: {exc}") from exc
-            if n == 0:
-                raise PeerError("connection closed by the peer")
-            got += n
+            got += self._recv_some(view[got:], deadline, what)
         return bytes(buffer)
+
+    def _recv_some(self, view: memoryview, deadline: float, what: str) -> int:
+        """One read into ``view``: at least one byte, by the monotonic ``deadline``."""
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            self.sock.settimeout(remaining)
+            n = self.sock.recv_into(view, len(view))
+        except TimeoutError as exc:
+            self._abort()
+            raise PeerError(f"no {what} by its deadline") from exc
+        except OSError as exc:
+            raise PeerError(f"connection lost: {exc}") from exc
+        if n == 0:
+            raise PeerError("connection closed by the peer")
+        return n
 
     def _send(self, data: bytes) -> None:
         try:
+            self.sock.settimeout(self.server.settings.dimse_timeout_s)
             self.sock.sendall(data)
         except OSError as exc:
             raise PeerError(f"connection lost: {exc}") from exc
@@ -358,7 +578,11 @@ class _Association:
 
     def _abort(self) -> None:
         with contextlib.suppress(PeerError):
-            self._send(b"\x07\x00" + struct.pack(">I", 4) + b"\x00\x00\x02\x00")  # A-ABORT, source: provider
+            self._send(ABORT_PDU)
+
+
+def _pdu_length(header: bytearray) -> int:
+    return int(struct.unpack_from(">I", header, 2)[0])
 
 
 def _pdvs(pdu: bytes) -> list[tuple[int, int, bytes]]:

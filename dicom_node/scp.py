@@ -7,7 +7,8 @@ daemon handed in and only then answers 0x0000. Every failure
 becomes a DICOM status at this edge (0xA700 out of resources, 0xC2xx cannot understand) and leaves no file.
 
 Associations are refused, with the reason logged, for callers outside the allow-list (AE title, optionally
-with source addresses), past the association limit, or when free disk space is under the watermark.
+with source addresses), past the association limit, or when free disk space is under the watermark. What a
+peer can hold (connections, threads, time, memory) is bounded by the acceptor (:mod:`dicom_node.acceptor`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class StorageSCP:
                     (VERIFICATION, TRANSFER_SYNTAXES[:2]))
         acceptor = AcceptorSettings(
             ae_title=cfg.ae_title, contexts=contexts, max_associations=cfg.max_associations,
+            max_pending_connections=cfg.max_pending_connections,
             require_called_ae_title=cfg.require_called_ae_title, acse_timeout_s=cfg.acse_timeout_s,
             dimse_timeout_s=cfg.dimse_timeout_s, network_timeout_s=cfg.network_timeout_s,
             ssl_context=server_ssl_context(cfg.tls),
@@ -121,6 +123,14 @@ class StorageSCP:
 
     def active_associations(self) -> int:
         return self._server.active_associations if self._server is not None else 0
+
+    def pending_connections(self) -> int:
+        """Connections that have not sent their whole A-ASSOCIATE-RQ yet."""
+        return self._server.pending_connections if self._server is not None else 0
+
+    def refused_connections(self) -> dict[str, int]:
+        """Connections refused or dropped before an association, by reason, since the SCP started."""
+        return dict(self._server.refused) if self._server is not None else {}
 
     def receiving_series(self) -> set[str]:
         """Series with an association still open (their instances may not all be here yet)."""

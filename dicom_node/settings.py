@@ -70,10 +70,11 @@ class ScpConfig:
     allowed_callers: tuple[AllowedCaller, ...] = ()  # empty: any calling AE title
     require_called_ae_title: bool = False
     max_associations: int = 10
+    max_pending_connections: int = 64  # connected, A-ASSOCIATE-RQ not yet whole; when full the oldest goes
     min_free_disk_mb: int = 1024  # refuse new data below this free space
-    acse_timeout_s: float = 30.0
-    dimse_timeout_s: float = 60.0
-    network_timeout_s: float = 60.0
+    acse_timeout_s: float = 30.0  # the TLS handshake and the whole A-ASSOCIATE-RQ (ARTIM)
+    dimse_timeout_s: float = 60.0  # each whole message, from its first PDU
+    network_timeout_s: float = 60.0  # idle between messages
     tls: TlsConfig = field(default_factory=TlsConfig)
     sop_classes: tuple[str, ...] = STORAGE_SOP_CLASSES  # storage SOP Class UIDs accepted (sop_classes.py)
 
@@ -82,8 +83,8 @@ class ScpConfig:
             raise ValueError("the SCP must accept at least one storage SOP class")
         _check_port(self.port, "SCP port", 0)
         _check_ae_title(self.ae_title, "SCP AE title")
-        if self.max_associations < 1 or self.min_free_disk_mb < 0:
-            raise ValueError("need max_associations >= 1 and min_free_disk_mb >= 0")
+        if self.max_associations < 1 or self.max_pending_connections < 1 or self.min_free_disk_mb < 0:
+            raise ValueError("need max_associations >= 1, max_pending_connections >= 1 and min_free_disk_mb >= 0")
         _check_positive(acse_timeout_s=self.acse_timeout_s, dimse_timeout_s=self.dimse_timeout_s,
                         network_timeout_s=self.network_timeout_s)
 

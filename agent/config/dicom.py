@@ -44,10 +44,14 @@ class ScpSettings(Section):
     )
     require_called_ae_title: bool = False
     max_associations: int = Field(default=10, ge=1, le=1000)
+    max_pending_connections: int = Field(
+        default=64, ge=1, le=10000,
+        description="connections that have not sent a whole A-ASSOCIATE-RQ; when full the oldest is refused",
+    )
     min_free_disk_mb: int = Field(default=1024, ge=0, description="refuse new data below this free space")
-    acse_timeout_s: float = Field(default=30.0, gt=0)
-    dimse_timeout_s: float = Field(default=60.0, gt=0)
-    network_timeout_s: float = Field(default=60.0, gt=0)
+    acse_timeout_s: float = Field(default=30.0, gt=0, description="TLS handshake and whole A-ASSOCIATE-RQ (ARTIM)")
+    dimse_timeout_s: float = Field(default=60.0, gt=0, description="each whole message, from its first PDU")
+    network_timeout_s: float = Field(default=60.0, gt=0, description="idle between messages")
     tls: TlsSettings = Field(default_factory=TlsSettings)
     sop_classes: Literal["all"] | list[str] = Field(
         default="all", description="storage SOP classes accepted: all standard ones, or a list of keywords "

@@ -314,8 +314,13 @@ def test_tls(make_scp: Callable[..., RunningScp], tmp_path: Path) -> None:
     context.check_hostname = False
     ae = AE(ae_title="TLSSCU")
     ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian])
+    # connections that never shake hands wait without a thread each and hold up nobody
+    silent = [socket.create_connection(("127.0.0.1", scp.port), timeout=10) for _ in range(5)]
+    wait_for(lambda: scp.scp.pending_connections() == 5, 10, what="five connections waiting for a handshake")
     assoc = ae.associate("127.0.0.1", scp.port, ae_title="ONCOAGENT", tls_args=(context, None))
     assert assoc.is_established
+    for sock in silent:
+        sock.close()
     assert assoc.send_c_store(pydicom.dcmread(shared("mri/MR_small.dcm"))).Status == 0
     assoc.release()
     assert scp.dcmtk("echoscu").returncode != 0  # plain DICOM is not accepted on the TLS port
