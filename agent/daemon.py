@@ -6,6 +6,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 
 from agent import systemd
 from agent.config import Settings
@@ -38,9 +39,49 @@ def _remove_partial_writes(settings: Settings) -> None:
         log.info("removed %d partial write(s) left by an earlier stop", len(leftovers))
 
 
+# How long a stop waits for a folder scan in progress (taking a file) before leaving it to the process's end.
+SCAN_STOP_GRACE_S = 5.0
+
+WatcherFactory = Callable[[Store, Settings], FolderWatcher]
+
+
+class FolderScans:
+    """The folder watcher's scans on a thread of their own: a full rescan of a slow or hung share never delays
+    the main loop (the systemd watchdog ping, routing, the executor's health)."""
+
+    def __init__(self, watcher: FolderWatcher, interval_s: float, stop: threading.Event) -> None:
+        self.watcher = watcher
+        self.interval_s = interval_s
+        self.stop = stop
+        self.scanned = threading.Event()  # set after each scan: the main loop routes what it took
+        self.thread = threading.Thread(target=self._run, name="folder-scans", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                if self.watcher.scan(time.time()):
+                    self.scanned.set()
+            except Exception:
+                log.exception("folder scan failed; will retry")
+            self.stop.wait(self.interval_s)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the scan in progress to end (``stop`` is set); False when it is still stuck."""
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.warning("a folder scan is still running after %.0f s (a share not answering?); not waiting for it",
+                        timeout)
+            return False
+        return True
+
+
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, watcher_factory: WatcherFactory = FolderWatcher) -> None:
         self.settings = settings
+        self.watcher_factory = watcher_factory  # tests hand in a watcher whose scan blocks
 
     def run(self) -> int:
         """Run until a stop signal; return the process exit status."""
@@ -81,7 +122,9 @@ class Daemon:
         exec_thread.start()
         sender_thread = threading.Thread(target=sender.run, name="outbox", daemon=True)
         sender_thread.start()
-        watcher = FolderWatcher(store, settings)
+        watcher = self.watcher_factory(store, settings)
+        scans = FolderScans(watcher, settings.ingest.scan_interval_s, stop)
+        scans.start()
         dispatcher = Dispatcher(store, settings, receiving=scp.receiving_series if scp else frozenset)
         scheduler = BatchScheduler(store, settings, on_queued=executor.wake)
         scheduler.start()
@@ -96,7 +139,9 @@ class Daemon:
         last_ping = 0.0
         status = 0
         tick = min(settings.ingest.scan_interval_s, 1.0)
-        next_scan = 0.0
+        if ping_every is not None:
+            tick = min(tick, ping_every / 2)
+        next_route = 0.0
         while not stop.is_set():
             now = time.time()
             if ping_every is not None and now - last_ping >= ping_every:
@@ -106,16 +151,19 @@ class Daemon:
                 log.critical("executor thread ended unexpectedly; stopping")
                 status = 1
                 break
-            if now >= next_scan:
-                next_scan = now + settings.ingest.scan_interval_s
-                self._ingest_cycle(watcher, dispatcher, executor, now)
+            if now >= next_route or scans.scanned.is_set():
+                scans.scanned.clear()
+                next_route = now + settings.ingest.scan_interval_s
+                self._route(dispatcher, executor, now)
             stop.wait(tick)
 
         systemd.notify("STOPPING=1")
         log.info("stopping: no new work accepted; waiting up to %.0f s for running jobs",
                  settings.executor.shutdown_grace_s)
+        stop.set()  # the scan thread too, when the executor ended the loop
         if scp is not None:
             scp.stop()
+        scans.join(SCAN_STOP_GRACE_S)
         watcher.close()
         scheduler.stop()
         sender.stop()
@@ -126,10 +174,9 @@ class Daemon:
         return status
 
     @staticmethod
-    def _ingest_cycle(watcher: FolderWatcher, dispatcher: Dispatcher, executor: Executor, now: float) -> None:
+    def _route(dispatcher: Dispatcher, executor: Executor, now: float) -> None:
         try:
-            watcher.scan(now)
             if dispatcher.route_ready(now):
                 executor.wake()
         except Exception:
-            log.exception("ingest cycle failed; will retry")
+            log.exception("routing failed; will retry")
