@@ -3,9 +3,10 @@
 Why not pynetdicom's server: its reactors poll (two threads per association, each sleeping a millisecond per
 turn), which caps one association at a few hundred small instances per second before any work is done. Here a
 thread per association blocks on its socket, reads whole PDUs, and answers as soon as the handler returns.
-The PDU and primitive classes and the presentation context negotiation are pynetdicom's; this module owns
-only the flow: A-ASSOCIATE-RQ → policy → AC or RJ, P-DATA fragments → DIMSE messages → handler → response,
-A-RELEASE and A-ABORT, timeouts, TLS and the association limit.
+The PDU and primitive classes and the presentation context negotiation are pynetdicom's. This module owns the
+listener and the connections until their A-ASSOCIATE-RQ is whole; :mod:`dicom_node.association` owns one
+association from then on (AC or RJ, P-DATA fragments → DIMSE messages → handler → response, A-RELEASE and
+A-ABORT).
 
 Everything a peer can make it hold is bounded: threads (one per open association, at most
 ``max_associations``; none for a connection that has not sent its whole A-ASSOCIATE-RQ: one acceptor thread
@@ -23,75 +24,31 @@ import logging
 import selectors
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from pydicom.uid import UID
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
-    MaximumLengthNotification,
-    SCP_SCU_RoleSelectionNegotiation,
+from pynetdicom.presentation import build_context
+
+from dicom_node.association import (
+    A_ASSOCIATE_RQ_TYPE,
+    ABORT_PDU,
+    MAX_ASSOCIATE_RQ_LENGTH,
+    REJECT_LOCAL_LIMIT,
+    AcceptorSettings,
+    Association,
+    AssociationInfo,
+    Closed,
+    PeerError,
+    Policy,
+    StoreHandler,
+    pdu_length,
+    reject,
 )
-from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
-
-from dicom_node.dimse import C_ECHO_RQ, C_STORE_RQ, Command, CommandError, read_command, response
 
 log = logging.getLogger(__name__)
 
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-IMPLEMENTATION_UID = "2.25.158322836422231640287121674177838996716"  # uuid5(NAMESPACE_URL, "oncoagent")
-IMPLEMENTATION_VERSION = "ONCOAGENT_1"
-
-A_ASSOCIATE_RQ_TYPE, P_DATA_TF, A_RELEASE_RQ, A_ABORT = 0x01, 0x04, 0x05, 0x07
-MAX_PDU_ADVERTISED = 1 * 2**20  # what peers may send us in one PDU; a longer one is aborted
-MAX_ASSOCIATE_RQ_LENGTH = 256 * 2**10  # hundreds of presentation contexts; a longer request is aborted
-ABORT_PDU = b"\x07\x00" + struct.pack(">I", 4) + b"\x00\x00\x02\x00"  # A-ABORT, source: service provider
-
-# A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
-REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
-REJECT_CALLED_AE = (0x01, 0x01, 0x07)
-REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
-REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
-
-
-class PeerError(Exception):
-    """The peer broke the protocol, closed the connection or went silent."""
-
-
-@dataclass
-class AssociationInfo:
-    """What a handler may know about the association a message came on."""
-
-    calling_ae: str
-    called_ae: str
-    address: str
-    contexts: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (abstract syntax, transfer syntax)
-
-
-Policy = Callable[[str, str], tuple[str, tuple[int, int, int]] | None]  # (calling AE, address) -> refusal
-StoreHandler = Callable[[AssociationInfo, Command, str, bytes], int]  # (assoc, command, transfer syntax, data)
-Closed = Callable[[AssociationInfo], None]
-
-
-@dataclass(frozen=True)
-class AcceptorSettings:
-    ae_title: str
-    contexts: tuple[tuple[str, tuple[str, ...]], ...]  # (abstract syntax, transfer syntaxes)
-    max_associations: int = 10
-    max_pending_connections: int = 64  # connections without a whole A-ASSOCIATE-RQ yet (no thread each)
-    require_called_ae_title: bool = False
-    acse_timeout_s: float = 30.0  # for the TLS handshake and the whole A-ASSOCIATE-RQ (ARTIM)
-    dimse_timeout_s: float = 60.0  # for the whole of a message once its first PDU has begun
-    network_timeout_s: float = 60.0  # idle, between messages
-    ssl_context: ssl.SSLContext | None = None
-
+LINGER_S = 2.0  # how long a refused connection may take to read its refusal and close
 
 class _Pending:
     """A connection whose A-ASSOCIATE-RQ is not whole yet: its bytes so far and its ARTIM deadline."""
@@ -109,10 +66,13 @@ class _Pending:
 class AssociationServer:
     """Listens on ``address``. One thread (the acceptor) accepts connections and waits, with a selector and
     no thread each, for their A-ASSOCIATE-RQ (and TLS handshake) under the ARTIM deadline; a connection whose
-    request is whole runs :class:`_Association` in a thread of its own, at most ``max_associations`` at once.
+    request is whole runs an :class:`~dicom_node.association.Association` in a thread of its own, at most
+    ``max_associations`` at once.
 
-    Bounds: while ``max_associations`` associations are open a new connection is refused at once (an
-    A-ASSOCIATE-RJ, rejected-transient, local limit exceeded; nothing read). At most
+    Bounds: while ``max_associations`` associations are open a new connection is refused as soon as its
+    A-ASSOCIATE-RQ is whole (an A-ASSOCIATE-RJ, rejected-transient, local limit exceeded: PS3.8 answers a
+    request, so the refusal waits for it, without a thread). After a refusal the peer closes the connection
+    (what it still sends is drained); we close it after ``LINGER_S`` if it does not. At most
     ``max_pending_connections`` connections wait for their request; when all are taken, the one that has
     waited longest is refused the same way and the new one takes its place, so that silent or trickling
     sockets cannot lock an honest peer out (it sends its request within milliseconds of connecting).
@@ -130,6 +90,7 @@ class AssociationServer:
         self._active: dict[int, socket.socket] = {}
         self._pending: dict[int, _Pending] = {}  # oldest first; touched only by the acceptor thread
         self._pending_count = 0
+        self._lingering: dict[int, tuple[socket.socket, float]] = {}  # refused: (socket, close-by deadline)
         self._listener: socket.socket | None = None
         self._selector: selectors.BaseSelector | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -187,13 +148,11 @@ class AssociationServer:
         selector, listener = self._selector, self._listener
         try:
             while not self._closing:
-                timeout = None
-                if self._pending:
-                    oldest = next(iter(self._pending.values()))  # all wait as long: the oldest expires first
-                    timeout = max(0.0, oldest.deadline - time.monotonic())
-                for key, _ in selector.select(timeout):
+                for key, _ in selector.select(self._next_timeout()):
                     if key.fileobj is listener:
                         self._accept_all(listener)
+                    elif id(key.fileobj) in self._lingering:
+                        self._drain(self._lingering[id(key.fileobj)][0])
                     elif key.fileobj is not self._wake_r:
                         pending = self._pending.get(id(key.fileobj))
                         if pending is None:
@@ -207,6 +166,8 @@ class AssociationServer:
         finally:
             for pending in list(self._pending.values()):
                 self._drop(pending, None, "shutdown")
+            for sock, _ in list(self._lingering.values()):
+                self._close(sock)
             selector.close()
             listener.close()
             self._wake_r.close()
@@ -221,24 +182,19 @@ class AssociationServer:
             except OSError as exc:  # out of file descriptors, or the like: free one, or wait a moment
                 self._warn("could not accept a connection: %s", exc)
                 if self._pending:
-                    self._drop(next(iter(self._pending.values())), _reject(*REJECT_LOCAL_LIMIT), "no resources")
+                    self._drop(next(iter(self._pending.values())), reject(*REJECT_LOCAL_LIMIT), "no resources")
                 else:
                     time.sleep(0.05)
                 return
             conn.setblocking(False)
             with contextlib.suppress(OSError):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers must not wait for an ACK
-            with self._lock:
-                full = len(self._active) >= self.settings.max_associations
-            if full:  # a TLS peer has not shaken hands yet: it could not read an A-ASSOCIATE-RJ
-                self._refuse(conn, address[0], "association limit", answer=self.settings.ssl_context is None)
-                continue
             if len(self._pending) >= self.settings.max_pending_connections:
                 oldest = next(iter(self._pending.values()))
                 self._warn("%d connection(s) without an A-ASSOCIATE-RQ (scp.max_pending_connections): refused the "
                            "one from %s that waited longest; %d so far", len(self._pending), oldest.address,
                            self.refused["pending limit"] + 1)
-                self._drop(oldest, _reject(*REJECT_LOCAL_LIMIT), "pending limit")
+                self._drop(oldest, reject(*REJECT_LOCAL_LIMIT), "pending limit")
             self._add_pending(conn, address[0])
 
     def _add_pending(self, conn: socket.socket, address: str) -> None:
@@ -278,7 +234,7 @@ class AssociationServer:
                 assert self._selector is not None
                 self._selector.modify(sock, selectors.EVENT_READ)
             while True:
-                wanted = 6 - len(buffer) if len(buffer) < 6 else 6 + _pdu_length(buffer) - len(buffer)
+                wanted = 6 - len(buffer) if len(buffer) < 6 else 6 + pdu_length(buffer) - len(buffer)
                 if wanted == 0:
                     break
                 chunk = sock.recv(min(wanted, 65536))
@@ -292,9 +248,9 @@ class AssociationServer:
                                  pending.address, buffer[0])
                         self._drop(pending, ABORT_PDU, "protocol error")
                         return
-                    if _pdu_length(buffer) > MAX_ASSOCIATE_RQ_LENGTH:
+                    if pdu_length(buffer) > MAX_ASSOCIATE_RQ_LENGTH:
                         log.info("connection from %s: A-ASSOCIATE-RQ of %d bytes is over the %d byte limit",
-                                 pending.address, _pdu_length(buffer), MAX_ASSOCIATE_RQ_LENGTH)
+                                 pending.address, pdu_length(buffer), MAX_ASSOCIATE_RQ_LENGTH)
                         self._drop(pending, ABORT_PDU, "oversize request")
                         return
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
@@ -319,13 +275,22 @@ class AssociationServer:
             if not full:
                 self._active[id(sock)] = sock
         if full:
-            self._refuse(sock, pending.address, "association limit", answer=True)
+            self._refuse(sock, pending.address, "association limit")
             return
         sock.setblocking(True)
         threading.Thread(target=self._serve, args=(sock, pending.address, request),
                          name=f"dicom-assoc-{pending.address}", daemon=True).start()
 
+    def _next_timeout(self) -> float | None:
+        deadlines = [deadline for _, deadline in self._lingering.values()]
+        if self._pending:  # all wait as long: the oldest expires first
+            deadlines.append(next(iter(self._pending.values())).deadline)
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
     def _expire(self, now: float) -> None:
+        for sock, deadline in list(self._lingering.values()):
+            if deadline <= now:
+                self._close(sock)
         while self._pending:
             oldest = next(iter(self._pending.values()))
             if oldest.deadline > now:
@@ -342,21 +307,57 @@ class AssociationServer:
         self._pending_count = len(self._pending)
         self.refused[reason] += 1
         if farewell is not None and not pending.handshaking:
-            with contextlib.suppress(OSError, ssl.SSLError):
-                pending.sock.send(farewell)  # small: fits the empty send buffer, never blocks
-        with contextlib.suppress(OSError):
-            pending.sock.close()
+            self._say_goodbye(pending.sock, farewell)
+        else:
+            with contextlib.suppress(OSError):
+                pending.sock.close()
 
-    def _refuse(self, conn: socket.socket, address: str, reason: str, answer: bool) -> None:
-        """Refuse a connection at once, reading nothing: A-ASSOCIATE-RJ (transient, local limit) and close."""
+    def _refuse(self, conn: socket.socket, address: str, reason: str) -> None:
+        """Refuse a connection whose A-ASSOCIATE-RQ is whole: A-ASSOCIATE-RJ (transient, local limit)."""
         self.refused[reason] += 1
         self._warn("refused connection from %s: already %d association(s) open (scp.max_associations); %d so far",
                    address, self.settings.max_associations, self.refused[reason])
-        if answer:
-            with contextlib.suppress(OSError, ssl.SSLError):
-                conn.send(_reject(*REJECT_LOCAL_LIMIT))  # small: fits the empty send buffer, never blocks
+        self._say_goodbye(conn, reject(*REJECT_LOCAL_LIMIT))
+
+    def _say_goodbye(self, sock: socket.socket, farewell: bytes) -> None:
+        """Send ``farewell`` (an A-ASSOCIATE-RJ or A-ABORT) and wait, draining what the peer sends, for the
+        peer to close the connection, closing it ourselves after ``LINGER_S`` (PS3.8 Sta13: the acceptor awaits
+        the transport close under ARTIM). Closing at once races the peer: it may see the transport close before
+        it has taken in the farewell (pynetdicom then reports an abort, not a rejection), and closing with
+        unread data sends a TCP reset. At most ``max_pending_connections`` linger; beyond that a socket is
+        closed at once."""
+        assert self._selector is not None
+        try:
+            sock.send(farewell)  # small: fits the empty send buffer, never blocks
+            if len(self._lingering) >= self.settings.max_pending_connections:
+                raise OSError("too many refused connections lingering")
+            self._selector.register(sock, selectors.EVENT_READ)
+        except (OSError, ssl.SSLError, ValueError, KeyError):
+            self._close(sock)
+            return
+        self._lingering[id(sock)] = (sock, time.monotonic() + LINGER_S)
+
+    def _drain(self, sock: socket.socket) -> None:
+        """Discard what a refused peer still sends; close once it closes (or on error)."""
+        try:
+            for _ in range(16):
+                if not sock.recv(65536):
+                    break
+            else:
+                return  # still talking: the linger deadline ends it
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            return
+        except (OSError, ssl.SSLError):
+            pass
+        self._close(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        self._lingering.pop(id(sock), None)
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
         with contextlib.suppress(OSError):
-            conn.close()
+            sock.close()
 
     def _warn(self, message: str, *args: object) -> None:
         """Log a warning, at most once a second: a flood of refusals is not a flood of log lines."""
@@ -377,7 +378,7 @@ class AssociationServer:
                 self.on_closed(info)
 
         try:
-            _Association(self, conn, info, finish).run(request)
+            Association(self, conn, info, finish).run(request)
         except PeerError as exc:
             log.info("association from %s at %s ended: %s", info.calling_ae or "(unknown)", address, exc)
         except Exception:  # a handler bug must not take the listener down
@@ -386,243 +387,3 @@ class AssociationServer:
             finish()
             with contextlib.suppress(OSError):
                 conn.close()
-
-
-class _Association:
-    def __init__(self, server: AssociationServer, sock: socket.socket, info: AssociationInfo,
-                 finish: Callable[[], None]) -> None:
-        self.server = server
-        self.finish = finish
-        self.sock = sock
-        self.info = info
-        self.peer_max_pdu = 0
-
-    def run(self, request: bytes) -> None:
-        if self._negotiate(request):
-            self._messages()
-
-    # ------------------------------------------------------------------------------ association set-up
-
-    def _negotiate(self, pdu: bytes) -> bool:
-        request = A_ASSOCIATE_RQ()
-        try:
-            request.decode(pdu)
-            primitive = request.to_primitive()
-        except Exception as exc:  # pynetdicom raises assorted errors on malformed PDUs
-            self._abort()
-            raise PeerError(f"malformed A-ASSOCIATE-RQ: {exc}") from exc
-        calling = str(primitive.calling_ae_title).strip()
-        called = str(primitive.called_ae_title).strip()
-        self.info.calling_ae, self.info.called_ae = calling, called
-        refusal = self._refusal(request, primitive, calling, called)
-        if refusal is not None:
-            reason, rsd = refusal
-            log.warning("refused association from %s at %s: %s", calling or "(no AE title)", self.info.address,
-                        reason)
-            self._send(_reject(*rsd))
-            return False
-        roles = {UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role)
-                 for item in primitive.user_information if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
-        results, role_items = negotiate_as_acceptor(primitive.presentation_context_definition_list,
-                                                    self.server.supported, roles or None)
-        for item in primitive.user_information:
-            if isinstance(item, MaximumLengthNotification):
-                self.peer_max_pdu = int(item.maximum_length_received or 0)
-        self.info.contexts = {int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
-                              for cx in results if cx.result == 0x00 and cx.context_id is not None}
-        self._send(_accept(primitive, results, role_items))
-        log.info("association from %s at %s accepted: %d of %d presentation context(s)", calling,
-                 self.info.address, len(self.info.contexts), len(results))
-        return True
-
-    def _refusal(self, request: A_ASSOCIATE_RQ, primitive: A_ASSOCIATE, calling: str, called: str,
-                 ) -> tuple[str, tuple[int, int, int]] | None:
-        settings = self.server.settings
-        if request.protocol_version != 0x0001:
-            return f"protocol version {request.protocol_version} is not supported", REJECT_PROTOCOL_VERSION
-        if str(primitive.application_context_name) != APPLICATION_CONTEXT:
-            return f"application context {primitive.application_context_name} is not DICOM's", \
-                REJECT_APPLICATION_CONTEXT
-        if settings.require_called_ae_title and called != settings.ae_title:
-            return f"called AE title {called!r} is not {settings.ae_title!r}", REJECT_CALLED_AE
-        policy = self.server.policy(calling, self.info.address)
-        if policy is not None:
-            return policy
-        return None
-
-    # ------------------------------------------------------------------------------ messages
-
-    def _messages(self) -> None:
-        command: list[bytes] = []
-        data: list[bytes] = []
-        request: Command | None = None
-        context_id = 0
-        settings = self.server.settings
-        message_deadline = 0.0
-        while True:
-            # between messages the peer may be idle for network_timeout_s; a message, once its first PDU has
-            # begun, must be whole within dimse_timeout_s (a deadline for all its PDUs, not for each recv)
-            within_message = request is not None or bool(command)
-            if within_message:
-                header = self._recv(6, message_deadline, "the rest of a message (scp.dimse_timeout_s)")
-            else:
-                first = bytearray(6)
-                got = self._recv_some(memoryview(first), time.monotonic() + settings.network_timeout_s,
-                                      "message (scp.network_timeout_s)")
-                message_deadline = time.monotonic() + settings.dimse_timeout_s  # from its first byte
-                header = bytes(first) if got == 6 else \
-                    bytes(first[:got]) + self._recv(6 - got, message_deadline, "the rest of a message")
-            kind, pdu = self._read_pdu(header, message_deadline)
-            if kind == A_RELEASE_RQ:
-                self.finish()  # the association is over for our bookkeeping before the peer hears so
-                self._send(b"\x06\x00" + struct.pack(">I", 4) + b"\x00" * 4)  # A-RELEASE-RP
-                log.info("association from %s released", self.info.calling_ae)
-                return
-            if kind == A_ABORT:
-                raise PeerError("aborted by the peer")
-            if kind != P_DATA_TF:
-                self._abort()
-                raise PeerError(f"unexpected PDU type 0x{kind:02X}")
-            for pc_id, control, value in _pdvs(pdu):
-                if request is None and not control & 0x01:
-                    self._abort()
-                    raise PeerError("a dataset fragment arrived before its command")
-                if control & 0x01:
-                    command.append(value)
-                    if control & 0x02:
-                        try:
-                            request = read_command(b"".join(command))
-                        except CommandError as exc:
-                            self._abort()
-                            raise PeerError(str(exc)) from exc
-                        command, context_id = [], pc_id
-                        if not request.has_dataset:
-                            self._answer(request, context_id, b"")
-                            request = None
-                else:
-                    data.append(value)
-                    if control & 0x02:
-                        assert request is not None
-                        dataset = b"".join(data)
-                        data.clear()  # the fragments go before the handler runs: one copy in memory, not two
-                        self._answer(request, context_id, dataset)
-                        del dataset
-                        request = None
-
-    def _answer(self, request: Command, context_id: int, dataset: bytes) -> None:
-        context = self.info.contexts.get(context_id)
-        if context is None:
-            self._abort()
-            raise PeerError(f"message on presentation context {context_id}, which was not accepted")
-        abstract, transfer = context
-        if request.command_field == C_ECHO_RQ:
-            status = 0x0000
-        elif request.command_field == C_STORE_RQ:
-            if not request.has_dataset:
-                status = 0xC210  # cannot understand
-            elif request.affected_sop_class != abstract:
-                status = 0x0122  # SOP class not supported on this context
-            else:
-                status = self.server.on_store(self.info, request, transfer, dataset)
-        else:
-            status = 0x0211  # unrecognised operation
-        self._send_command(context_id, response(request, status))
-
-    # ------------------------------------------------------------------------------ PDU I/O
-
-    def _read_pdu(self, header: bytes, deadline: float) -> tuple[int, bytes]:
-        kind, length = header[0], struct.unpack(">I", header[2:6])[0]
-        if length > MAX_PDU_ADVERTISED:  # checked before anything is allocated for it
-            self._abort()
-            raise PeerError(f"PDU of {length} bytes is over the {MAX_PDU_ADVERTISED} bytes we advertised")
-        return kind, header + self._recv(length, deadline, "the rest of a message (scp.dimse_timeout_s)")
-
-    def _recv(self, size: int, deadline: float, what: str) -> bytes:
-        """``size`` bytes, all by the monotonic ``deadline``, or :class:`PeerError` (after an A-ABORT when
-        the deadline passed)."""
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        got = 0
-        while got < size:
-            got += self._recv_some(view[got:], deadline, what)
-        return bytes(buffer)
-
-    def _recv_some(self, view: memoryview, deadline: float, what: str) -> int:
-        """One read into ``view``: at least one byte, by the monotonic ``deadline``."""
-        remaining = deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            self.sock.settimeout(remaining)
-            n = self.sock.recv_into(view, len(view))
-        except TimeoutError as exc:
-            self._abort()
-            raise PeerError(f"no {what} by its deadline") from exc
-        except OSError as exc:
-            raise PeerError(f"connection lost: {exc}") from exc
-        if n == 0:
-            raise PeerError("connection closed by the peer")
-        return n
-
-    def _send(self, data: bytes) -> None:
-        try:
-            self.sock.settimeout(self.server.settings.dimse_timeout_s)
-            self.sock.sendall(data)
-        except OSError as exc:
-            raise PeerError(f"connection lost: {exc}") from exc
-
-    def _send_command(self, context_id: int, payload: bytes) -> None:
-        # a response command is ~100 bytes, far under any PDU limit: one PDV, flagged command + last
-        pdv = struct.pack(">IBB", len(payload) + 2, context_id, 0x03) + payload
-        self._send(b"\x04\x00" + struct.pack(">I", len(pdv)) + pdv)
-
-    def _abort(self) -> None:
-        with contextlib.suppress(PeerError):
-            self._send(ABORT_PDU)
-
-
-def _pdu_length(header: bytearray) -> int:
-    return int(struct.unpack_from(">I", header, 2)[0])
-
-
-def _pdvs(pdu: bytes) -> list[tuple[int, int, bytes]]:
-    """(presentation context id, message control header, fragment) of each PDV item of a P-DATA-TF PDU."""
-    items = []
-    offset, end = 6, len(pdu)
-    while offset < end:
-        if offset + 6 > end:
-            raise PeerError("P-DATA-TF ends inside a PDV item header")
-        length = struct.unpack_from(">I", pdu, offset)[0]
-        if length < 2 or offset + 4 + length > end:
-            raise PeerError("PDV item length does not fit its PDU")
-        items.append((pdu[offset + 4], pdu[offset + 5], pdu[offset + 6 : offset + 4 + length]))
-        offset += 4 + length
-    return items
-
-
-def _reject(result: int, source: int, reason: int) -> bytes:
-    primitive = A_ASSOCIATE()
-    primitive.result, primitive.result_source, primitive.diagnostic = result, source, reason
-    pdu = A_ASSOCIATE_RJ()
-    pdu.from_primitive(primitive)
-    return bytes(pdu.encode())
-
-
-def _accept(request: A_ASSOCIATE, results: list[PresentationContext],
-            roles: list[SCP_SCU_RoleSelectionNegotiation]) -> bytes:
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = UID(APPLICATION_CONTEXT)
-    primitive.calling_ae_title = request.calling_ae_title
-    primitive.called_ae_title = request.called_ae_title
-    primitive.result, primitive.result_source = 0x00, 0x01
-    primitive.presentation_context_definition_results_list = results
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = MAX_PDU_ADVERTISED
-    implementation = ImplementationClassUIDNotification()
-    implementation.implementation_class_uid = UID(IMPLEMENTATION_UID)
-    version = ImplementationVersionNameNotification()
-    version.implementation_version_name = IMPLEMENTATION_VERSION
-    primitive.user_information = [max_length, implementation, version, *roles]
-    pdu = A_ASSOCIATE_AC()
-    pdu.from_primitive(primitive)
-    return bytes(pdu.encode())

@@ -28,20 +28,20 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pynetdicom import evt
 
-from dicom_node.acceptor import (
+from dicom_node.acceptor import AssociationServer
+from dicom_node.association import (
     IMPLEMENTATION_UID,
     IMPLEMENTATION_VERSION,
     REJECT_LOCAL_LIMIT,
     AcceptorSettings,
     AssociationInfo,
-    AssociationServer,
 )
 from dicom_node.dimse import Command
 from dicom_node.errors import InvalidUIDError, RecordError
 from dicom_node.recorder import InstanceRecorder
 from dicom_node.records import Instance, InstanceRecords
 from dicom_node.settings import ScpConfig, TlsConfig
-from dicom_node.sop_classes import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from dicom_node.sop_classes import TRANSFER_SYNTAXES
 from dicom_node.storage import file_meta_bytes, instance_path, routing_attrs, truncation, validate_uid
 from pipelines.durable import write_bytes_durably
 
@@ -92,7 +92,7 @@ class StorageSCP:
     def start(self) -> int:
         """Start listening in background threads; return the bound port (useful with port 0)."""
         cfg = self.settings
-        contexts = (*((sop_class, TRANSFER_SYNTAXES) for sop_class in STORAGE_SOP_CLASSES),
+        contexts = (*((sop_class, TRANSFER_SYNTAXES) for sop_class in cfg.sop_classes),
                     (VERIFICATION, TRANSFER_SYNTAXES[:2]))
         acceptor = AcceptorSettings(
             ae_title=cfg.ae_title, contexts=contexts, max_associations=cfg.max_associations,

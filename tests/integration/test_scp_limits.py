@@ -20,17 +20,13 @@ from typing import Any
 
 import psutil
 import pytest
-from pydicom.uid import UID
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-from pynetdicom.presentation import build_context
 
 from agent.store import Store
-from dicom_node.acceptor import APPLICATION_CONTEXT
 from dicom_node.scp import StorageSCP
 from dicom_node.settings import AllowedCaller, ScpConfig
 from tests.conftest import shared
 from tests.support.net import free_port
+from tests.support.pdus import associate_rq, read_pdu
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed (make test does)")
@@ -68,37 +64,6 @@ def started(tmp_path: Path) -> Iterator[list[RunningScp]]:
     yield running
     for scp in running:
         scp.stop()
-
-
-def associate_rq(calling: str = "MODALITY", called: str = "ONCOAGENT") -> bytes:
-    """A well-formed A-ASSOCIATE-RQ proposing Verification."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = UID(APPLICATION_CONTEXT)
-    primitive.calling_ae_title = calling
-    primitive.called_ae_title = called
-    context = build_context("1.2.840.10008.1.1")
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 16384
-    primitive.user_information = [max_length]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return bytes(pdu.encode())
-
-
-def read_pdu(sock: socket.socket) -> bytes:
-    header = read_exactly(sock, 6)
-    return header + read_exactly(sock, struct.unpack(">I", header[2:6])[0])
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "the SCP closed the connection early"
-        data += chunk
-    return data
 
 
 def associated(port: int) -> socket.socket:
@@ -191,11 +156,14 @@ def test_connection_is_refused_at_once_while_the_association_limit_is_reached(
     wait_for(lambda: scp.scp.active_associations() == 2, 10, what="two associations")
     threads = threading.active_count()
     refused = []
-    for _ in range(50):  # refused without reading anything: they send nothing
+    for _ in range(50):  # each refused as soon as its request is whole, with no thread started for it
         with socket.create_connection(("127.0.0.1", scp.port), timeout=5) as sock:
+            sock.sendall(associate_rq())
             pdu = read_pdu(sock)
             refused.append((pdu[0], pdu[7:10]))
-            assert until_closed(sock) == b""
+            sock.settimeout(0.2)  # nothing follows the refusal; the peer closes (PS3.8: the SCP waits for that)
+            with pytest.raises(TimeoutError):
+                sock.recv(1)
     # A-ASSOCIATE-RJ: rejected-transient (2), service-provider presentation related (3), local limit (2)
     assert set(refused) == {(A_ASSOCIATE_RJ, b"\x02\x03\x02")}
     assert threading.active_count() == threads  # no thread was started for them
@@ -203,6 +171,29 @@ def test_connection_is_refused_at_once_while_the_association_limit_is_reached(
         sock.close()
     wait_for(lambda: scp.scp.active_associations() == 0, 10, what="the held associations to end")
     assert scp.timed_dcmtk("echoscu")[1].returncode == 0
+
+
+def test_a_refused_peer_that_already_sent_its_request_still_reads_the_refusal(
+    tmp_path: Path, started: list[RunningScp]
+) -> None:
+    """The SCP closes a refused connection only after its FIN follows the A-ASSOCIATE-RJ and what the peer sent
+    is drained: closing with the request unread would send a TCP reset, which can destroy the refusal before
+    the peer reads it (a peer then sees "connection reset" instead of "rejected, try later")."""
+    scp = RunningScp(tmp_path, max_associations=1)
+    started.append(scp)
+    held = associated(scp.port)
+    wait_for(lambda: scp.scp.active_associations() == 1, 10, what="the association")
+    peers = [socket.create_connection(("127.0.0.1", scp.port), timeout=5) for _ in range(20)]
+    for sock in peers:
+        sock.sendall(associate_rq())  # the request is in flight before the SCP refuses, and it is never read
+    wait_for(lambda: scp.scp.refused_connections().get("association limit", 0) == len(peers), 10,
+             what="every connection refused")
+    time.sleep(0.2)  # not a wait on the SCP: time for a reset, had one been sent, to reach our sockets
+    for sock in peers:
+        with sock:
+            assert read_pdu(sock)[:1] == bytes([A_ASSOCIATE_RJ])
+            assert until_closed(sock) == b""
+    held.close()
 
 
 def test_announced_64_mib_pdus_allocate_nothing(tmp_path: Path, started: list[RunningScp]) -> None:

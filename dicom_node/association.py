@@ -1,0 +1,333 @@
+"""One DICOM association (PS3.8 upper layer) once its A-ASSOCIATE-RQ is whole, and the PDU encoding it needs.
+
+:class:`Association` runs in the thread :class:`~dicom_node.acceptor.AssociationServer` starts for it: it
+negotiates (policy, presentation contexts, roles), then turns P-DATA-TF fragments into DIMSE messages, hands
+C-STORE datasets to the handler and answers, until the peer releases or aborts. Every read has a deadline
+(``network_timeout_s`` idle between messages, ``dimse_timeout_s`` for a whole message), every PDU a length
+bound (``MAX_PDU_ADVERTISED``), and a protocol violation gets an A-ABORT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydicom.uid import UID
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
+
+from dicom_node.dimse import C_ECHO_RQ, C_STORE_RQ, Command, CommandError, read_command, response
+
+log = logging.getLogger(__name__)
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLEMENTATION_UID = "2.25.158322836422231640287121674177838996716"  # uuid5(NAMESPACE_URL, "oncoagent")
+IMPLEMENTATION_VERSION = "ONCOAGENT_1"
+
+A_ASSOCIATE_RQ_TYPE, P_DATA_TF, A_RELEASE_RQ, A_ABORT = 0x01, 0x04, 0x05, 0x07
+MAX_PDU_ADVERTISED = 1 * 2**20  # what peers may send us in one PDU; a longer one is aborted
+MAX_ASSOCIATE_RQ_LENGTH = 256 * 2**10  # hundreds of presentation contexts; a longer request is aborted
+ABORT_PDU = b"\x07\x00" + struct.pack(">I", 4) + b"\x00\x00\x02\x00"  # A-ABORT, source: service provider
+
+# A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
+REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)
+REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
+REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
+
+
+class PeerError(Exception):
+    """The peer broke the protocol, closed the connection or went silent."""
+
+
+@dataclass
+class AssociationInfo:
+    """What a handler may know about the association a message came on."""
+
+    calling_ae: str
+    called_ae: str
+    address: str
+    contexts: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (abstract syntax, transfer syntax)
+
+
+Policy = Callable[[str, str], tuple[str, tuple[int, int, int]] | None]  # (calling AE, address) -> refusal
+StoreHandler = Callable[[AssociationInfo, Command, str, bytes], int]  # (assoc, command, transfer syntax, data)
+Closed = Callable[[AssociationInfo], None]
+
+
+@dataclass(frozen=True)
+class AcceptorSettings:
+    ae_title: str
+    contexts: tuple[tuple[str, tuple[str, ...]], ...]  # (abstract syntax, transfer syntaxes)
+    max_associations: int = 10
+    max_pending_connections: int = 64  # connections without a whole A-ASSOCIATE-RQ yet (no thread each)
+    require_called_ae_title: bool = False
+    acse_timeout_s: float = 30.0  # for the TLS handshake and the whole A-ASSOCIATE-RQ (ARTIM)
+    dimse_timeout_s: float = 60.0  # for the whole of a message once its first PDU has begun
+    network_timeout_s: float = 60.0  # idle, between messages
+    ssl_context: ssl.SSLContext | None = None
+
+class Server(Protocol):
+    """What an association needs of the server that accepted it."""
+
+    settings: AcceptorSettings
+    supported: list[PresentationContext]
+    policy: Policy
+    on_store: StoreHandler
+
+
+class Association:
+    """One accepted connection: negotiation (A-ASSOCIATE-RQ → policy → AC or RJ), then P-DATA fragments →
+    DIMSE messages → the handler → responses, until A-RELEASE or A-ABORT; every read under its deadline."""
+
+    def __init__(self, server: Server, sock: socket.socket, info: AssociationInfo,
+                 finish: Callable[[], None]) -> None:
+        self.server = server
+        self.finish = finish
+        self.sock = sock
+        self.info = info
+        self.peer_max_pdu = 0
+
+    def run(self, request: bytes) -> None:
+        if self._negotiate(request):
+            self._messages()
+
+    # ------------------------------------------------------------------------------ association set-up
+
+    def _negotiate(self, pdu: bytes) -> bool:
+        request = A_ASSOCIATE_RQ()
+        try:
+            request.decode(pdu)
+            primitive = request.to_primitive()
+        except Exception as exc:  # pynetdicom raises assorted errors on malformed PDUs
+            self._abort()
+            raise PeerError(f"malformed A-ASSOCIATE-RQ: {exc}") from exc
+        calling = str(primitive.calling_ae_title).strip()
+        called = str(primitive.called_ae_title).strip()
+        self.info.calling_ae, self.info.called_ae = calling, called
+        refusal = self._refusal(request, primitive, calling, called)
+        if refusal is not None:
+            reason, rsd = refusal
+            log.warning("refused association from %s at %s: %s", calling or "(no AE title)", self.info.address,
+                        reason)
+            self._send(reject(*rsd))
+            return False
+        roles = {UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role)
+                 for item in primitive.user_information if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+        results, role_items = negotiate_as_acceptor(primitive.presentation_context_definition_list,
+                                                    self.server.supported, roles or None)
+        for item in primitive.user_information:
+            if isinstance(item, MaximumLengthNotification):
+                self.peer_max_pdu = int(item.maximum_length_received or 0)
+        self.info.contexts = {int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                              for cx in results if cx.result == 0x00 and cx.context_id is not None}
+        self._send(_accept(primitive, results, role_items))
+        log.info("association from %s at %s accepted: %d of %d presentation context(s)", calling,
+                 self.info.address, len(self.info.contexts), len(results))
+        return True
+
+    def _refusal(self, request: A_ASSOCIATE_RQ, primitive: A_ASSOCIATE, calling: str, called: str,
+                 ) -> tuple[str, tuple[int, int, int]] | None:
+        settings = self.server.settings
+        if request.protocol_version != 0x0001:
+            return f"protocol version {request.protocol_version} is not supported", REJECT_PROTOCOL_VERSION
+        if str(primitive.application_context_name) != APPLICATION_CONTEXT:
+            return f"application context {primitive.application_context_name} is not DICOM's", \
+                REJECT_APPLICATION_CONTEXT
+        if settings.require_called_ae_title and called != settings.ae_title:
+            return f"called AE title {called!r} is not {settings.ae_title!r}", REJECT_CALLED_AE
+        policy = self.server.policy(calling, self.info.address)
+        if policy is not None:
+            return policy
+        return None
+
+    # ------------------------------------------------------------------------------ messages
+
+    def _messages(self) -> None:
+        command: list[bytes] = []
+        data: list[bytes] = []
+        request: Command | None = None
+        context_id = 0
+        settings = self.server.settings
+        message_deadline = 0.0
+        while True:
+            # between messages the peer may be idle for network_timeout_s; a message, once its first PDU has
+            # begun, must be whole within dimse_timeout_s (a deadline for all its PDUs, not for each recv)
+            within_message = request is not None or bool(command)
+            if within_message:
+                header = self._recv(6, message_deadline, "the rest of a message (scp.dimse_timeout_s)")
+            else:
+                first = bytearray(6)
+                got = self._recv_some(memoryview(first), time.monotonic() + settings.network_timeout_s,
+                                      "message (scp.network_timeout_s)")
+                message_deadline = time.monotonic() + settings.dimse_timeout_s  # from its first byte
+                header = bytes(first) if got == 6 else \
+                    bytes(first[:got]) + self._recv(6 - got, message_deadline, "the rest of a message")
+            kind, pdu = self._read_pdu(header, message_deadline)
+            if kind == A_RELEASE_RQ:
+                self.finish()  # the association is over for our bookkeeping before the peer hears so
+                self._send(b"\x06\x00" + struct.pack(">I", 4) + b"\x00" * 4)  # A-RELEASE-RP
+                log.info("association from %s released", self.info.calling_ae)
+                return
+            if kind == A_ABORT:
+                raise PeerError("aborted by the peer")
+            if kind != P_DATA_TF:
+                self._abort()
+                raise PeerError(f"unexpected PDU type 0x{kind:02X}")
+            for pc_id, control, value in _pdvs(pdu):
+                if request is None and not control & 0x01:
+                    self._abort()
+                    raise PeerError("a dataset fragment arrived before its command")
+                if control & 0x01:
+                    command.append(value)
+                    if control & 0x02:
+                        try:
+                            request = read_command(b"".join(command))
+                        except CommandError as exc:
+                            self._abort()
+                            raise PeerError(str(exc)) from exc
+                        command, context_id = [], pc_id
+                        if not request.has_dataset:
+                            self._answer(request, context_id, b"")
+                            request = None
+                else:
+                    data.append(value)
+                    if control & 0x02:
+                        assert request is not None
+                        dataset = b"".join(data)
+                        data.clear()  # the fragments go before the handler runs: one copy in memory, not two
+                        self._answer(request, context_id, dataset)
+                        del dataset
+                        request = None
+
+    def _answer(self, request: Command, context_id: int, dataset: bytes) -> None:
+        context = self.info.contexts.get(context_id)
+        if context is None:
+            self._abort()
+            raise PeerError(f"message on presentation context {context_id}, which was not accepted")
+        abstract, transfer = context
+        if request.command_field == C_ECHO_RQ:
+            status = 0x0000
+        elif request.command_field == C_STORE_RQ:
+            if not request.has_dataset:
+                status = 0xC210  # cannot understand
+            elif request.affected_sop_class != abstract:
+                status = 0x0122  # SOP class not supported on this context
+            else:
+                status = self.server.on_store(self.info, request, transfer, dataset)
+        else:
+            status = 0x0211  # unrecognised operation
+        self._send_command(context_id, response(request, status))
+
+    # ------------------------------------------------------------------------------ PDU I/O
+
+    def _read_pdu(self, header: bytes, deadline: float) -> tuple[int, bytes]:
+        kind, length = header[0], struct.unpack(">I", header[2:6])[0]
+        if length > MAX_PDU_ADVERTISED:  # checked before anything is allocated for it
+            self._abort()
+            raise PeerError(f"PDU of {length} bytes is over the {MAX_PDU_ADVERTISED} bytes we advertised")
+        return kind, header + self._recv(length, deadline, "the rest of a message (scp.dimse_timeout_s)")
+
+    def _recv(self, size: int, deadline: float, what: str) -> bytes:
+        """``size`` bytes, all by the monotonic ``deadline``, or :class:`PeerError` (after an A-ABORT when
+        the deadline passed)."""
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size:
+            got += self._recv_some(view[got:], deadline, what)
+        return bytes(buffer)
+
+    def _recv_some(self, view: memoryview, deadline: float, what: str) -> int:
+        """One read into ``view``: at least one byte, by the monotonic ``deadline``."""
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            self.sock.settimeout(remaining)
+            n = self.sock.recv_into(view, len(view))
+        except TimeoutError as exc:
+            self._abort()
+            raise PeerError(f"no {what} by its deadline") from exc
+        except OSError as exc:
+            raise PeerError(f"connection lost: {exc}") from exc
+        if n == 0:
+            raise PeerError("connection closed by the peer")
+        return n
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.settimeout(self.server.settings.dimse_timeout_s)
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise PeerError(f"connection lost: {exc}") from exc
+
+    def _send_command(self, context_id: int, payload: bytes) -> None:
+        # a response command is ~100 bytes, far under any PDU limit: one PDV, flagged command + last
+        pdv = struct.pack(">IBB", len(payload) + 2, context_id, 0x03) + payload
+        self._send(b"\x04\x00" + struct.pack(">I", len(pdv)) + pdv)
+
+    def _abort(self) -> None:
+        with contextlib.suppress(PeerError):
+            self._send(ABORT_PDU)
+
+
+def pdu_length(header: bytearray) -> int:
+    return int(struct.unpack_from(">I", header, 2)[0])
+
+
+def _pdvs(pdu: bytes) -> list[tuple[int, int, bytes]]:
+    """(presentation context id, message control header, fragment) of each PDV item of a P-DATA-TF PDU."""
+    items = []
+    offset, end = 6, len(pdu)
+    while offset < end:
+        if offset + 6 > end:
+            raise PeerError("P-DATA-TF ends inside a PDV item header")
+        length = struct.unpack_from(">I", pdu, offset)[0]
+        if length < 2 or offset + 4 + length > end:
+            raise PeerError("PDV item length does not fit its PDU")
+        items.append((pdu[offset + 4], pdu[offset + 5], pdu[offset + 6 : offset + 4 + length]))
+        offset += 4 + length
+    return items
+
+
+def reject(result: int, source: int, reason: int) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.result, primitive.result_source, primitive.diagnostic = result, source, reason
+    pdu = A_ASSOCIATE_RJ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def _accept(request: A_ASSOCIATE, results: list[PresentationContext],
+            roles: list[SCP_SCU_RoleSelectionNegotiation]) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = UID(APPLICATION_CONTEXT)
+    primitive.calling_ae_title = request.calling_ae_title
+    primitive.called_ae_title = request.called_ae_title
+    primitive.result, primitive.result_source = 0x00, 0x01
+    primitive.presentation_context_definition_results_list = results
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = MAX_PDU_ADVERTISED
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = UID(IMPLEMENTATION_UID)
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = IMPLEMENTATION_VERSION
+    primitive.user_information = [max_length, implementation, version, *roles]
+    pdu = A_ASSOCIATE_AC()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
