@@ -53,7 +53,10 @@ def read_command(data: bytes) -> Command:
         if element in _US_ELEMENTS and length == 2:
             values[element] = struct.unpack("<H", value)[0]
         elif element in (_AFFECTED_SOP_CLASS, _AFFECTED_SOP_INSTANCE):
-            values[element] = value.rstrip(b"\0 ").decode("ascii", errors="replace")
+            try:  # a UID is ASCII; anything else could not be echoed in the response either
+                values[element] = value.rstrip(b"\0 ").decode("ascii")
+            except UnicodeDecodeError as exc:
+                raise CommandError(f"element (0000,{element:04X}) is not an ASCII UID") from exc
     if _COMMAND_FIELD not in values or _MESSAGE_ID not in values:
         raise CommandError("command set without Command Field or Message ID")
     return Command(

@@ -64,6 +64,15 @@ def test_what_is_not_a_command_set_is_refused(data: bytes) -> None:
         read_command(data)
 
 
+@pytest.mark.parametrize("keyword", ["AffectedSOPClassUID", "AffectedSOPInstanceUID"])
+def test_a_uid_that_is_not_ascii_is_refused_not_read_into_an_unanswerable_command(keyword: str) -> None:
+    """Found by tests/fuzz: a UID byte over 0x7F was read as U+FFFD, and the response could not encode it
+    (UnicodeEncodeError in the association thread: the socket closed without an answer or an A-ABORT)."""
+    data = _encoded(_store_request(**{keyword: "1.2.3"})).replace(b"1.2.3", b"1.2\xff3")
+    with pytest.raises(CommandError, match="not an ASCII UID"):
+        read_command(data)
+
+
 def test_file_meta_is_what_pydicom_would_write_and_the_file_reads() -> None:
     dataset = Dataset()
     dataset.SOPClassUID, dataset.SOPInstanceUID, dataset.PatientID = MR, "1.2.3.45", "X"
