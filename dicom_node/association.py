@@ -2,9 +2,17 @@
 
 :class:`Association` runs in the thread :class:`~dicom_node.acceptor.AssociationServer` starts for it: it
 negotiates (policy, presentation contexts, roles), then turns P-DATA-TF fragments into DIMSE messages, hands
-C-STORE datasets to the handler and answers, until the peer releases or aborts. Every read has a deadline
-(``network_timeout_s`` idle between messages, ``dimse_timeout_s`` for a whole message), every PDU a length
-bound (``MAX_PDU_ADVERTISED``), and a protocol violation gets an A-ABORT.
+C-STORE datasets to the handler as their fragments arrive and answers, until the peer releases or aborts.
+Every read has a deadline (``network_timeout_s`` idle between messages, ``dimse_timeout_s`` for a whole
+message), every PDU a length bound (``MAX_PDU_ADVERTISED``), and a protocol violation gets an A-ABORT.
+
+The message state machine (PS3.7 chapter 9, PS3.8 9.3.5): a message is its command fragments, then, when its
+command announces one, its dataset fragments, all on the presentation context of its first fragment. A
+fragment on another context, a new command while a dataset is incomplete, or a dataset fragment without a
+command is a protocol violation: A-ABORT, and what the handler had of that dataset is discarded. C-CANCEL-RQ
+has no response (PS3.7 9.3.2.3): it is ignored (a C-STORE cannot be cancelled once its dataset is here); any
+other request we do not perform gets a response with status 0x0211 (unrecognised operation). An unexpected
+error of the handler aborts the association, and the dataset in progress is discarded.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
@@ -49,6 +57,10 @@ REJECT_CALLED_AE = (0x01, 0x01, 0x07)
 REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
 REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
 
+C_CANCEL_RQ = 0x0FFF  # PS3.7 E.1: no response, no dataset
+# DIMSE statuses the association answers itself (PS3.7 annex C)
+SUCCESS, CANNOT_UNDERSTAND, SOP_CLASS_NOT_SUPPORTED, UNRECOGNIZED_OPERATION = 0x0000, 0xC210, 0x0122, 0x0211
+
 
 class PeerError(Exception):
     """The peer broke the protocol, closed the connection or went silent."""
@@ -64,8 +76,22 @@ class AssociationInfo:
     contexts: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (abstract syntax, transfer syntax)
 
 
+class DatasetSink(Protocol):
+    """Where the dataset of one C-STORE goes, fragment by fragment, as it arrives (see :mod:`dicom_node.scp`)."""
+
+    def write(self, fragment: memoryview) -> None:
+        """Take the next fragment; ``fragment`` is valid only until this call returns, unless kept whole."""
+
+    def finish(self) -> int:
+        """The last fragment is in: keep the instance, return the DIMSE status to answer."""
+
+    def discard(self) -> None:
+        """The message will not complete (abort, protocol error, internal error): leave nothing behind.
+        Called in every case once the message is over, also after :meth:`finish`; must not raise."""
+
+
 Policy = Callable[[str, str], tuple[str, tuple[int, int, int]] | None]  # (calling AE, address) -> refusal
-StoreHandler = Callable[[AssociationInfo, Command, str, bytes], int]  # (assoc, command, transfer syntax, data)
+StoreHandler = Callable[[AssociationInfo, Command, str], DatasetSink]  # (assoc, command, transfer syntax)
 Closed = Callable[[AssociationInfo], None]
 
 
@@ -101,6 +127,7 @@ class Association:
         self.sock = sock
         self.info = info
         self.peer_max_pdu = 0
+        self._sink: DatasetSink | None = None  # the dataset of the message in progress, if any
 
     def run(self, request: bytes) -> None:
         if self._negotiate(request):
@@ -158,10 +185,22 @@ class Association:
     # ------------------------------------------------------------------------------ messages
 
     def _messages(self) -> None:
-        command: list[bytes] = []
-        data: list[bytes] = []
-        request: Command | None = None
-        context_id = 0
+        try:
+            self._message_loop()
+        except PeerError:
+            raise
+        except Exception:
+            self._abort()  # our own failure: the peer hears an A-ABORT, not a silent close (PS3.8 9.3.8)
+            raise
+        finally:
+            if self._sink is not None:  # aborted, violated or failed mid-dataset: nothing of it is kept
+                self._sink.discard()
+                self._sink = None
+
+    def _message_loop(self) -> None:
+        command: list[bytes] = []  # fragments of the command set being received
+        request: Command | None = None  # a command whose dataset is being received
+        context_id = 0  # the presentation context of the message in progress
         settings = self.server.settings
         message_deadline = 0.0
         while True:
@@ -178,7 +217,7 @@ class Association:
                 header = bytes(first) if got == 6 else \
                     bytes(first[:got]) + self._recv(6 - got, message_deadline, "the rest of a message")
             kind, pdu = self._read_pdu(header, message_deadline)
-            if kind == A_RELEASE_RQ:
+            if kind == A_RELEASE_RQ:  # mid-message too: the incomplete dataset is discarded on the way out
                 self.finish()  # the association is over for our bookkeeping before the peer hears so
                 self._send(b"\x06\x00" + struct.pack(">I", 4) + b"\x00" * 4)  # A-RELEASE-RP
                 log.info("association from %s released", self.info.calling_ae)
@@ -186,61 +225,86 @@ class Association:
             if kind == A_ABORT:
                 raise PeerError("aborted by the peer")
             if kind != P_DATA_TF:
-                self._abort()
-                raise PeerError(f"unexpected PDU type 0x{kind:02X}")
-            for pc_id, control, value in _pdvs(pdu):
-                if request is None and not control & 0x01:
-                    self._abort()
-                    raise PeerError("a dataset fragment arrived before its command")
-                if control & 0x01:
-                    command.append(value)
-                    if control & 0x02:
+                self._violation(f"unexpected PDU type 0x{kind:02X}")
+            try:
+                pdvs = _pdvs(pdu)
+            except PeerError as exc:
+                self._violation(str(exc))
+            for pc_id, control, value in pdvs:
+                is_command, last = bool(control & 0x01), bool(control & 0x02)
+                if (command or request is not None) and pc_id != context_id:
+                    self._violation(f"a fragment on presentation context {pc_id} inside a message on {context_id}")
+                if is_command:
+                    if request is not None:  # PS3.8 9.3.5.1: no new command before the dataset is whole
+                        self._violation(f"a new command arrived before the dataset of message {request.message_id}"
+                                        " was whole")
+                    command.append(bytes(value))
+                    context_id = pc_id
+                    if last:
+                        data = b"".join(command)
+                        command = []
+                        if _command_field(data) == C_CANCEL_RQ:  # no Message ID of its own, no response
+                            log.debug("C-CANCEL-RQ ignored: no response (PS3.7 9.3.2.3); nothing here runs long")
+                            continue
                         try:
-                            request = read_command(b"".join(command))
+                            request = read_command(data)
                         except CommandError as exc:
-                            self._abort()
-                            raise PeerError(str(exc)) from exc
-                        command, context_id = [], pc_id
-                        if not request.has_dataset:
-                            self._answer(request, context_id, b"")
-                            request = None
+                            self._violation(str(exc))
+                        request = self._begin(request, context_id)
+                elif request is None:
+                    self._violation("a dataset fragment arrived without its command")
                 else:
-                    data.append(value)
-                    if control & 0x02:
-                        assert request is not None
-                        dataset = b"".join(data)
-                        data.clear()  # the fragments go before the handler runs: one copy in memory, not two
-                        self._answer(request, context_id, dataset)
-                        del dataset
+                    assert self._sink is not None
+                    self._sink.write(value)
+                    if last:
+                        status = self._sink.finish()
+                        self._sink = None
+                        self._send_command(context_id, response(request, status))
                         request = None
 
-    def _answer(self, request: Command, context_id: int, dataset: bytes) -> None:
+    def _begin(self, request: Command, context_id: int) -> Command | None:
+        """A request's command is whole: answer it now (no dataset) or get ready for its dataset. Returns the
+        request while its dataset is awaited."""
         context = self.info.contexts.get(context_id)
         if context is None:
-            self._abort()
-            raise PeerError(f"message on presentation context {context_id}, which was not accepted")
+            self._violation(f"message on presentation context {context_id}, which was not accepted")
         abstract, transfer = context
-        if request.command_field == C_ECHO_RQ:
-            status = 0x0000
-        elif request.command_field == C_STORE_RQ:
+        field = request.command_field
+        status = UNRECOGNIZED_OPERATION
+        if field == C_ECHO_RQ:
+            status = SUCCESS
+        elif field == C_STORE_RQ:
             if not request.has_dataset:
-                status = 0xC210  # cannot understand
+                status = CANNOT_UNDERSTAND
             elif request.affected_sop_class != abstract:
-                status = 0x0122  # SOP class not supported on this context
+                status = SOP_CLASS_NOT_SUPPORTED  # on this context
             else:
-                status = self.server.on_store(self.info, request, transfer, dataset)
-        else:
-            status = 0x0211  # unrecognised operation
-        self._send_command(context_id, response(request, status))
+                self._sink = self.server.on_store(self.info, request, transfer)
+                return request
+        if not request.has_dataset:
+            self._send_command(context_id, response(request, status))
+            return None
+        self._sink = _Drain(status)  # a dataset we do not keep: read and dropped, then answered
+        return request
+
+    def _violation(self, reason: str) -> NoReturn:
+        self._abort()
+        raise PeerError(reason)
 
     # ------------------------------------------------------------------------------ PDU I/O
 
-    def _read_pdu(self, header: bytes, deadline: float) -> tuple[int, bytes]:
+    def _read_pdu(self, header: bytes, deadline: float) -> tuple[int, memoryview]:
+        """The whole PDU (header included) read into one buffer of its size: no copy after it arrived."""
         kind, length = header[0], struct.unpack(">I", header[2:6])[0]
         if length > MAX_PDU_ADVERTISED:  # checked before anything is allocated for it
-            self._abort()
-            raise PeerError(f"PDU of {length} bytes is over the {MAX_PDU_ADVERTISED} bytes we advertised")
-        return kind, header + self._recv(length, deadline, "the rest of a message (scp.dimse_timeout_s)")
+            self._violation(f"PDU of {length} bytes is over the {MAX_PDU_ADVERTISED} bytes we advertised")
+        buffer = bytearray(6 + length)
+        buffer[:6] = header
+        view = memoryview(buffer)
+        got = 6
+        while got < len(buffer):
+            got += self._recv_some(view[got:], deadline, "the rest of a message (scp.dimse_timeout_s)")
+        return kind, view
 
     def _recv(self, size: int, deadline: float, what: str) -> bytes:
         """``size`` bytes, all by the monotonic ``deadline``, or :class:`PeerError` (after an A-ABORT when
@@ -290,8 +354,36 @@ def pdu_length(header: bytearray) -> int:
     return int(struct.unpack_from(">I", header, 2)[0])
 
 
-def _pdvs(pdu: bytes) -> list[tuple[int, int, bytes]]:
-    """(presentation context id, message control header, fragment) of each PDV item of a P-DATA-TF PDU."""
+def _command_field(command: bytes) -> int | None:
+    """The Command Field (0000,0100) of a command set, or None; read_command needs more than a C-CANCEL-RQ has."""
+    offset = 0
+    while offset + 8 <= len(command):
+        group, element, length = struct.unpack_from("<HHI", command, offset)
+        if group == 0x0000 and element == 0x0100 and length == 2 and offset + 10 <= len(command):
+            return int(struct.unpack_from("<H", command, offset + 8)[0])
+        offset += 8 + length
+    return None
+
+
+class _Drain:
+    """The sink of a dataset that is not kept: its fragments are dropped, then ``status`` is answered."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def write(self, fragment: memoryview) -> None:
+        pass
+
+    def finish(self) -> int:
+        return self.status
+
+    def discard(self) -> None:
+        pass
+
+
+def _pdvs(pdu: memoryview) -> list[tuple[int, int, memoryview]]:
+    """(presentation context id, message control header, fragment) of each PDV item of a P-DATA-TF PDU; the
+    fragments are views into ``pdu``, not copies."""
     items = []
     offset, end = 6, len(pdu)
     while offset < end:

@@ -1,10 +1,21 @@
 """The C-ECHO / C-STORE SCP (on :mod:`dicom_node.acceptor`).
 
-The C-STORE handler is thin: it takes the dataset as the peer encoded it (no pixel decoding), reads only the
-header for the UIDs, writes file meta + raw bytes to a temporary file, fsyncs and renames it into
+The C-STORE handler is thin: it keeps the dataset as the peer encoded it (no pixel decoding), reads only the
+header for the UIDs, writes file meta + the received bytes to a temporary file, fsyncs and renames it into
 ``storage/<Study>/<Series>/<SOP>.dcm``, records it in the :class:`~dicom_node.records.InstanceRecords` the
-daemon handed in and only then answers 0x0000. Every failure
-becomes a DICOM status at this edge (0xA700 out of resources, 0xC2xx cannot understand) and leaves no file.
+daemon handed in and only then answers 0x0000. Every failure becomes a DICOM status at this edge (0xA700 out
+of resources or not recorded, 0xC210 unparsable or truncated, 0xC211 bad UID, 0xA900 SOP Instance UID
+mismatch) and leaves no file; a resent instance is acknowledged without a second copy.
+
+Memory stays flat whatever the instance size: a dataset is handed over fragment by fragment as the P-DATA-TF
+PDUs arrive (:class:`~dicom_node.association.DatasetSink`). Up to ``STREAM_THRESHOLD`` (4 MiB, well above an
+MR/CT slice) it is kept in memory and written in one go once whole (the fast path: one write, one fsync).
+Beyond that the file meta header and what arrived so far go to ``storage/.incoming-<random>`` (the storage
+root: the final folder is known only from the header, and the same filesystem makes the rename atomic), each
+later fragment is appended as it arrives, and once the last one is in the file is fsynced, its header parsed
+from the file (pydicom, ``stop_before_pixels``) and its pixel data framing checked chunk by chunk, then it is
+renamed into place. A failure, an aborted association or a protocol violation mid-dataset removes the
+temporary file; ``.incoming-*`` names a crash leaves behind are removed when the daemon starts.
 
 Associations are refused, with the reason logged, for callers outside the allow-list (AE title, optionally
 with source addresses), past the association limit, or when free disk space is under the watermark. What a
@@ -15,14 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import ssl
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -35,6 +49,7 @@ from dicom_node.association import (
     REJECT_LOCAL_LIMIT,
     AcceptorSettings,
     AssociationInfo,
+    DatasetSink,
 )
 from dicom_node.dimse import Command
 from dicom_node.errors import InvalidUIDError, RecordError
@@ -42,7 +57,15 @@ from dicom_node.recorder import InstanceRecorder
 from dicom_node.records import Instance, InstanceRecords
 from dicom_node.settings import ScpConfig, TlsConfig
 from dicom_node.sop_classes import TRANSFER_SYNTAXES
-from dicom_node.storage import file_meta_bytes, instance_path, routing_attrs, truncation, validate_uid
+from dicom_node.storage import (
+    file_meta_bytes,
+    instance_path,
+    make_folder_durably,
+    routing_attrs,
+    truncation,
+    truncation_in_file,
+    validate_uid,
+)
 from pipelines.durable import write_bytes_durably
 
 log = logging.getLogger(__name__)
@@ -54,6 +77,9 @@ DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 INVALID_UID = 0xC211  # in the 0xC000 "cannot understand" range: a UID we refuse to make a path of
 PROCESSING_FAILURE = 0x0110
+
+STREAM_THRESHOLD = 4 * 2**20  # a dataset up to this size is buffered and written once; a larger one is streamed
+INCOMING_PREFIX = ".incoming-"  # temporary files in the storage root (agent/daemon.py removes leftovers)
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
@@ -159,10 +185,15 @@ class StorageSCP:
         with self._lock:
             self._series_by_assoc.pop(id(assoc), None)
 
-    def _handle_store(self, assoc: AssociationInfo, request: Command, transfer_syntax: str, dataset: bytes) -> int:
-        """Store one instance durably; every outcome is a DICOM status, never an exception."""
+    def _handle_store(self, assoc: AssociationInfo, request: Command, transfer_syntax: str) -> DatasetSink:
+        """Where the dataset of one C-STORE goes as it arrives (see the module docstring)."""
+        return _IncomingInstance(self, assoc, request, transfer_syntax)
+
+    def _status(self, store: Callable[[], Received]) -> int:
+        """Run ``store``; every expected failure becomes its DICOM status, never an exception. Anything else
+        propagates: the association is aborted and the temporary file removed."""
         try:
-            received = self._store_instance(assoc, request, transfer_syntax, dataset)
+            received = store()
         except InvalidUIDError as exc:
             log.warning("C-STORE refused: %s", exc)
             return INVALID_UID
@@ -179,19 +210,44 @@ class StorageSCP:
             self.on_received(received)
         return SUCCESS
 
-    def _store_instance(self, assoc: AssociationInfo, request: Command, transfer_syntax: str, dataset: bytes,
-                        ) -> Received:
-        sop_uid = validate_uid(request.affected_sop_instance, "Affected SOP Instance UID")
-        sop_class = validate_uid(request.affected_sop_class, "Affected SOP Class UID")
-        raw = part10_bytes(sop_class, sop_uid, transfer_syntax, assoc.calling_ae, dataset)
+    def _store_buffered(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, raw: bytes) -> Received:
+        """A whole small instance in memory: parse, check, write it once (temporary file beside the target)."""
         stream = BytesIO(raw)
-        try:
-            header = pydicom.dcmread(stream, stop_before_pixels=True)
-        except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError, AttributeError) as exc:
-            raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} cannot be parsed: {exc}") from exc
+        header = _read_header(stream, sop_uid)
         cut = truncation(raw, stream.tell(), header)
         if cut is not None:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
+
+        def write(target: Path) -> int:
+            make_folder_durably(target.parent)
+            return write_bytes_durably(target, raw, sync_dir=False)  # the recorder fsyncs the folder
+
+        return self._keep(assoc, sop_class, sop_uid, header, write)
+
+    def _store_streamed(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, handle: BinaryIO,
+                        tmp: Path) -> Received:
+        """A large instance already in ``tmp`` (open as ``handle``): fsync, parse its header from the file,
+        check, rename it into place."""
+        handle.flush()
+        os.fsync(handle.fileno())
+        size = handle.tell()
+        handle.seek(0)
+        header = _read_header(handle, sop_uid)
+        cut = truncation_in_file(handle, size, handle.tell(), header)
+        if cut is not None:
+            raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
+
+        def move(target: Path) -> int:
+            make_folder_durably(target.parent)
+            os.replace(tmp, target)  # same filesystem: atomic; the recorder fsyncs the folder
+            return size
+
+        return self._keep(assoc, sop_class, sop_uid, header, move)
+
+    def _keep(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, header: pydicom.Dataset,
+              put: Callable[[Path], int]) -> Received:
+        """Check the header's UIDs, ``put`` the file at its path (returning its size), record it. A resent
+        instance already stored and recorded is acknowledged without a second copy."""
         if str(header.get("SOPInstanceUID", "")) != sop_uid:
             raise _Refused(DATASET_DOES_NOT_MATCH, f"dataset SOP Instance UID differs from the request's {sop_uid}")
         study_uid = validate_uid(header.get("StudyInstanceUID"), "StudyInstanceUID")
@@ -204,18 +260,119 @@ class StorageSCP:
             return Received(sop_uid, series_uid, new=False)
         if _free_mb(self.storage) < self.settings.min_free_disk_mb:
             raise _Refused(OUT_OF_RESOURCES, "free disk space under scp.min_free_disk_mb")
-        size = write_bytes_durably(target, raw, sync_dir=False)  # the recorder fsyncs the folder
-        calling = assoc.calling_ae
-        attrs = {} if series_uid in self._known_series else routing_attrs(header)
-        instance = Instance(sop_uid, sop_class, study_uid, series_uid, target, size, attrs, f"scp:{calling}")
+        size = put(target)
         try:
+            attrs = {} if series_uid in self._known_series else routing_attrs(header)
+            instance = Instance(sop_uid, sop_class, study_uid, series_uid, target, size, attrs,
+                                f"scp:{assoc.calling_ae}")
             assert self._recorder is not None
             new = self._recorder.record(instance)
-        except RecordError:
+        except BaseException:
             target.unlink(missing_ok=True)  # not recorded: not accepted, leave nothing behind
             raise
         self._known_series.add(series_uid)
         return Received(sop_uid, series_uid, new=new)
+
+
+class _IncomingInstance:
+    """The dataset of one C-STORE on its way to disk (a :class:`~dicom_node.association.DatasetSink`).
+
+    Fragments are kept (as the views into the received PDUs they arrive as: no copy) until more than
+    ``STREAM_THRESHOLD`` bytes arrived; then they and every later fragment go to a temporary file in the
+    storage root. A refusal known from the command alone (a bad UID) or a write error drops the rest of the
+    dataset and is answered once it is whole.
+    """
+
+    def __init__(self, scp: StorageSCP, assoc: AssociationInfo, request: Command, transfer_syntax: str) -> None:
+        self.scp = scp
+        self.assoc = assoc
+        self.status: int | None = None  # decided before the dataset is whole: the rest is dropped
+        self.parts: list[bytes | memoryview] = []
+        self.buffered = 0
+        self.handle: BinaryIO | None = None
+        self.tmp: Path | None = None
+        try:
+            self.sop_uid = validate_uid(request.affected_sop_instance, "Affected SOP Instance UID")
+            self.sop_class = validate_uid(request.affected_sop_class, "Affected SOP Class UID")
+        except InvalidUIDError as exc:
+            log.warning("C-STORE refused: %s", exc)
+            self.status = INVALID_UID
+            return
+        meta = part10_bytes(self.sop_class, self.sop_uid, transfer_syntax, assoc.calling_ae, b"")
+        self.parts.append(meta)  # the file meta header goes first, whichever way the file is written
+        self.buffered = len(meta)
+
+    def write(self, fragment: memoryview) -> None:
+        if self.status is not None:
+            return
+        if self.handle is None:
+            self.parts.append(fragment)
+            self.buffered += len(fragment)
+            if self.buffered > STREAM_THRESHOLD:
+                self._spill()
+            return
+        try:
+            self.handle.write(fragment)
+        except OSError as exc:
+            self._drop(OUT_OF_RESOURCES, f"C-STORE {self.sop_uid} could not be written: {exc}")
+
+    def _spill(self) -> None:
+        """Move what arrived so far to a temporary file; the rest of the dataset follows it there."""
+        storage = self.scp.storage
+        try:
+            if _free_mb(storage) < self.scp.settings.min_free_disk_mb:
+                self._drop(OUT_OF_RESOURCES, "C-STORE refused: free disk space under scp.min_free_disk_mb")
+                return
+            fd, name = tempfile.mkstemp(prefix=INCOMING_PREFIX, dir=storage)
+            self.tmp = Path(name)
+            self.handle = os.fdopen(fd, "w+b")
+            for part in self.parts:
+                self.handle.write(part)
+        except OSError as exc:
+            self._drop(OUT_OF_RESOURCES, f"C-STORE {self.sop_uid} could not be written: {exc}")
+            return
+        finally:
+            self.parts = []
+
+    def _drop(self, status: int, reason: str) -> None:
+        log.log(logging.ERROR if status == OUT_OF_RESOURCES else logging.WARNING, "%s", reason)
+        self.status = status
+        self.discard()
+
+    def finish(self) -> int:
+        if self.status is not None:
+            return self.status
+        try:
+            if self.handle is None:
+                raw = b"".join(self.parts)
+                self.parts = []
+                return self.scp._status(lambda: self.scp._store_buffered(self.assoc, self.sop_class, self.sop_uid,
+                                                                          raw))
+            handle, tmp = self.handle, self.tmp
+            assert tmp is not None
+            return self.scp._status(lambda: self.scp._store_streamed(self.assoc, self.sop_class, self.sop_uid,
+                                                                      handle, tmp))
+        finally:
+            self.discard()  # whatever was not moved into place
+
+    def discard(self) -> None:
+        self.parts = []
+        if self.handle is not None:
+            with contextlib.suppress(OSError):
+                self.handle.close()
+            self.handle = None
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+
+def _read_header(stream: BinaryIO, sop_uid: str) -> pydicom.Dataset:
+    """The header up to the pixel data, the stream left where it stopped; _Refused when it cannot be parsed."""
+    try:
+        return pydicom.dcmread(stream, stop_before_pixels=True)
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError, AttributeError) as exc:
+        raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} cannot be parsed: {exc}") from exc
 
 
 class _Refused(Exception):

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
 from dicom_node.errors import InvalidUIDError
+from pipelines.durable import fsync_dir
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _NOT_KEPT_VR = {"PN", "SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "UT", "LT", "ST"}
@@ -41,6 +43,21 @@ def instance_path(storage: Path, study_uid: str, series_uid: str, sop_uid: str) 
         / validate_uid(series_uid, "SeriesInstanceUID")
         / (validate_uid(sop_uid, "SOPInstanceUID") + ".dcm")
     )
+
+
+def make_folder_durably(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each new name fsynced into its parent (a new study or
+    series folder must survive a crash as much as the instance file in it). Free when it exists."""
+    if folder.is_dir():
+        return
+    missing = []
+    probe = folder
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        fsync_dir(created.parent)
 
 
 def routing_attrs(ds: Dataset) -> dict[str, Any]:
@@ -91,23 +108,53 @@ def truncation(raw: bytes, pixel_offset: int, header: Dataset) -> str | None:
     whole image the header describes, and encapsulated (compressed) data must end with its sequence
     delimiter. Big endian and deflated streams are left to the parser.
     """
+    return _truncation(lambda offset, size: raw[offset : offset + size], len(raw),
+                       lambda pattern, start: raw.find(pattern, start) != -1, pixel_offset, header)
+
+
+def truncation_in_file(handle: BinaryIO, size: int, pixel_offset: int, header: Dataset) -> str | None:
+    """:func:`truncation` of an instance in an open file of ``size`` bytes, read a chunk at a time (a
+    multi-GB whole-slide image is never held in memory); moves the file position."""
+
+    def read(offset: int, count: int) -> bytes:
+        handle.seek(offset)
+        return handle.read(count)
+
+    def contains(pattern: bytes, start: int) -> bool:
+        if size >= start + len(pattern) and read(size - len(pattern), len(pattern)) == pattern:
+            return True  # the usual case: the delimiter ends the file
+        tail = b""
+        handle.seek(start)
+        while chunk := handle.read(_SCAN_CHUNK):
+            if pattern in tail + chunk[: len(pattern)] or pattern in chunk:
+                return True
+            tail = chunk[-(len(pattern) - 1) :]
+        return False
+
+    return _truncation(read, size, contains, pixel_offset, header)
+
+
+_SCAN_CHUNK = 1 << 20
+
+
+def _truncation(read: Callable[[int, int], bytes], size: int, contains: Callable[[bytes, int], bool],
+                pixel_offset: int, header: Dataset) -> str | None:
     transfer_syntax = header.file_meta.TransferSyntaxUID
     if transfer_syntax.is_deflated or not transfer_syntax.is_little_endian:
         return None
-    if raw[pixel_offset : pixel_offset + 4] != _PIXEL_DATA_TAG_LE:
+    head = read(pixel_offset, 12)
+    if head[:4] != _PIXEL_DATA_TAG_LE:
         return None
-    if transfer_syntax.is_implicit_VR:
-        length_at, value_at = pixel_offset + 4, pixel_offset + 8
-    else:
-        length_at, value_at = pixel_offset + 8, pixel_offset + 12
-    if value_at > len(raw):
+    length_at, value_at = (4, 8) if transfer_syntax.is_implicit_VR else (8, 12)
+    if pixel_offset + value_at > size:
         return "pixel data element header is cut off"
-    length = int.from_bytes(raw[length_at : length_at + 4], "little")
+    length = int.from_bytes(head[length_at : length_at + 4], "little")
+    value_at += pixel_offset
     if length == _UNDEFINED_LENGTH:
-        if raw.find(_SEQUENCE_DELIMITER_LE, value_at) == -1:
+        if not contains(_SEQUENCE_DELIMITER_LE, value_at):
             return "encapsulated pixel data has no sequence delimiter (stream cut short)"
         return None
-    available = len(raw) - value_at
+    available = size - value_at
     if length > available:
         return f"pixel data declares {length} bytes but only {available} arrived"
     needed = _native_pixel_bytes(header)

@@ -34,7 +34,15 @@ from dicom_node.settings import AllowedCaller, ScpConfig, TlsConfig
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.conftest import shared
 from tests.support.net import free_port
-from tests.support.pdus import associate_rq, read_pdu
+from tests.support.pdus import (
+    associate_rq,
+    associate_rq_for,
+    cancel_rq,
+    command_set,
+    p_data,
+    read_pdu,
+    response_status,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed (make test does)")
@@ -368,3 +376,180 @@ def test_a_restricted_sop_class_list_is_what_the_scp_accepts(make_scp: Callable[
             str(GrayscaleSoftcopyPresentationStateStorage)}
     finally:
         assoc.release()
+
+
+# ------------------------------------------------------------------------------ the DIMSE message state machine
+# Raw PDUs (tests/support/pdus.py): MR Image Storage on context 1, Verification on context 3, both explicit VR
+# little endian. A dataset over scp.STREAM_THRESHOLD goes to a temporary file as it arrives.
+
+MR_CX, ECHO_CX = 1, 3
+C_STORE, C_ECHO, C_FIND = 0x0001, 0x0030, 0x0020
+COMMAND, LAST = 0x01, 0x02
+FRAGMENT = 512 * 1024  # under the 1 MiB PDU the SCP advertises
+
+
+def mr_dataset(rows: int = 1536) -> tuple[str, bytes]:
+    """(SOP Instance UID, the dataset encoded explicit VR little endian without file meta) of an MR image of
+    ``rows`` x ``rows`` 16-bit pixels: 4.5 MiB at the default size, over the streaming threshold."""
+    from io import BytesIO
+
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(shared("mri/MR_small.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows = ds.Columns = rows
+    ds.PixelData = np.random.default_rng(rows).integers(0, 4096, rows * rows, dtype=np.uint16).tobytes()
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    raw = buffer.getvalue()
+    meta_end = 144 + int.from_bytes(raw[140:144], "little")
+    return str(ds.SOPInstanceUID), raw[meta_end:]
+
+
+def store_command(sop_uid: str, message_id: int = 1) -> bytes:
+    return p_data((MR_CX, COMMAND | LAST, command_set(C_STORE, message_id, sop_class=str(MRImageStorage),
+                                                      sop_instance=sop_uid, has_dataset=True)))
+
+
+def dataset_pdus(data: bytes, *, last: bool = True, context_id: int = MR_CX) -> list[bytes]:
+    chunks = [data[i : i + FRAGMENT] for i in range(0, len(data), FRAGMENT)]
+    return [p_data((context_id, LAST if last and i == len(chunks) - 1 else 0, chunk)) for i, chunk in enumerate(chunks)]
+
+
+@contextlib.contextmanager
+def raw_association(port: int) -> Iterator[socket.socket]:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(associate_rq_for([(MR_CX, str(MRImageStorage), str(ExplicitVRLittleEndian)),
+                                       (ECHO_CX, "1.2.840.10008.1.1", str(ExplicitVRLittleEndian))]))
+        assert read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
+        yield sock
+
+
+def until_closed(sock: socket.socket) -> bytes:
+    reply = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(4096):
+            reply += chunk
+    return reply
+
+
+def incoming(scp: RunningScp) -> list[Path]:
+    return list(scp.storage.rglob(".incoming-*"))
+
+
+def test_a_large_instance_is_streamed_to_disk_and_stored_intact(scp: RunningScp) -> None:
+    sop_uid, data = mr_dataset()
+    with raw_association(scp.port) as sock:
+        sock.sendall(store_command(sop_uid))
+        pdus = dataset_pdus(data)
+        for pdu in pdus[:-1]:
+            sock.sendall(pdu)
+        wait_for(lambda: incoming(scp), 10, what="the dataset to be streamed to a temporary file")
+        sock.sendall(pdus[-1])
+        assert response_status(read_pdu(sock)) == (0x8001, 1, 0x0000)
+        sock.sendall(store_command(sop_uid, 2) + b"".join(pdus))  # resent: acknowledged, no second copy
+        assert response_status(read_pdu(sock)) == (0x8001, 2, 0x0000)
+    (stored,) = scp.files()
+    assert stored.name == f"{sop_uid}.dcm"
+    raw = stored.read_bytes()
+    assert raw[144 + int.from_bytes(raw[140:144], "little"):] == data  # file meta first, then the bytes as sent
+    assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert scp.store.counts()["instances"] == 1
+
+
+def test_a_truncated_large_instance_gets_cannot_understand_and_leaves_nothing(scp: RunningScp) -> None:
+    sop_uid, data = mr_dataset()
+    with raw_association(scp.port) as sock:
+        sock.sendall(store_command(sop_uid) + b"".join(dataset_pdus(data[:-1000])))
+        assert response_status(read_pdu(sock)) == (0x8001, 1, 0xC210)
+    assert scp.files() == []
+    assert scp.store.counts()["instances"] == 0
+
+
+def test_a_large_instance_with_a_bad_uid_is_refused_and_leaves_nothing(scp: RunningScp) -> None:
+    _, data = mr_dataset()
+    with raw_association(scp.port) as sock:
+        sock.sendall(store_command("1.2.3/../evil") + b"".join(dataset_pdus(data)))
+        assert response_status(read_pdu(sock)) == (0x8001, 1, 0xC211)
+        sock.sendall(store_command("1.2.3.4.5", 2) + b"".join(dataset_pdus(data)))  # not the dataset's UID
+        assert response_status(read_pdu(sock)) == (0x8001, 2, 0xA900)
+    assert scp.files() == []
+
+
+@pytest.mark.parametrize("how", ["peer abort", "connection closed", "new command", "other context"])
+def test_a_dataset_cut_off_mid_transfer_leaves_nothing_on_disk(scp: RunningScp, how: str) -> None:
+    sop_uid, data = mr_dataset()
+    with raw_association(scp.port) as sock:
+        sock.sendall(store_command(sop_uid) + b"".join(dataset_pdus(data[: 5 * 2**20 - 4096], last=False)))
+        wait_for(lambda: incoming(scp), 10, what="the dataset to be streamed to a temporary file")
+        if how == "peer abort":
+            sock.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00")
+        elif how == "new command":  # PS3.8: no new command before the dataset is whole: A-ABORT, nothing kept
+            sock.sendall(store_command(sop_uid, 2))
+            assert until_closed(sock) == PROVIDER_ABORT
+        elif how == "other context":  # a dataset fragment on another context than its command's
+            sock.sendall(dataset_pdus(data[-4096:], context_id=ECHO_CX)[0])
+            assert until_closed(sock) == PROVIDER_ABORT
+    wait_for(lambda: not incoming(scp), 10, what="the temporary file to be removed")
+    assert scp.files() == []
+    assert scp.store.counts()["instances"] == 0
+    assert scp.dcmtk("echoscu").returncode == 0
+
+
+def test_command_fragments_on_two_contexts_abort(scp: RunningScp) -> None:
+    command = command_set(C_ECHO, 1)
+    with raw_association(scp.port) as sock:
+        sock.sendall(p_data((ECHO_CX, COMMAND, command[:10]), (MR_CX, COMMAND | LAST, command[10:])))
+        assert until_closed(sock) == PROVIDER_ABORT
+
+
+def test_c_cancel_has_no_response_and_unknown_commands_get_0211(scp: RunningScp) -> None:
+    with raw_association(scp.port) as sock:
+        sock.sendall(p_data((ECHO_CX, COMMAND | LAST, cancel_rq(1))))  # PS3.7 9.3.2.3: never answered
+        sock.sendall(p_data((ECHO_CX, COMMAND | LAST, command_set(C_FIND, 2))))
+        assert response_status(read_pdu(sock)) == (0x8020, 2, 0x0211)  # the first answer is the C-FIND's
+        sock.sendall(p_data((ECHO_CX, COMMAND | LAST, command_set(C_FIND, 3, has_dataset=True))))
+        sock.sendall(p_data((ECHO_CX, LAST, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")))  # read, dropped
+        assert response_status(read_pdu(sock)) == (0x8020, 3, 0x0211)
+        sock.sendall(p_data((ECHO_CX, COMMAND | LAST, command_set(C_ECHO, 4))))
+        assert response_status(read_pdu(sock)) == (0x8030, 4, 0x0000)
+
+
+class _FailingSink:
+    """A sink that takes the dataset to disk like the real one, then fails unexpectedly (a defect)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def write(self, fragment: memoryview) -> None:
+        self.sink.write(fragment)
+
+    def finish(self) -> int:
+        raise RuntimeError("a defect in the handler")
+
+    def discard(self) -> None:
+        self.sink.discard()
+
+
+class _DefectiveScp(StorageSCP):
+    def _handle_store(self, *args: Any) -> Any:
+        return _FailingSink(super()._handle_store(*args))
+
+
+def test_an_unexpected_handler_error_aborts_and_leaves_nothing(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
+    scp = _DefectiveScp(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
+    port = scp.start()
+    try:
+        sop_uid, data = mr_dataset()
+        with raw_association(port) as sock:
+            sock.sendall(store_command(sop_uid) + b"".join(dataset_pdus(data)))
+            assert until_closed(sock) == PROVIDER_ABORT
+        wait_for(lambda: not scp.active_associations(), 10, what="the association to end")
+        assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+        assert store.counts()["instances"] == 0
+    finally:
+        scp.stop()
+        store.close()
