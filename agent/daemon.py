@@ -16,6 +16,7 @@ from agent.errors import OncoAgentError
 from agent.executor import Executor
 from agent.ingest import FolderWatcher
 from agent.lockfile import DataDirLock
+from agent.purge import PeriodicPurge
 from agent.records import Job
 from agent.router import Router
 from agent.scheduler import BatchScheduler
@@ -128,6 +129,8 @@ class Daemon:
         dispatcher = Dispatcher(store, settings, receiving=scp.receiving_series if scp else frozenset)
         scheduler = BatchScheduler(store, settings, on_queued=executor.wake)
         scheduler.start()
+        purges = PeriodicPurge(store, settings, stop, busy=scp.receiving_series if scp else frozenset)
+        purges.start()  # retention, on its own thread; only when configured
 
         log.info(
             "oncoagent running: data %s, %d worker(s), watching %s, DICOM %s",
@@ -164,6 +167,7 @@ class Daemon:
         if scp is not None:
             scp.stop()
         scans.join(SCAN_STOP_GRACE_S)
+        purges.join(SCAN_STOP_GRACE_S)
         watcher.close()
         scheduler.stop()
         sender.stop()

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from agent import purge
 from agent.config import LoadedSettings, Settings
 from agent.errors import EXIT_FAILED, ConfigError, StoreError
 from agent.records import InputKind, Job, JobStatus, OutboxItem, OutboxStatus
@@ -71,6 +72,7 @@ def add_parsers(sub: Any) -> None:
     batch.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     batch.add_argument("--reprocess", action="store_true", help="run again where a result already exists")
     batch.set_defaults(handler=cmd_batch)
+    purge.add_parser(sub)  # oncoagent purge: retention's own module
 
 
 @contextmanager

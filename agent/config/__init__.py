@@ -9,6 +9,7 @@ importable from ``agent.config``:
 * ``ingest.py`` — the ``ingest`` section (inbox and scanner folders, read by :mod:`agent.ingest`);
 * ``dicom.py`` — ``scp`` with its ``tls``, ``destinations`` and ``outbox`` (read by :mod:`dicom_node`);
 * ``jobs.py`` — ``executor`` and ``scheduler``;
+* ``retention.py`` — ``retention`` (what is purged, when; read by :mod:`agent.purge`);
 * ``routing.py`` — ``routing`` rules and the job :class:`Priority`;
 * ``loader.py`` — the layers, their merging and the error messages naming source and key;
 * ``masking.py`` — the settings as plain data with secrets masked (``oncoagent config show``).
@@ -19,6 +20,7 @@ from agent.config.ingest import IngestSettings
 from agent.config.jobs import BatchSettings, ExecutorSettings, SchedulerSettings
 from agent.config.loader import ENV_CONFIG_FILE, ENV_PREFIX, PROJECT_CONFIG, LoadedSettings, load_settings
 from agent.config.masking import masked
+from agent.config.retention import RetentionSettings
 from agent.config.routing import DEFAULT_RULES, MatchValue, Priority, RoutingRule, RoutingSettings, RuleMatch
 from agent.config.settings import DataPaths, LogSettings, Settings, StoreSettings
 
@@ -38,6 +40,7 @@ __all__ = [
     "MatchValue",
     "OutboxSettings",
     "Priority",
+    "RetentionSettings",
     "RoutingRule",
     "RoutingSettings",
     "RuleMatch",

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from agent.config.dicom import Destination, OutboxSettings, ScpSettings
 from agent.config.ingest import IngestSettings
 from agent.config.jobs import ExecutorSettings, SchedulerSettings
+from agent.config.retention import RetentionSettings
 from agent.config.routing import RoutingSettings
 from agent.config.section import Section
 
@@ -47,6 +48,7 @@ class Settings(Section):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     plugins: list[str] = Field(default_factory=list, description="modules that register extra pipelines")
     pipelines: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="options per pipeline name, validated by the pipeline's Options model"

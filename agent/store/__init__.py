@@ -10,7 +10,8 @@ One module per concept, each holding that concept's SQL, row mapping and transac
   differences;
 - :mod:`~agent.store.schema` — the tables and the migrations between their versions;
 - :mod:`~agent.store.instances`, :mod:`~agent.store.inputs`, :mod:`~agent.store.jobs`,
-  :mod:`~agent.store.outbox`, :mod:`~agent.store.events` (the journal), :mod:`~agent.store.counts`.
+  :mod:`~agent.store.outbox`, :mod:`~agent.store.events` (the journal), :mod:`~agent.store.counts`,
+  :mod:`~agent.store.retention` (what may be purged, and recording that it was).
 
 :class:`Store` is the façade the rest of the daemon holds: each method runs one concept function on the
 store's engine. A new store concept gets its own module here and its methods on the façade.
@@ -33,10 +34,12 @@ from agent.store import inputs as _inputs
 from agent.store import instances as _instances
 from agent.store import jobs as _jobs
 from agent.store import outbox as _outbox
+from agent.store import retention as _retention
 from agent.store.engine import ERROR_TEXT_LIMIT
 from agent.store.inputs import EMPTY_FINGERPRINT
+from agent.store.retention import InputPurge, ResultPurge
 
-__all__ = ["EMPTY_FINGERPRINT", "ERROR_TEXT_LIMIT", "Store"]
+__all__ = ["EMPTY_FINGERPRINT", "ERROR_TEXT_LIMIT", "InputPurge", "ResultPurge", "Store"]
 
 
 class Store:
@@ -222,6 +225,24 @@ class Store:
 
     def outbox_next_due(self) -> float | None:
         return _outbox.next_due(self.engine)
+
+    # ----------------------------------------------------------------------------------- retention
+
+    def purgeable_inputs(self, older_than: float) -> list[InputPurge]:
+        """Inputs whose every result was delivered at or before ``older_than`` (and not purged), oldest first."""
+        return _retention.inputs(self.engine, older_than)
+
+    def purgeable_results(self, older_than: float) -> list[ResultPurge]:
+        """Result folders of jobs delivered at or before ``older_than`` (and not purged), oldest first."""
+        return _retention.results(self.engine, older_than)
+
+    def purge_input(self, input_id: int, older_than: float, detail: str) -> tuple[Path, ...] | None:
+        """Record an input purged (its instance rows removed) if still eligible; return the files to delete."""
+        return _retention.purge_input(self.engine, input_id, older_than, detail)
+
+    def purge_results(self, job_id: int, older_than: float, detail: str) -> Path | None:
+        """Record a job's result folder purged if still eligible; return the folder to delete."""
+        return _retention.purge_results(self.engine, job_id, older_than, detail)
 
     # ----------------------------------------------------------------------------------- status
 

@@ -23,9 +23,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -52,6 +53,7 @@ inputs = Table(
     Column("reason", Text),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("purged_at", Float),  # v4: its files were deleted by retention (its key became "purged:<id>")
     Index("ix_inputs_state_updated", "state", "updated_at"),
 )
 
@@ -94,6 +96,7 @@ jobs = Table(
     Column("summary", JSON),
     Column("models", JSON, nullable=False),
     Column("unsent_reason", Text),  # v3: why a succeeded job's findings were not made for PACS
+    Column("purged_at", Float),  # v4: its result folder was deleted by retention
     UniqueConstraint("input_id", "pipeline", "pipeline_version", "input_fingerprint", name="uq_job_effect"),
     Index("ix_jobs_claim", "status", "priority", "not_before", "id"),
 )
@@ -142,5 +145,11 @@ def _v2_to_v3(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN unsent_reason TEXT")
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    for table in ("inputs", "jobs"):
+        if "purged_at" not in {c["name"] for c in inspect(conn).get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN purged_at FLOAT")
+
+
 # MIGRATIONS[n] turns schema version n into n + 1.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
