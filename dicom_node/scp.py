@@ -225,9 +225,9 @@ class StorageSCP:
         return self._keep(assoc, sop_class, sop_uid, header, write)
 
     def _store_streamed(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, handle: BinaryIO,
-                        tmp: Path) -> Received:
-        """A large instance already in ``tmp`` (open as ``handle``): fsync, parse its header from the file,
-        check, rename it into place."""
+                        rename: Callable[[Path], None]) -> Received:
+        """A large instance already in a temporary file (open as ``handle``): fsync, parse its header from the
+        file, check, ``rename`` it into place."""
         handle.flush()
         os.fsync(handle.fileno())
         size = handle.tell()
@@ -239,7 +239,7 @@ class StorageSCP:
 
         def move(target: Path) -> int:
             make_folder_durably(target.parent)
-            os.replace(tmp, target)  # same filesystem: atomic; the recorder fsyncs the folder
+            rename(target)  # same filesystem: atomic; the recorder fsyncs the folder
             return size
 
         return self._keep(assoc, sop_class, sop_uid, header, move)
@@ -348,12 +348,16 @@ class _IncomingInstance:
                 self.parts = []
                 return self.scp._status(lambda: self.scp._store_buffered(self.assoc, self.sop_class, self.sop_uid,
                                                                           raw))
-            handle, tmp = self.handle, self.tmp
-            assert tmp is not None
+            handle = self.handle
             return self.scp._status(lambda: self.scp._store_streamed(self.assoc, self.sop_class, self.sop_uid,
-                                                                      handle, tmp))
+                                                                      handle, self._rename))
         finally:
             self.discard()  # whatever was not moved into place
+
+    def _rename(self, target: Path) -> None:
+        assert self.tmp is not None
+        os.replace(self.tmp, target)
+        self.tmp = None  # no longer ours to remove
 
     def discard(self) -> None:
         self.parts = []
