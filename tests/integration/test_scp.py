@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from pydicom.uid import (
     GrayscaleSoftcopyPresentationStateStorage,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
     JPEGLSLossless,
     MRImageStorage,
     RLELossless,
@@ -382,7 +384,7 @@ def test_a_restricted_sop_class_list_is_what_the_scp_accepts(make_scp: Callable[
 # Raw PDUs (tests/support/pdus.py): MR Image Storage on context 1, Verification on context 3, both explicit VR
 # little endian. A dataset over scp.STREAM_THRESHOLD goes to a temporary file as it arrives.
 
-MR_CX, ECHO_CX = 1, 3
+MR_CX, ECHO_CX, JPEG_CX = 1, 3, 5
 C_STORE, C_ECHO, C_FIND = 0x0001, 0x0030, 0x0020
 COMMAND, LAST = 0x01, 0x02
 FRAGMENT = 512 * 1024  # under the 1 MiB PDU the SCP advertises
@@ -408,8 +410,28 @@ def mr_dataset(rows: int = 1536) -> tuple[str, bytes]:
     return str(ds.SOPInstanceUID), raw[meta_end:]
 
 
-def store_command(sop_uid: str, message_id: int = 1) -> bytes:
-    return p_data((MR_CX, COMMAND | LAST, command_set(C_STORE, message_id, sop_class=str(MRImageStorage),
+def encapsulated_mr_dataset() -> tuple[str, bytes]:
+    """(SOP Instance UID, dataset) of a 6 MiB MR instance whose pixel data is encapsulated (JPEG baseline
+    framing of 8 frames of random bytes: never decoded by the SCP), without file meta."""
+    from io import BytesIO
+
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(shared("mri/MR_small.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.NumberOfFrames, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 8, 7
+    del ds.PixelData
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    raw = buffer.getvalue() + b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff"  # Pixel Data, undefined length
+    raw += encapsulate([os.urandom(768 * 1024) for _ in range(8)]) + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    return str(ds.SOPInstanceUID), raw[144 + int.from_bytes(raw[140:144], "little") :]
+
+
+def store_command(sop_uid: str, message_id: int = 1, context_id: int = MR_CX) -> bytes:
+    return p_data((context_id, COMMAND | LAST, command_set(C_STORE, message_id, sop_class=str(MRImageStorage),
                                                       sop_instance=sop_uid, has_dataset=True)))
 
 
@@ -422,7 +444,8 @@ def dataset_pdus(data: bytes, *, last: bool = True, context_id: int = MR_CX) -> 
 def raw_association(port: int) -> Iterator[socket.socket]:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(associate_rq_for([(MR_CX, str(MRImageStorage), str(ExplicitVRLittleEndian)),
-                                       (ECHO_CX, "1.2.840.10008.1.1", str(ExplicitVRLittleEndian))]))
+                                       (ECHO_CX, "1.2.840.10008.1.1", str(ExplicitVRLittleEndian)),
+                                       (JPEG_CX, str(MRImageStorage), str(JPEGBaseline8Bit))]))
         assert read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
         yield sock
 
@@ -457,6 +480,20 @@ def test_a_large_instance_is_streamed_to_disk_and_stored_intact(scp: RunningScp)
     assert raw[144 + int.from_bytes(raw[140:144], "little"):] == data  # file meta first, then the bytes as sent
     assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert scp.store.counts()["instances"] == 1
+
+
+def test_large_encapsulated_pixel_data_is_checked_for_its_delimiter_in_the_file(scp: RunningScp) -> None:
+    sop_uid, data = encapsulated_mr_dataset()
+    assert data.endswith(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")  # the sequence delimiter ends it
+    with raw_association(scp.port) as sock:
+        sock.sendall(store_command(sop_uid, 1, JPEG_CX) + b"".join(dataset_pdus(data[:-12], context_id=JPEG_CX)))
+        assert response_status(read_pdu(sock)) == (0x8001, 1, 0xC210)  # cut short: no delimiter
+        assert scp.files() == []
+        sock.sendall(store_command(sop_uid, 2, JPEG_CX) + b"".join(dataset_pdus(data, context_id=JPEG_CX)))
+        assert response_status(read_pdu(sock)) == (0x8001, 2, 0x0000)
+    (stored,) = scp.files()
+    assert stored.read_bytes().endswith(data)
+    assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == JPEGBaseline8Bit
 
 
 def test_a_truncated_large_instance_gets_cannot_understand_and_leaves_nothing(scp: RunningScp) -> None:
