@@ -28,8 +28,6 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
-import ssl
 import tempfile
 import threading
 from collections.abc import Callable
@@ -40,7 +38,6 @@ from typing import BinaryIO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pynetdicom import evt
 
 from dicom_node.acceptor import AssociationServer
 from dicom_node.association import (
@@ -55,9 +52,10 @@ from dicom_node.dimse import Command
 from dicom_node.errors import InvalidUIDError, RecordError
 from dicom_node.recorder import InstanceRecorder
 from dicom_node.records import Instance, InstanceRecords
-from dicom_node.settings import ScpConfig, TlsConfig
+from dicom_node.settings import ScpConfig
 from dicom_node.sop_classes import TRANSFER_SYNTAXES
 from dicom_node.storage import (
+    ShortReads,
     file_meta_bytes,
     instance_path,
     make_folder_durably,
@@ -66,6 +64,7 @@ from dicom_node.storage import (
     truncation_in_file,
     validate_uid,
 )
+from dicom_node.transport import server_ssl_context
 from pipelines.durable import write_bytes_durably
 
 log = logging.getLogger(__name__)
@@ -373,10 +372,15 @@ class _IncomingInstance:
 
 def _read_header(stream: BinaryIO, sop_uid: str) -> pydicom.Dataset:
     """The header up to the pixel data, the stream left where it stopped; _Refused when it cannot be parsed."""
+    watched = ShortReads(stream)
     try:
-        return pydicom.dcmread(stream, stop_before_pixels=True)
+        header = pydicom.dcmread(watched, stop_before_pixels=True)
     except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError, AttributeError) as exc:
         raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} cannot be parsed: {exc}") from exc
+    if watched.cut_at is not None:
+        raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: it ends inside an element "
+                                          f"(byte {watched.cut_at})")
+    return header
 
 
 class _Refused(Exception):
@@ -395,43 +399,6 @@ def part10_bytes(sop_class: str, sop_uid: str, transfer_syntax: str, calling_ae:
     return file_meta_bytes(meta) + dataset
 
 
-def set_no_delay(event: evt.Event) -> None:
-    """Disable Nagle's algorithm on an association's socket. DIMSE messages go out in several small writes
-    (PDU header, command, data); with Nagle each waits for the peer's delayed ACK, about 40 ms per message
-    on Linux, which caps one association at ~10-25 instances/s."""
-    sock = getattr(event.assoc.dul.socket, "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def _free_mb(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     return int(shutil.disk_usage(folder).free // (1024 * 1024))
-
-
-def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
-    if not tls.enabled:
-        return None
-    assert tls.certificate is not None and tls.private_key is not None  # checked by TlsConfig
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(tls.certificate), str(tls.private_key))
-    if tls.ca_certificates is not None:
-        context.load_verify_locations(str(tls.ca_certificates))
-    context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_certificate else ssl.CERT_OPTIONAL
-    if tls.ca_certificates is None:
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
-    if not tls.enabled:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_certificates) if
-                                         tls.ca_certificates else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False  # PACS certificates rarely name the host the way we address it
-    if tls.certificate is not None and tls.private_key is not None:
-        context.load_cert_chain(str(tls.certificate), str(tls.private_key))
-    return context

@@ -29,9 +29,9 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from dicom_node.records import Outbox, OutboxEntry
-from dicom_node.scp import client_ssl_context, set_no_delay
 from dicom_node.settings import DestinationConfig, OutboxConfig
 from dicom_node.sop_classes import UNCOMPRESSED
+from dicom_node.transport import client_ssl_context, set_no_delay
 from pipelines.retry import RetryStrategy
 
 log = logging.getLogger(__name__)

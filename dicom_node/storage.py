@@ -100,6 +100,28 @@ _SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
+class ShortReads:
+    """A read-only view of a stream that notes where a read got some bytes but fewer than asked: the stream
+    ended inside an element. pydicom takes such a cut value as it is; a cut exactly between two elements
+    cannot be told from a shorter dataset, a cut inside one can."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.cut_at: int | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if self.cut_at is None and 0 < len(data) < size:
+            self.cut_at = self._raw.tell()
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+
 def truncation(raw: bytes, pixel_offset: int, header: Dataset) -> str | None:
     """Why the pixel data of an encoded instance is cut short, or None when it is whole.
 
