@@ -4,7 +4,7 @@
 negotiates (policy, presentation contexts, roles), then turns P-DATA-TF fragments into DIMSE messages, hands
 C-STORE datasets to the handler as their fragments arrive and answers, until the peer releases or aborts.
 Every read has a deadline (``network_timeout_s`` idle between messages, ``dimse_timeout_s`` for a whole
-message), every PDU a length bound (``MAX_PDU_ADVERTISED``), and a protocol violation gets an A-ABORT.
+message plus the time its bytes earn at ``MIN_TRANSFER_RATE``), every PDU a length bound (``MAX_PDU_ADVERTISED``), and a protocol violation gets an A-ABORT.
 
 The message state machine (PS3.7 chapter 9, PS3.8 9.3.5): a message is its command fragments, then, when its
 command announces one, its dataset fragments, all on the presentation context of its first fragment. A
@@ -48,6 +48,9 @@ IMPLEMENTATION_VERSION = "ONCOAGENT_1"
 
 A_ASSOCIATE_RQ_TYPE, P_DATA_TF, A_RELEASE_RQ, A_ABORT = 0x01, 0x04, 0x05, 0x07
 MAX_PDU_ADVERTISED = 1 * 2**20  # what peers may send us in one PDU; a longer one is aborted
+# A message must be whole within dimse_timeout_s, plus one second for every MIN_TRANSFER_RATE bytes of it that
+# arrived: a multi-GB whole-slide instance over a slow link keeps going, a peer trickling below this rate does not.
+MIN_TRANSFER_RATE = 64 * 2**10  # bytes per second
 MAX_ASSOCIATE_RQ_LENGTH = 256 * 2**10  # hundreds of presentation contexts; a longer request is aborted
 ABORT_PDU = b"\x07\x00" + struct.pack(">I", 4) + b"\x00\x00\x02\x00"  # A-ABORT, source: service provider
 
@@ -205,7 +208,8 @@ class Association:
         message_deadline = 0.0
         while True:
             # between messages the peer may be idle for network_timeout_s; a message, once its first PDU has
-            # begun, must be whole within dimse_timeout_s (a deadline for all its PDUs, not for each recv)
+            # begun, must be whole within dimse_timeout_s plus one second per MIN_TRANSFER_RATE bytes received
+            # (a deadline for all its PDUs, not for each recv)
             within_message = request is not None or bool(command)
             if within_message:
                 header = self._recv(6, message_deadline, "the rest of a message (scp.dimse_timeout_s)")
@@ -217,6 +221,7 @@ class Association:
                 header = bytes(first) if got == 6 else \
                     bytes(first[:got]) + self._recv(6 - got, message_deadline, "the rest of a message")
             kind, pdu = self._read_pdu(header, message_deadline)
+            message_deadline += len(pdu) / MIN_TRANSFER_RATE  # a large dataset earns time as it keeps arriving
             if kind == A_RELEASE_RQ:  # mid-message too: the incomplete dataset is discarded on the way out
                 self.finish()  # the association is over for our bookkeeping before the peer hears so
                 self._send(b"\x06\x00" + struct.pack(">I", 4) + b"\x00" * 4)  # A-RELEASE-RP

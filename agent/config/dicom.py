@@ -50,7 +50,9 @@ class ScpSettings(Section):
     )
     min_free_disk_mb: int = Field(default=1024, ge=0, description="refuse new data below this free space")
     acse_timeout_s: float = Field(default=30.0, gt=0, description="TLS handshake and whole A-ASSOCIATE-RQ (ARTIM)")
-    dimse_timeout_s: float = Field(default=60.0, gt=0, description="each whole message, from its first PDU")
+    dimse_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="each whole message, from its first PDU; a large dataset earns a second per 64 KiB received")
     network_timeout_s: float = Field(default=60.0, gt=0, description="idle between messages")
     tls: TlsSettings = Field(default_factory=TlsSettings)
     sop_classes: Literal["all"] | list[str] = Field(

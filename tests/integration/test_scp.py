@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -480,6 +481,26 @@ def test_a_large_instance_is_streamed_to_disk_and_stored_intact(scp: RunningScp)
     assert raw[144 + int.from_bytes(raw[140:144], "little"):] == data  # file meta first, then the bytes as sent
     assert pydicom.dcmread(stored).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert scp.store.counts()["instances"] == 1
+
+
+def test_a_large_dataset_that_keeps_arriving_earns_time_beyond_the_message_deadline(
+    make_scp: Callable[..., RunningScp]
+) -> None:
+    """dimse_timeout_s bounds a whole message, but a dataset earns a second for every 64 KiB that arrives: a
+    multi-GB slide on a slow link is not cut off, while a trickling peer gains nothing (test_scp_limits)."""
+    scp = make_scp(dimse_timeout_s=1.0)
+    sop_uid, data = mr_dataset()  # 4.5 MiB: ~70 s earned
+    pdus = dataset_pdus(data)
+    started = time.monotonic()
+    with raw_association(scp.port) as sock:
+        sock.sendall(store_command(sop_uid))
+        for index, pdu in enumerate(pdus):  # spread over ~2.5 s, well past the 1 s message deadline
+            sock.sendall(pdu)
+            wait_for(lambda i=index: time.monotonic() - started >= 2.5 * (i + 1) / len(pdus), 10, interval=0.01,
+                     what="the next fragment's turn")
+        assert response_status(read_pdu(sock)) == (0x8001, 1, 0x0000)
+    assert time.monotonic() - started > 2.0
+    assert [p.name for p in scp.files()] == [f"{sop_uid}.dcm"]
 
 
 def test_large_encapsulated_pixel_data_is_checked_for_its_delimiter_in_the_file(scp: RunningScp) -> None:
