@@ -4,7 +4,8 @@
 negotiates (policy, presentation contexts, roles), then turns P-DATA-TF fragments into DIMSE messages, hands
 C-STORE datasets to the handler as their fragments arrive and answers, until the peer releases or aborts.
 Every read has a deadline (``network_timeout_s`` idle between messages, ``dimse_timeout_s`` for a whole
-message plus the time its bytes earn at ``MIN_TRANSFER_RATE``), every PDU a length bound (``MAX_PDU_ADVERTISED``), and a protocol violation gets an A-ABORT.
+message plus the time its bytes earn at ``MIN_TRANSFER_RATE``), every PDU a length bound
+(``MAX_PDU_ADVERTISED``), and a protocol violation gets an A-ABORT.
 
 The message state machine (PS3.7 chapter 9, PS3.8 9.3.5): a message is its command fragments, then, when its
 command announces one, its dataset fragments, all on the presentation context of its first fragment. A
