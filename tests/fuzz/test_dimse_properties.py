@@ -33,8 +33,9 @@ def assert_answerable(command: Command, status: int) -> None:
     assert ds.CommandGroupLength == len(encoded) - 12
     assert (ds.CommandField, ds.MessageIDBeingRespondedTo, ds.Status) == (
         command.command_field | 0x8000, command.message_id, status)
-    assert str(ds.get("AffectedSOPClassUID", "")) == command.affected_sop_class.rstrip("\0 ")
-    assert str(ds.get("AffectedSOPInstanceUID", "")) == command.affected_sop_instance.rstrip("\0 ")
+    padding = "\0 \t\n\r\x0b\x0c"  # pydicom strips whitespace of any kind from a UI value
+    assert str(ds.get("AffectedSOPClassUID", "")).strip(padding) == command.affected_sop_class.strip(padding)
+    assert str(ds.get("AffectedSOPInstanceUID", "")).strip(padding) == command.affected_sop_instance.strip(padding)
 
 
 @PROPERTIES

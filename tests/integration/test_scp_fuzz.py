@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import struct
 import threading
 import time
 from collections import Counter
@@ -152,22 +153,24 @@ def test_mutated_association_streams_never_crash_starve_or_leak(tmp_path: Path) 
         on_disk = {path.stem for path in files}
         assert confirmed <= on_disk <= offered, (confirmed - on_disk, on_disk - offered)
         assert store.counts()["instances"] == len(on_disk)
-        cut_short = {}
+        cut_short, cut_after_pixels = {}, {}
         for path in files:  # every stored instance is whole: it reads to its end and holds its whole image
             ds = pydicom.dcmread(path)
             assert ds.SOPInstanceUID == path.stem and store.has_instance(path.stem)
-            problem = wire.dataset_cut_short(path.read_bytes())
-            if problem is not None:
+            raw = path.read_bytes()
+            problem = wire.dataset_cut_short(raw)
+            if problem is not None and b"\xe0\x7f\x10\x00" in raw:  # KNOWN DEFECT: see the xfail test below
+                cut_after_pixels[path.stem] = problem
+            elif problem is not None:
                 cut_short[path.stem] = problem
             elif path.stem in confirmed_valid:
                 expected = int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel) * int(ds.BitsAllocated) // 8
                 assert len(ds.PixelData) == expected, path
-        # KNOWN DEFECT (test_a_dataset_cut_inside_an_element_is_refused below): a dataset cut short inside an
-        # element before Pixel Data is stored and confirmed; such files are only counted until that is fixed
-        assert not set(cut_short) & confirmed_valid, cut_short
+        assert not cut_short, cut_short  # a dataset cut inside an element is refused (0xC210), never stored
         total = batches * STREAMS_PER_BATCH
         print(f"\nfuzz seed {seed}: {total} streams in {fuzz_s:.1f} s ({total / fuzz_s:.0f}/s), "
-              f"{len(on_disk)} stored ({len(confirmed)} confirmed, {len(cut_short)} cut short: the known defect), "
+              f"{len(on_disk)} stored ({len(confirmed)} confirmed, {len(cut_after_pixels)} cut after Pixel Data: "
+              "the known defect), "
               f"slowest C-ECHO {max(echo_times):.3f} s, pynetdicom errors logged {len(library.records)}, "
               f"refused before association {scp.refused_connections()}; kinds {dict(kinds)}")
     finally:
@@ -199,6 +202,58 @@ def test_a_dataset_cut_inside_an_element_is_refused(tmp_path: Path) -> None:
         assert field == 0x8001 and status & 0xF000 in (0xA000, 0xC000), hex(status)  # failure: refused
         assert store.counts()["instances"] == 0
         assert not any(path.is_file() for path in (tmp_path / "storage").rglob("*"))
+    finally:
+        scp.stop()
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="defect found by the fuzzer (seed 1, stream 7780, 150 batches): a "
+                   "dataset that begins with a group 0002 element is read by pydicom as file meta and raises "
+                   "BytesLengthException, which the C-STORE handler does not turn into a status: the association "
+                   "thread logs it as an exception. The fix belongs in dicom_node/scp.py, not in this test")
+def test_a_dataset_beginning_with_file_meta_elements_is_refused_with_a_status(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
+    scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
+    defects = Defects()
+    logging.getLogger("dicom_node").addHandler(defects)
+    port = scp.start()
+    try:
+        sop = "2.25.7780"
+        group_length = struct.pack("<HHI", 0x0002, 0x0000, 6) + b"ABCDEF"  # (0002,0000) UL, 6 bytes: not a UL
+        dataset = group_length + wire.secondary_capture(sop, "2.25.1", "2.25.2")
+        command = wire.command_set(wire.C_STORE_RQ, 1, wire.SECONDARY_CAPTURE, sop, has_dataset=True)
+        message = [wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.COMMAND | wire.LAST, command)),
+                   wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.LAST, dataset))]
+        sent = Stream("dataset with file meta", (wire.associate_rq(), *message, wire.RELEASE_RQ), Ending.HALF_CLOSE)
+        outcome = play(port, sent, PEER_TIMEOUT_S)
+        assert not defects.records, str(defects)
+        (field, status, _), = wire.responses(outcome.reply)
+        assert field == 0x8001 and status & 0xF000 in (0xA000, 0xC000), hex(status)  # failure: refused
+        assert store.counts()["instances"] == 0
+    finally:
+        logging.getLogger("dicom_node").removeHandler(defects)
+        scp.stop()
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="defect found by the fuzzer (seed 20261129, 50 batches: 3-4 files): bytes "
+                   "after a whole Pixel Data element that end inside an element (here 4 bytes of an element "
+                   "header) are stored with 0x0000: the check stops at Pixel Data. The fix belongs in "
+                   "dicom_node/scp.py or storage.py, not in this test")
+def test_a_dataset_ending_inside_an_element_after_pixel_data_is_refused(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
+    scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
+    port = scp.start()
+    try:
+        sop = "2.25.4"
+        dataset = wire.secondary_capture(sop, "2.25.1", "2.25.2") + b"\xe0\x7f\x20\x00"  # half an element header
+        command = wire.command_set(wire.C_STORE_RQ, 1, wire.SECONDARY_CAPTURE, sop, has_dataset=True)
+        message = [wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.COMMAND | wire.LAST, command)),
+                   wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.LAST, dataset))]
+        sent = Stream("cut after pixels", (wire.associate_rq(), *message, wire.RELEASE_RQ), Ending.HALF_CLOSE)
+        (field, status, _), = wire.responses(play(port, sent, PEER_TIMEOUT_S).reply)
+        assert field == 0x8001 and status & 0xF000 in (0xA000, 0xC000), hex(status)  # failure: refused
+        assert store.counts()["instances"] == 0
     finally:
         scp.stop()
         store.close()
