@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from dicom_node.acceptor import AssociationServer
 from dicom_node.association import (
@@ -375,7 +375,8 @@ def _read_header(stream: BinaryIO, sop_uid: str) -> pydicom.Dataset:
     watched = ShortReads(stream)
     try:
         header = pydicom.dcmread(watched, stop_before_pixels=True)
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError, AttributeError) as exc:
+    except (InvalidDicomError, BytesLengthException, ValueError, EOFError, OSError, KeyError, TypeError,
+            AttributeError) as exc:
         raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} cannot be parsed: {exc}") from exc
     if watched.cut_at is not None:
         raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: it ends inside an element "

@@ -182,6 +182,31 @@ def _truncation(read: Callable[[int, int], bytes], size: int, contains: Callable
     needed = _native_pixel_bytes(header)
     if needed is not None and length < needed:
         return f"pixel data holds {length} bytes, the image described needs {needed}"
+    return _cut_after(read, size, value_at + length, transfer_syntax.is_implicit_VR)
+
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+
+
+def _cut_after(read: Callable[[int, int], bytes], size: int, offset: int, implicit: bool) -> str | None:
+    """Why the elements after Pixel Data (padding, signatures: a few) end inside one, or None."""
+    for _ in range(1000):
+        if offset >= size:
+            return None
+        head = read(offset, 12)
+        long_vr = not implicit and head[4:6] in _LONG_VRS
+        header_size = 12 if long_vr else 8
+        if len(head) < header_size:
+            return "the dataset ends inside an element header after the pixel data"
+        if implicit or long_vr:
+            length = int.from_bytes(head[header_size - 4 : header_size], "little")
+        else:
+            length = int.from_bytes(head[6:8], "little")
+        if length == _UNDEFINED_LENGTH:
+            return None  # a sequence: its framing is the parser's to check
+        if offset + header_size + length > size:
+            return f"an element after the pixel data declares {length} bytes; fewer arrived"
+        offset += header_size + length
     return None
 
 

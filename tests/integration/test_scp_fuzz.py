@@ -153,15 +153,13 @@ def test_mutated_association_streams_never_crash_starve_or_leak(tmp_path: Path) 
         on_disk = {path.stem for path in files}
         assert confirmed <= on_disk <= offered, (confirmed - on_disk, on_disk - offered)
         assert store.counts()["instances"] == len(on_disk)
-        cut_short, cut_after_pixels = {}, {}
+        cut_short = {}
         for path in files:  # every stored instance is whole: it reads to its end and holds its whole image
             ds = pydicom.dcmread(path)
             assert ds.SOPInstanceUID == path.stem and store.has_instance(path.stem)
             raw = path.read_bytes()
             problem = wire.dataset_cut_short(raw)
-            if problem is not None and b"\xe0\x7f\x10\x00" in raw:  # KNOWN DEFECT: see the xfail test below
-                cut_after_pixels[path.stem] = problem
-            elif problem is not None:
+            if problem is not None:
                 cut_short[path.stem] = problem
             elif path.stem in confirmed_valid:
                 expected = int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel) * int(ds.BitsAllocated) // 8
@@ -169,8 +167,7 @@ def test_mutated_association_streams_never_crash_starve_or_leak(tmp_path: Path) 
         assert not cut_short, cut_short  # a dataset cut inside an element is refused (0xC210), never stored
         total = batches * STREAMS_PER_BATCH
         print(f"\nfuzz seed {seed}: {total} streams in {fuzz_s:.1f} s ({total / fuzz_s:.0f}/s), "
-              f"{len(on_disk)} stored ({len(confirmed)} confirmed, {len(cut_after_pixels)} cut after Pixel Data: "
-              "the known defect), "
+              f"{len(on_disk)} stored ({len(confirmed)} confirmed), "
               f"slowest C-ECHO {max(echo_times):.3f} s, pynetdicom errors logged {len(library.records)}, "
               f"refused before association {scp.refused_connections()}; kinds {dict(kinds)}")
     finally:
@@ -207,11 +204,9 @@ def test_a_dataset_cut_inside_an_element_is_refused(tmp_path: Path) -> None:
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect found by the fuzzer (seed 1, stream 7780, 150 batches): a "
-                   "dataset that begins with a group 0002 element is read by pydicom as file meta and raises "
-                   "BytesLengthException, which the C-STORE handler does not turn into a status: the association "
-                   "thread logs it as an exception. The fix belongs in dicom_node/scp.py, not in this test")
 def test_a_dataset_beginning_with_file_meta_elements_is_refused_with_a_status(tmp_path: Path) -> None:
+    """Found by the fuzzer (seed 1, stream 7780): pydicom reads group 0002 elements at the start of a dataset
+    as file meta and raised BytesLengthException out of the C-STORE handler."""
     store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
     scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
     defects = Defects()
@@ -236,11 +231,9 @@ def test_a_dataset_beginning_with_file_meta_elements_is_refused_with_a_status(tm
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect found by the fuzzer (seed 20261129, 50 batches: 3-4 files): bytes "
-                   "after a whole Pixel Data element that end inside an element (here 4 bytes of an element "
-                   "header) are stored with 0x0000: the check stops at Pixel Data. The fix belongs in "
-                   "dicom_node/scp.py or storage.py, not in this test")
 def test_a_dataset_ending_inside_an_element_after_pixel_data_is_refused(tmp_path: Path) -> None:
+    """Found by the fuzzer (seed 20261129): bytes after a whole Pixel Data element that end inside an element
+    were stored with 0x0000, the check stopping at Pixel Data."""
     store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
     scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
     port = scp.start()
