@@ -100,10 +100,13 @@ _SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
+_ELEMENT_HEADER = 8  # what pydicom reads for the next element: tag and VR/length, or tag and length
+
+
 class ShortReads:
-    """A read-only view of a stream that notes where a read got some bytes but fewer than asked: the stream
-    ended inside an element. pydicom takes such a cut value as it is; a cut exactly between two elements
-    cannot be told from a shorter dataset, a cut inside one can."""
+    """A read-only view of a stream that notes where a read got fewer bytes than asked, other than the stream
+    ending where the next element would start: the stream ended inside an element. pydicom takes such a cut
+    value as it is; a cut exactly between two elements cannot be told from a shorter dataset, one inside can."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
@@ -111,7 +114,8 @@ class ShortReads:
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
-        if self.cut_at is None and 0 < len(data) < size:
+        # the stream may end where an element header (8 bytes) would start; anywhere else a short read is a cut
+        if self.cut_at is None and len(data) < size and (data or size != _ELEMENT_HEADER):
             self.cut_at = self._raw.tell()
         return data
 

@@ -252,11 +252,9 @@ def test_a_dataset_ending_inside_an_element_after_pixel_data_is_refused(tmp_path
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect found by the fuzzer (seed 1, streams 10627 and 13191, 150 batches): a "
-                   "dataset that ends right after an element header, none of its declared value present, is stored "
-                   "with 0x0000 (a read that returns no bytes at all is not noted as short). The fix belongs in "
-                   "dicom_node/storage.py or scp.py, not in this test")
 def test_a_dataset_ending_after_an_element_header_without_its_value_is_refused(tmp_path: Path) -> None:
+    """Found by the fuzzer (seed 1, streams 10627 and 13191): a dataset ending right after an element header,
+    none of its value present, was stored with 0x0000 (a read returning no bytes was not noted as short)."""
     store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
     scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
     port = scp.start()
