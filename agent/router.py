@@ -66,15 +66,13 @@ def refusal(rule: RoutingRule, inp: Input) -> str | None:
             return f"suffix {suffix or '(none)'!r} not in {match.suffix}"
     if match.path_regex is not None and not re.search(match.path_regex, str(inp.path)):
         return f"path does not match {match.path_regex!r}"
-    # what the input is (Modality, SOP class…) before how much of it there is: a presentation state or key
-    # object selection of a whole-study push is refused as what it is, not as a short series
-    for keyword, expected in match.dicom.items():
-        why = _keyword_refusal(keyword, expected, inp.attrs.get(keyword))
-        if why is not None:
-            return why
+    # every DICOM condition that fails, what the input is (Modality, SOP class…) before how much of it there is:
+    # a presentation state of a whole-study push is refused as what it is, a short series also as short
+    reasons = [why for keyword, expected in match.dicom.items()
+               if (why := _keyword_refusal(keyword, expected, inp.attrs.get(keyword))) is not None]
     if match.min_slices is not None and slice_count(inp) < match.min_slices:
-        return f"{slice_count(inp)} slice(s), rule wants at least {match.min_slices}"
-    return None
+        reasons.append(f"{slice_count(inp)} slice(s), rule wants at least {match.min_slices}")
+    return ", ".join(reasons) or None
 
 
 def slice_count(inp: Input) -> int:
