@@ -9,26 +9,16 @@ import struct
 from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-from pynetdicom.presentation import build_context
+from pynetdicom.presentation import PresentationContext, build_context
 
 from dicom_node.association import APPLICATION_CONTEXT
 
 
 def associate_rq(calling: str = "MODALITY", called: str = "ONCOAGENT") -> bytes:
     """A well-formed A-ASSOCIATE-RQ proposing Verification."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = UID(APPLICATION_CONTEXT)
-    primitive.calling_ae_title = calling
-    primitive.called_ae_title = called
     context = build_context("1.2.840.10008.1.1")
     context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 16384
-    primitive.user_information = [max_length]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return bytes(pdu.encode())
+    return _associate_rq([context], calling, called)
 
 
 def read_pdu(sock: socket.socket) -> bytes:
@@ -48,16 +38,20 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
 def associate_rq_for(contexts: list[tuple[int, str, str]], calling: str = "MODALITY", called: str = "ONCOAGENT",
                      ) -> bytes:
     """A well-formed A-ASSOCIATE-RQ proposing ``(context id, abstract syntax, transfer syntax)`` each."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = UID(APPLICATION_CONTEXT)
-    primitive.calling_ae_title = calling
-    primitive.called_ae_title = called
     proposed = []
     for context_id, abstract, transfer in contexts:
         context = build_context(abstract, [transfer])
         context.context_id = context_id
         proposed.append(context)
-    primitive.presentation_context_definition_list = proposed
+    return _associate_rq(proposed, calling, called)
+
+
+def _associate_rq(contexts: list[PresentationContext], calling: str, called: str) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = UID(APPLICATION_CONTEXT)
+    primitive.calling_ae_title = calling
+    primitive.called_ae_title = called
+    primitive.presentation_context_definition_list = contexts
     max_length = MaximumLengthNotification()
     max_length.maximum_length_received = 16384
     primitive.user_information = [max_length]
