@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -179,96 +180,59 @@ def test_mutated_association_streams_never_crash_starve_or_leak(tmp_path: Path) 
         store.close()
 
 
-def test_a_dataset_cut_inside_an_element_is_refused(tmp_path: Path) -> None:
-    """Found by the fuzzer (seed 20261129, stream 413): a dataset cut inside an element before Pixel Data was
-    stored with 0x0000, pydicom taking the short value as it was."""
-    store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
-    scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
-    port = scp.start()
-    try:
-        sop = "2.25.413"
-        dataset = wire.secondary_capture(sop, "2.25.1", "2.25.2")
-        cut = dataset[: dataset.index(b"\xe0\x7f\x10\x00") - 9]  # inside (0028,0103) Pixel Representation
-        command = wire.command_set(wire.C_STORE_RQ, 1, wire.SECONDARY_CAPTURE, sop, has_dataset=True)
-        message = [wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.COMMAND | wire.LAST, command)),
-                   wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.LAST, cut))]
-        sent = Stream("dataset cut inside an element", (wire.associate_rq(), *message, wire.RELEASE_RQ),
-                      Ending.HALF_CLOSE)
-        outcome = play(port, sent, PEER_TIMEOUT_S)
-        (field, status, _), = wire.responses(outcome.reply)
-        assert field == 0x8001 and status & 0xF000 in (0xA000, 0xC000), hex(status)  # failure: refused
-        assert store.counts()["instances"] == 0
-        assert not any(path.is_file() for path in (tmp_path / "storage").rglob("*"))
-    finally:
-        scp.stop()
-        store.close()
+def _cut_inside_an_element(dataset: bytes) -> bytes:
+    return dataset[: dataset.index(b"\xe0\x7f\x10\x00") - 9]  # inside (0028,0103) Pixel Representation
 
 
-def test_a_dataset_beginning_with_file_meta_elements_is_refused_with_a_status(tmp_path: Path) -> None:
-    """Found by the fuzzer (seed 1, stream 7780): pydicom reads group 0002 elements at the start of a dataset
-    as file meta and raised BytesLengthException out of the C-STORE handler."""
+def _file_meta_first(dataset: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0002, 0x0000, 6) + b"ABCDEF" + dataset  # (0002,0000) UL, 6 bytes: not a UL
+
+
+def _cut_after_pixel_data(dataset: bytes) -> bytes:
+    return dataset + b"\xe0\x7f\x20\x00"  # half an element header
+
+
+def _value_missing(dataset: bytes) -> bytes:
+    return dataset[: dataset.index(b"\x28\x00\x01\x01") + 8]  # (0028,0101) announces 2 bytes; none follow
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        # seed 20261129, stream 413: cut inside an element before Pixel Data, pydicom taking the short value
+        pytest.param(_cut_inside_an_element, id="cut inside an element"),
+        # seed 1, stream 7780: pydicom reads group 0002 at the start of a dataset as file meta and raised
+        # BytesLengthException out of the C-STORE handler
+        pytest.param(_file_meta_first, id="dataset beginning with file meta elements"),
+        # seed 20261129: bytes after a whole Pixel Data element ending inside an element (the check stopped there)
+        pytest.param(_cut_after_pixel_data, id="cut inside an element after the pixel data"),
+        # seed 1, streams 10627 and 13191: ends right after an element header (a read of no bytes went unnoticed)
+        pytest.param(_value_missing, id="element header without its value"),
+    ],
+)
+def test_a_damaged_dataset_found_by_the_fuzzer_is_refused_with_a_status(tmp_path: Path,
+                                                                        damage: Callable[[bytes], bytes]) -> None:
+    """Each was stored with 0x0000, or crashed the handler, before its fix: now a failure status, nothing
+    stored, nothing logged as a defect."""
     store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
     scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
     defects = Defects()
     logging.getLogger("dicom_node").addHandler(defects)
     port = scp.start()
     try:
-        sop = "2.25.7780"
-        group_length = struct.pack("<HHI", 0x0002, 0x0000, 6) + b"ABCDEF"  # (0002,0000) UL, 6 bytes: not a UL
-        dataset = group_length + wire.secondary_capture(sop, "2.25.1", "2.25.2")
+        sop = "2.25.413"
+        dataset = damage(wire.secondary_capture(sop, "2.25.1", "2.25.2"))
         command = wire.command_set(wire.C_STORE_RQ, 1, wire.SECONDARY_CAPTURE, sop, has_dataset=True)
         message = [wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.COMMAND | wire.LAST, command)),
                    wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.LAST, dataset))]
-        sent = Stream("dataset with file meta", (wire.associate_rq(), *message, wire.RELEASE_RQ), Ending.HALF_CLOSE)
+        sent = Stream("damaged dataset", (wire.associate_rq(), *message, wire.RELEASE_RQ), Ending.HALF_CLOSE)
         outcome = play(port, sent, PEER_TIMEOUT_S)
         assert not defects.records, str(defects)
         (field, status, _), = wire.responses(outcome.reply)
         assert field == 0x8001 and status & 0xF000 in (0xA000, 0xC000), hex(status)  # failure: refused
         assert store.counts()["instances"] == 0
+        assert not any(path.is_file() for path in (tmp_path / "storage").rglob("*"))
     finally:
         logging.getLogger("dicom_node").removeHandler(defects)
-        scp.stop()
-        store.close()
-
-
-def test_a_dataset_ending_inside_an_element_after_pixel_data_is_refused(tmp_path: Path) -> None:
-    """Found by the fuzzer (seed 20261129): bytes after a whole Pixel Data element that end inside an element
-    were stored with 0x0000, the check stopping at Pixel Data."""
-    store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
-    scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
-    port = scp.start()
-    try:
-        sop = "2.25.4"
-        dataset = wire.secondary_capture(sop, "2.25.1", "2.25.2") + b"\xe0\x7f\x20\x00"  # half an element header
-        command = wire.command_set(wire.C_STORE_RQ, 1, wire.SECONDARY_CAPTURE, sop, has_dataset=True)
-        message = [wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.COMMAND | wire.LAST, command)),
-                   wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.LAST, dataset))]
-        sent = Stream("cut after pixels", (wire.associate_rq(), *message, wire.RELEASE_RQ), Ending.HALF_CLOSE)
-        (field, status, _), = wire.responses(play(port, sent, PEER_TIMEOUT_S).reply)
-        assert field == 0x8001 and status & 0xF000 in (0xA000, 0xC000), hex(status)  # failure: refused
-        assert store.counts()["instances"] == 0
-    finally:
-        scp.stop()
-        store.close()
-
-
-def test_a_dataset_ending_after_an_element_header_without_its_value_is_refused(tmp_path: Path) -> None:
-    """Found by the fuzzer (seed 1, streams 10627 and 13191): a dataset ending right after an element header,
-    none of its value present, was stored with 0x0000 (a read returning no bytes was not noted as short)."""
-    store = Store.open(f"sqlite:///{tmp_path / 'scp.db'}")
-    scp = StorageSCP(store, ScpConfig(port=free_port(), min_free_disk_mb=1), tmp_path / "storage")
-    port = scp.start()
-    try:
-        sop = "2.25.10627"
-        dataset = wire.secondary_capture(sop, "2.25.1", "2.25.2")
-        dataset = dataset[: dataset.index(b"\x28\x00\x01\x01") + 8]  # (0028,0101) announces 2 bytes; none follow
-        command = wire.command_set(wire.C_STORE_RQ, 1, wire.SECONDARY_CAPTURE, sop, has_dataset=True)
-        message = [wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.COMMAND | wire.LAST, command)),
-                   wire.pdu(wire.P_DATA_TF, wire.pdv(wire.STORE_CONTEXT, wire.LAST, dataset))]
-        sent = Stream("value missing", (wire.associate_rq(), *message, wire.RELEASE_RQ), Ending.HALF_CLOSE)
-        (field, status, _), = wire.responses(play(port, sent, PEER_TIMEOUT_S).reply)
-        assert field == 0x8001 and status & 0xF000 in (0xA000, 0xC000), hex(status)  # failure: refused
-        assert store.counts()["instances"] == 0
-    finally:
         scp.stop()
         store.close()
