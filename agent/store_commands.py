@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import yaml
 from agent import purge
 from agent.config import LoadedSettings, Settings
 from agent.errors import EXIT_FAILED, ConfigError, StoreError
+from agent.ingest.knobs import IngestKnobs
 from agent.records import InputKind, Job, JobStatus, OutboxItem, OutboxStatus
 from pipelines.wsi.slide_files import sidecar_for, slide_context
 
@@ -188,9 +188,9 @@ def cmd_jobs_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     with _opened_store(loaded.settings) as store:
         inp = store.get_input(store.get_job(args.job_id).input_id)
         if inp.kind is InputKind.SLIDE:  # a sidecar added since the slide arrived gives it its context now
-            ingest = loaded.settings.ingest
-            context, source = slide_context(inp.path, re.compile(ingest.filename_regex) if ingest.filename_regex
-                                            else None, sidecar_for(inp.path) if ingest.sidecar else None)
+            knobs = IngestKnobs.from_settings(loaded.settings.ingest)
+            context, source = slide_context(inp.path, knobs.filename_regex,
+                                            sidecar_for(inp.path) if knobs.sidecar else None)
             store.set_context(inp.id, context, source)
         job = store.retry(args.job_id)
     print(f"job {job.id} queued again")
