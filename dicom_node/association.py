@@ -57,6 +57,7 @@ ABORT_PDU = b"\x07\x00" + struct.pack(">I", 4) + b"\x00\x00\x02\x00"  # A-ABORT,
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
 REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 REJECT_CALLED_AE = (0x01, 0x01, 0x07)
 REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
 REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
@@ -64,6 +65,27 @@ REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
 C_CANCEL_RQ = 0x0FFF  # PS3.7 E.1: no response, no dataset
 # DIMSE statuses the association answers itself (PS3.7 annex C)
 SUCCESS, CANNOT_UNDERSTAND, SOP_CLASS_NOT_SUPPORTED, UNRECOGNIZED_OPERATION = 0x0000, 0xC210, 0x0122, 0x0211
+
+
+# An AE title is 16 bytes of the default character repertoire without backslash and control characters
+# (PS3.5 6.2, VR AE), padded with spaces; some devices pad with NUL bytes instead, which is tolerated.
+_AE_TITLE_BYTES = frozenset(range(0x20, 0x7F)) - {0x5C}
+_CALLED_AE, _CALLING_AE = slice(10, 26), slice(26, 42)  # offsets in the A-ASSOCIATE-RQ PDU (PS3.8 9.3.2)
+
+
+def read_ae_titles(pdu: bytes) -> tuple[bytes, tuple[str, tuple[int, int, int]] | None]:
+    """The request with NUL padding of its AE titles made spaces, and why a title cannot be read (with the
+    A-ASSOCIATE-RJ that says so) or None. Offending bytes are named escaped: a peer's title can neither break
+    nor forge a log line."""
+    if len(pdu) < _CALLING_AE.stop:
+        return pdu, None  # too short to hold them: the decoder's error says so
+    called, calling = (pdu[where].rstrip(b"\x00").ljust(16) for where in (_CALLED_AE, _CALLING_AE))
+    pdu = pdu[:_CALLED_AE.start] + called + calling + pdu[_CALLING_AE.stop:]
+    for name, title, rsd in (("called", called, REJECT_CALLED_AE), ("calling", calling, REJECT_CALLING_AE)):
+        if not set(title) <= _AE_TITLE_BYTES:
+            return pdu, (f"{name} AE title {title.rstrip()!r} is not a DICOM AE title (printable ASCII without "
+                         "backslash)", rsd)
+    return pdu, None
 
 
 class PeerError(Exception):
@@ -140,6 +162,12 @@ class Association:
     # ------------------------------------------------------------------------------ association set-up
 
     def _negotiate(self, pdu: bytes) -> bool:
+        pdu, fault = read_ae_titles(pdu)
+        if fault is not None:  # refused before pynetdicom decodes it (it logs a traceback for each such title)
+            reason, rsd = fault
+            log.warning("refused association at %s: %s", self.info.address, reason)
+            self._send(reject(*rsd))
+            return False
         request = A_ASSOCIATE_RQ()
         try:
             request.decode(pdu)

@@ -43,6 +43,7 @@ from dicom_node.acceptor import AssociationServer
 from dicom_node.association import (
     IMPLEMENTATION_UID,
     IMPLEMENTATION_VERSION,
+    REJECT_CALLING_AE,
     REJECT_LOCAL_LIMIT,
     AcceptorSettings,
     AssociationInfo,
@@ -80,8 +81,6 @@ PROCESSING_FAILURE = 0x0110
 STREAM_THRESHOLD = 4 * 2**20  # a dataset up to this size is buffered and written once; a larger one is streamed
 INCOMING_PREFIX = ".incoming-"  # temporary files in the storage root (agent/daemon.py removes leftovers)
 
-# A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
-REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 VERIFICATION = "1.2.840.10008.1.1"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import socket
@@ -611,3 +612,33 @@ def test_an_unexpected_handler_error_aborts_and_leaves_nothing(tmp_path: Path) -
     finally:
         scp.stop()
         store.close()
+
+
+@pytest.mark.parametrize(("which", "title", "reason"), [
+    ("calling", "MÖDALITY".encode("latin-1"), 0x03),  # not ASCII: pynetdicom would log a traceback per request
+    ("calling", b"MOD\nFORGED LOG", 0x03),  # a control character could forge a log line
+    ("called", b"ONCO\\AGENT", 0x07),  # backslash is not allowed in an AE title
+])
+def test_an_unreadable_ae_title_is_refused_in_one_log_line(
+    scp: RunningScp, caplog: pytest.LogCaptureFixture, which: str, title: bytes, reason: int
+) -> None:
+    request = bytearray(associate_rq(called=scp.settings.ae_title))
+    at = 26 if which == "calling" else 10  # PS3.8 9.3.2: called AE at bytes 11-26, calling AE at 27-42
+    request[at:at + 16] = title.ljust(16, b" ")
+    with caplog.at_level(logging.DEBUG), socket.create_connection(("127.0.0.1", scp.port), timeout=10) as sock:
+        sock.sendall(bytes(request))
+        refusal = read_pdu(sock)
+    assert refusal[0] == 0x03 and refusal[7:10] == bytes((0x01, 0x01, reason))  # A-ASSOCIATE-RJ, permanent
+    wait_for(lambda: f"{which} AE title" in caplog.text, 10, what="the refusal in the log")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert "\nFORGED" not in caplog.text
+    echo = scp.dcmtk("echoscu")
+    assert echo.returncode == 0, echo.stdout + echo.stderr
+
+
+def test_ae_titles_padded_with_nul_bytes_are_accepted(scp: RunningScp) -> None:
+    request = bytearray(associate_rq(called=scp.settings.ae_title))
+    request[26:42] = b"MODALITY".ljust(16, b"\x00")
+    with socket.create_connection(("127.0.0.1", scp.port), timeout=10) as sock:
+        sock.sendall(bytes(request))
+        assert read_pdu(sock)[0] == 0x02  # A-ASSOCIATE-AC
