@@ -55,11 +55,11 @@ def test_metrics_health_and_audit_after_a_series_and_a_refusal(tmp_path: Path) -
         assert queued.returncode == 0, queued.stderr
         wait_for(lambda: daemon.status()["jobs"]["succeeded"] == 1, 60, what="the series job")
 
-        def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             status, text = daemon.http_get("/metrics")
             assert status == 200
             found = samples(text)
-            return found if found.get(("oncoagent_job_run_seconds_count", (("pipeline", "inspect"),))) else None
+            return found if found.get(("oncoagent_job_run_seconds_count", (("pipeline", "inspect"),))) else {}
 
         metrics = wait_for(scraped, 30, what="the job's duration in the metrics")
         assert metrics[("oncoagent_dicom_instances_received_total", ())] == SLICES
@@ -84,11 +84,11 @@ def test_metrics_health_and_audit_after_a_series_and_a_refusal(tmp_path: Path) -
         assert set(health["checks"]) == {"main_loop", "store", "executor", "scp"}
         assert all(check["ok"] for check in health["checks"].values())
 
-        def audited() -> list[dict[str, Any]] | None:
+        def audited() -> list[dict[str, Any]]:
             proc = daemon.cli("audit", "list", "--json")
             assert proc.returncode == 0, proc.stderr
             records: list[dict[str, Any]] = json.loads(proc.stdout)
-            return records if len(records) >= 2 else None
+            return records if len(records) >= 2 else []
 
         records = wait_for(audited, 30, what="both associations in the audit trail")
         by_caller = {r["calling_ae"]: r for r in records}
