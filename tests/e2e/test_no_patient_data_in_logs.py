@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from agent.records import OutboxStatus
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from tests.e2e.test_dicom_daemon import storescu
 from tests.e2e.test_outbox_crash import Pacs, pacs  # noqa: F401 (the fixture)
 from tests.support.daemon import DaemonProcess
 from tests.support.waiting import wait_for
@@ -57,9 +57,7 @@ def test_patient_names_and_ids_never_reach_the_log(tmp_path: Path, pacs: Pacs) -
     daemon = DaemonProcess(tmp_path, config)
     daemon.start()
     try:
-        sent = subprocess.run(["storescu", "-aet", "MODALITY", "-aec", daemon.scp_aet, "127.0.0.1",
-                               str(daemon.scp_port), *map(str, series.files)],
-                              capture_output=True, text=True, timeout=120, check=False)
+        sent = storescu(daemon, series.files)
         assert sent.returncode == 0, sent.stderr
 
         def delivered() -> bool:

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from tests.e2e.test_dicom_daemon import storescu
 from tests.support.daemon import DaemonProcess
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
@@ -43,9 +44,7 @@ def test_metrics_health_and_audit_after_a_series_and_a_refusal(tmp_path: Path) -
     daemon = DaemonProcess(tmp_path, config)
     daemon.start()
     try:
-        sent = subprocess.run(["storescu", "-aet", "MODALITY", "-aec", daemon.scp_aet, "127.0.0.1",
-                               str(daemon.scp_port), *map(str, series.files)],
-                              capture_output=True, text=True, timeout=120, check=False)
+        sent = storescu(daemon, series.files)
         assert sent.returncode == 0, sent.stderr
         refused = subprocess.run(["storescu", "-aet", "STRANGER", "-aec", daemon.scp_aet, "127.0.0.1",
                                   str(daemon.scp_port), str(series.files[0])],
@@ -59,9 +58,11 @@ def test_metrics_health_and_audit_after_a_series_and_a_refusal(tmp_path: Path) -
             status, text = daemon.http_get("/metrics")
             assert status == 200
             found = samples(text)
-            return found if found.get(("oncoagent_job_run_seconds_count", (("pipeline", "inspect"),))) else {}
+            done = found.get(("oncoagent_job_run_seconds_count", (("pipeline", "inspect"),))) and found.get(
+                ("oncoagent_dicom_association_duration_seconds_count", ()))  # the association's thread is over
+            return found if done else {}
 
-        metrics = wait_for(scraped, 30, what="the job's duration in the metrics")
+        metrics = wait_for(scraped, 30, what="the job's and the association's durations in the metrics")
         assert metrics[("oncoagent_dicom_instances_received_total", ())] == SLICES
         assert metrics[("oncoagent_dicom_associations_accepted_total", ())] == 1
         assert metrics[("oncoagent_dicom_associations_refused_total", (("reason", "calling-ae"),))] == 1
