@@ -103,6 +103,7 @@ class Daemon:
 
     def _serve(self, store: Store, stop: threading.Event, ops: Operations) -> int:
         settings = self.settings
+        ops.start()  # /metrics and /healthz (first: a port in use stops the start before anything runs)
         _remove_partial_writes(settings)
         requeued = store.requeue_running("daemon restarted after an unclean stop")
         if requeued:
@@ -137,7 +138,6 @@ class Daemon:
         purges = PeriodicPurge(store, settings, stop, busy=scp.receiving_series if scp else frozenset)
         purges.start()  # retention, on its own thread; only when configured
         ops.watch(exec_thread, scp.listening if scp else None, scp.active_associations if scp else lambda: 0)
-        ops.start()  # /metrics and /healthz, the audit trail's writer
 
         log.info(
             "oncoagent running: data %s, %d worker(s), watching %s, DICOM %s",

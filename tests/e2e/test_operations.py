@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,17 @@ def test_metrics_health_and_audit_after_a_series_and_a_refusal(tmp_path: Path) -
         assert table.returncode == 0 and "refused: calling-ae" in table.stdout and "MODALITY" in table.stdout
     finally:
         daemon.stop()
+
+
+def test_an_http_port_in_use_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        daemon = DaemonProcess(tmp_path, {"http": {"port": taken.getsockname()[1]}})
+        daemon.start(wait_ready=False)
+        try:
+            assert daemon.wait(60) == 1
+        finally:
+            daemon.stop()
+    assert "cannot listen for HTTP (metrics, health) on 127.0.0.1" in daemon.log()
+    assert "oncoagent running" not in daemon.log()
