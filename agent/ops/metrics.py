@@ -86,7 +86,7 @@ class StoreCollector(Collector):
         yield active
         up = GaugeMetricFamily(f"{PREFIX}_store_up", "1 when the job store answered this scrape")
         try:
-            counts = self.store.counts()
+            counts = self.store.backlog()
         except StoreError as exc:
             log.warning("metrics: the store did not answer: %s", exc)
             up.add_metric([], 0)

@@ -265,3 +265,7 @@ class Store:
 
     def counts(self) -> dict[str, Any]:
         return _counts.counts(self.engine)
+
+    def backlog(self) -> dict[str, dict[str, int]]:
+        """Jobs and outbox entries by status (``/metrics``)."""
+        return _counts.backlog(self.engine)
