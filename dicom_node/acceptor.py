@@ -45,7 +45,8 @@ from dicom_node.association import (
     pdu_length,
     reject,
 )
-from dicom_node.records import DROP_REASONS, AssociationObserver, AssociationRecord, RefusalReason, refusal_reason
+from dicom_node.association_events import AssociationReports
+from dicom_node.records import AssociationObserver, RefusalReason
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,8 @@ class AssociationServer:
         self.policy = policy
         self.on_store = on_store
         self.on_closed = on_closed
-        self.observer = observer
-        self.on_accepted: Closed = self._on_accepted
-        self._accepted_at: dict[int, float] = {}  # id(AssociationInfo) -> when it was accepted
-        self._started_at: dict[int, float] = {}  # id(AssociationInfo) -> when its thread began
+        self.reports = AssociationReports(observer)
+        self.on_accepted: Closed = self.reports.accepted
         self.supported = [build_context(abstract, list(syntaxes)) for abstract, syntaxes in settings.contexts]
         self.refused: Counter[str] = Counter()  # connections refused or dropped before association, by reason
         self._lock = threading.Lock()
@@ -218,7 +217,7 @@ class AssociationServer:
             except (ssl.SSLError, OSError) as exc:
                 log.warning("refused connection from %s: TLS failed: %s", address, exc)
                 conn.close()
-                self._report_refusal(address, RefusalReason.TLS, str(exc))
+                self.reports.refused(address, RefusalReason.TLS, str(exc))
                 return
         pending = _Pending(sock, address, deadline, handshaking=context is not None)
         self._pending[id(sock)] = pending
@@ -317,8 +316,7 @@ class AssociationServer:
         self._pending.pop(id(pending.sock), None)
         self._pending_count = len(self._pending)
         self.refused[reason] += 1
-        if reason in DROP_REASONS:
-            self._report_refusal(pending.address, DROP_REASONS[reason], reason)
+        self.reports.dropped(pending.address, reason)
         if farewell is not None and not pending.handshaking:
             self._say_goodbye(pending.sock, farewell)
         else:
@@ -328,7 +326,7 @@ class AssociationServer:
     def _refuse(self, conn: socket.socket, address: str, reason: str) -> None:
         """Refuse a connection whose A-ASSOCIATE-RQ is whole: A-ASSOCIATE-RJ (transient, local limit)."""
         self.refused[reason] += 1
-        self._report_refusal(address, RefusalReason.ASSOCIATION_LIMIT, reason)
+        self.reports.refused(address, RefusalReason.ASSOCIATION_LIMIT, reason)
         self._warn("refused connection from %s: already %d association(s) open (scp.max_associations); %d so far",
                    address, self.settings.max_associations, self.refused[reason])
         self._say_goodbye(conn, reject(*REJECT_LOCAL_LIMIT))
@@ -382,48 +380,9 @@ class AssociationServer:
 
     # ------------------------------------------------------------------------------ association threads
 
-    def _on_accepted(self, info: AssociationInfo) -> None:
-        """The association negotiated successfully (called on its thread, before any message)."""
-        now = time.time()
-        with self._lock:
-            self._accepted_at[id(info)] = now
-        started = self._started_at.get(id(info), now)
-        self._tell("association_accepted", AssociationRecord(info.calling_ae, info.called_ae, info.address,
-                                                             started, now))
-
-    def _report_refusal(self, address: str, reason: RefusalReason, detail: str, calling_ae: str = "",
-                        called_ae: str = "", started: float | None = None) -> None:
-        now = time.time()
-        self._tell("association_refused", AssociationRecord(calling_ae, called_ae, address,
-                                                            now if started is None else started, now, reason, detail))
-
-    def _tell(self, event: str, record: AssociationRecord) -> None:
-        if self.observer is None:
-            return
-        try:
-            getattr(self.observer, event)(record)
-        except Exception:  # the observer is the daemon's bookkeeping: it must never take an association down
-            log.exception("association observer failed on %s", event)
-
-    def _report_end(self, info: AssociationInfo, started: float) -> None:
-        """Tell the observer how the association went, once its thread is done with it."""
-        with self._lock:
-            accepted = self._accepted_at.pop(id(info), None) is not None
-        if accepted:
-            self._tell("association_ended", AssociationRecord(
-                info.calling_ae, info.called_ae, info.address, started, time.time(),
-                instances_stored=info.instances_stored))
-        elif info.refusal is not None:
-            detail, rsd = info.refusal
-            self._report_refusal(info.address, refusal_reason(rsd), detail, info.calling_ae, info.called_ae, started)
-        elif not info.called_ae:  # the request could not be decoded: aborted, no association
-            self._report_refusal(info.address, RefusalReason.PROTOCOL, "malformed A-ASSOCIATE-RQ", started=started)
-
     def _serve(self, conn: socket.socket, address: str, request: bytes) -> None:
         info = AssociationInfo("", "", address)
-        started = time.time()
-        with self._lock:
-            self._started_at[id(info)] = started
+        self.reports.begun(info)
 
         def finish() -> None:  # before an A-RELEASE-RP goes out, and again (a no-op then) when the thread ends
             with self._lock:
@@ -441,6 +400,4 @@ class AssociationServer:
             finish()
             with contextlib.suppress(OSError):
                 conn.close()
-            with self._lock:
-                self._started_at.pop(id(info), None)
-            self._report_end(info, started)
+            self.reports.ended(info)

@@ -104,29 +104,6 @@ class RefusalReason(StrEnum):
     INTERNAL = "internal"  # our own failure (out of file descriptors, a defect)
 
 
-# The acceptor's own reasons for dropping a connection before its association, as the observer hears them; the
-# rest ("closed by the peer", "shutdown", a connection lost) are not refusals and are not reported.
-DROP_REASONS = {
-    "pending limit": RefusalReason.PENDING_LIMIT, "no resources": RefusalReason.INTERNAL,
-    "internal error": RefusalReason.INTERNAL, "protocol error": RefusalReason.PROTOCOL,
-    "oversize request": RefusalReason.PROTOCOL, "TLS handshake failed": RefusalReason.TLS,
-    "ARTIM timeout": RefusalReason.TIMEOUT, "association limit": RefusalReason.ASSOCIATION_LIMIT,
-}
-
-
-def refusal_reason(rsd: tuple[int, int, int]) -> RefusalReason:
-    """The reason of an A-ASSOCIATE-RJ (result, source, reason; PS3.8 table 9-21) as a :class:`RefusalReason`."""
-    _, source, reason = rsd
-    if source == 0x01 and reason == 0x03:
-        return RefusalReason.CALLING_AE
-    if source == 0x01 and reason == 0x07:
-        return RefusalReason.CALLED_AE
-    if source == 0x03:
-        return RefusalReason.LOCAL_LIMIT
-    return RefusalReason.PROTOCOL
-
-
-
 @dataclass(frozen=True)
 class AssociationRecord:
     """One association (or a connection refused before one): who called, from where, and how it went.
