@@ -51,6 +51,11 @@ class AuditTrail:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    @property
+    def queued(self) -> int:
+        """Records waiting to be written."""
+        return self._queue.qsize()
+
     # ---------------------------------------------------------------------- AssociationObserver
 
     def association_accepted(self, record: AssociationRecord, /) -> None:
