@@ -20,6 +20,7 @@ import yaml
 from agent import __version__, store_commands
 from agent.config import LoadedSettings, load_settings, masked
 from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, ConfigError, DataDirLockedError, OncoAgentError
+from agent.ops import audit_commands
 from agent.runtime import prepare_process
 from pipelines.errors import PipelineError, PipelineOptionsError
 
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     process.set_defaults(handler=cmd_process)
 
     store_commands.add_parsers(sub)
+    audit_commands.add_parser(sub)  # oncoagent audit list
 
     config = sub.add_parser("config", help="check or show the configuration in force")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -16,6 +16,7 @@ from agent.errors import OncoAgentError
 from agent.executor import Executor
 from agent.ingest import FolderWatcher
 from agent.lockfile import DataDirLock
+from agent.ops.wiring import Operations
 from agent.purge import PeriodicPurge
 from agent.records import Job
 from agent.router import Router
@@ -93,23 +94,28 @@ class Daemon:
             Router(settings.routing.rules).check_pipelines(registry.names())
             registry.validate_options(settings.pipelines)
             store = Store.open(settings.database_url)
+            ops = Operations(settings, store)
             try:
-                return self._serve(store, stop)
+                return self._serve(store, stop, ops)
             finally:
+                ops.stop()  # after the SCP stopped: the last associations' records are written
                 store.close()
 
-    def _serve(self, store: Store, stop: threading.Event) -> int:
+    def _serve(self, store: Store, stop: threading.Event, ops: Operations) -> int:
         settings = self.settings
+        ops.start()  # /metrics and /healthz (first: a port in use stops the start before anything runs)
         _remove_partial_writes(settings)
         requeued = store.requeue_running("daemon restarted after an unclean stop")
         if requeued:
             log.warning("re-queued %d job(s) left running by an earlier unclean stop: %s", len(requeued), requeued)
         sender = outbox_sender(store, settings.destinations, settings.outbox, settings.scp.ae_title)
 
-        def finished(_job: Job) -> None:
+        def finished(job: Job) -> None:
             sender.wake()  # a success commits its outbox entries with it; the sender only needs to look
+            ops.job_finished(job)
 
-        scp = storage_scp(store, settings.scp, settings.paths.storage) if settings.scp.enabled else None
+        scp = storage_scp(store, settings.scp, settings.paths.storage, ops.metrics.instance_received,
+                          ops.observer) if settings.scp.enabled else None
         if scp is not None:
             try:
                 scp.start()
@@ -131,6 +137,7 @@ class Daemon:
         scheduler.start()
         purges = PeriodicPurge(store, settings, stop, busy=scp.receiving_series if scp else frozenset)
         purges.start()  # retention, on its own thread; only when configured
+        ops.watch(exec_thread, scp.listening if scp else None, scp.active_associations if scp else lambda: 0)
 
         log.info(
             "oncoagent running: data %s, %d worker(s), watching %s, DICOM %s",
@@ -147,6 +154,7 @@ class Daemon:
         next_route = 0.0
         while not stop.is_set():
             now = time.time()
+            ops.tick()
             if ping_every is not None and now - last_ping >= ping_every:
                 systemd.notify("WATCHDOG=1")
                 last_ping = now

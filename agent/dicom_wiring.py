@@ -9,12 +9,12 @@ structurally. Every field is converted by name, so a setting added on one side a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agent.config import Destination, OutboxSettings, ScpSettings, TlsSettings
-from dicom_node.records import InstanceRecords, Outbox
-from dicom_node.scp import StorageSCP
+from dicom_node.records import AssociationObserver, InstanceRecords, Outbox
+from dicom_node.scp import Received, StorageSCP
 from dicom_node.scu import OutboxSender
 from dicom_node.settings import AllowedCaller, DestinationConfig, OutboxConfig, ScpConfig, TlsConfig
 from dicom_node.sop_classes import resolve_sop_classes
@@ -55,9 +55,12 @@ def outbox_config(outbox: OutboxSettings) -> OutboxConfig:
     )
 
 
-def storage_scp(records: InstanceRecords, scp: ScpSettings, storage: Path) -> StorageSCP:
-    """The C-STORE SCP recording into ``records`` (the store), writing under ``storage``; not started."""
-    return StorageSCP(records, scp_config(scp), storage)
+def storage_scp(records: InstanceRecords, scp: ScpSettings, storage: Path,
+                on_received: Callable[[Received], None] | None = None,
+                observer: AssociationObserver | None = None) -> StorageSCP:
+    """The C-STORE SCP recording into ``records`` (the store), writing under ``storage``, telling
+    ``on_received`` of each instance stored and ``observer`` of each association; not started."""
+    return StorageSCP(records, scp_config(scp), storage, on_received, observer)
 
 
 def outbox_sender(outbox: Outbox, destinations: Iterable[Destination], settings: OutboxSettings,

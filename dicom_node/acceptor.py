@@ -45,6 +45,8 @@ from dicom_node.association import (
     pdu_length,
     reject,
 )
+from dicom_node.association_events import AssociationReports
+from dicom_node.records import AssociationObserver, RefusalReason
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,13 @@ class AssociationServer:
     """
 
     def __init__(self, settings: AcceptorSettings, policy: Policy, on_store: StoreHandler, on_closed: Closed,
-                 ) -> None:
+                 observer: AssociationObserver | None = None) -> None:
         self.settings = settings
         self.policy = policy
         self.on_store = on_store
         self.on_closed = on_closed
+        self.reports = AssociationReports(observer)
+        self.on_accepted: Closed = self.reports.accepted
         self.supported = [build_context(abstract, list(syntaxes)) for abstract, syntaxes in settings.contexts]
         self.refused: Counter[str] = Counter()  # connections refused or dropped before association, by reason
         self._lock = threading.Lock()
@@ -121,6 +125,11 @@ class AssociationServer:
     def active_associations(self) -> int:
         with self._lock:
             return len(self._active)
+
+    @property
+    def listening(self) -> bool:
+        """The acceptor thread is running (it accepts connections)."""
+        return self._thread is not None and self._thread.is_alive() and not self._closing
 
     @property
     def pending_connections(self) -> int:
@@ -208,6 +217,7 @@ class AssociationServer:
             except (ssl.SSLError, OSError) as exc:
                 log.warning("refused connection from %s: TLS failed: %s", address, exc)
                 conn.close()
+                self.reports.refused(address, RefusalReason.TLS, str(exc))
                 return
         pending = _Pending(sock, address, deadline, handshaking=context is not None)
         self._pending[id(sock)] = pending
@@ -306,6 +316,7 @@ class AssociationServer:
         self._pending.pop(id(pending.sock), None)
         self._pending_count = len(self._pending)
         self.refused[reason] += 1
+        self.reports.dropped(pending.address, reason)
         if farewell is not None and not pending.handshaking:
             self._say_goodbye(pending.sock, farewell)
         else:
@@ -315,6 +326,7 @@ class AssociationServer:
     def _refuse(self, conn: socket.socket, address: str, reason: str) -> None:
         """Refuse a connection whose A-ASSOCIATE-RQ is whole: A-ASSOCIATE-RJ (transient, local limit)."""
         self.refused[reason] += 1
+        self.reports.refused(address, RefusalReason.ASSOCIATION_LIMIT, reason)
         self._warn("refused connection from %s: already %d association(s) open (scp.max_associations); %d so far",
                    address, self.settings.max_associations, self.refused[reason])
         self._say_goodbye(conn, reject(*REJECT_LOCAL_LIMIT))
@@ -370,6 +382,7 @@ class AssociationServer:
 
     def _serve(self, conn: socket.socket, address: str, request: bytes) -> None:
         info = AssociationInfo("", "", address)
+        self.reports.begun(info)
 
         def finish() -> None:  # before an A-RELEASE-RP goes out, and again (a no-op then) when the thread ends
             with self._lock:
@@ -387,3 +400,4 @@ class AssociationServer:
             finish()
             with contextlib.suppress(OSError):
                 conn.close()
+            self.reports.ended(info)

@@ -100,6 +100,8 @@ class AssociationInfo:
     called_ae: str
     address: str
     contexts: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (abstract syntax, transfer syntax)
+    refusal: tuple[str, tuple[int, int, int]] | None = None  # when refused: (reason, A-ASSOCIATE-RJ fields)
+    instances_stored: int = 0
 
 
 class DatasetSink(Protocol):
@@ -140,6 +142,7 @@ class Server(Protocol):
     supported: list[PresentationContext]
     policy: Policy
     on_store: StoreHandler
+    on_accepted: Closed
 
 
 class Association:
@@ -181,6 +184,7 @@ class Association:
         refusal = self._refusal(request, primitive, calling, called)
         if refusal is not None:
             reason, rsd = refusal
+            self.info.refusal = refusal
             log.warning("refused association from %s at %s: %s", calling or "(no AE title)", self.info.address,
                         reason)
             self._send(reject(*rsd))
@@ -195,6 +199,7 @@ class Association:
         self.info.contexts = {int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
                               for cx in results if cx.result == 0x00 and cx.context_id is not None}
         self._send(_accept(primitive, results, role_items))
+        self.server.on_accepted(self.info)
         log.info("association from %s at %s accepted: %d of %d presentation context(s)", calling,
                  self.info.address, len(self.info.contexts), len(results))
         return True

@@ -2,7 +2,9 @@
 
 The node defines the record it produces (:class:`Instance`, a received instance on disk) and the protocols of
 the collaborators the daemon hands in, the way pynetdicom hands a handler its dependencies: the SCP records
-into an :class:`InstanceRecords`, the outbox sender sends from an :class:`Outbox` of :class:`OutboxEntry`.
+into an :class:`InstanceRecords`, the outbox sender sends from an :class:`Outbox` of :class:`OutboxEntry`, and
+the acceptor tells an :class:`AssociationObserver` of every :class:`AssociationRecord` (the daemon's metrics and
+audit trail).
 The daemon's store satisfies both structurally; nothing here knows it.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,4 +86,57 @@ class Outbox(Protocol):
     def outbox_substitute(self, item_id: int, path: Path, sop_class_uid: str, sop_instance_uid: str, note: str, /,
                           ) -> object:
         """Send another object (a fallback the destination accepts) in this entry's place, at once."""
+        ...
+
+
+class RefusalReason(StrEnum):
+    """Why a connection got no association: a small fixed set (a metrics label; never the peer's AE title or
+    address, which are unbounded). A-ASSOCIATE-RJ reasons follow PS3.8 table 9-21."""
+
+    CALLING_AE = "calling-ae"  # not in the allow-list, or not from its allowed hosts
+    CALLED_AE = "called-ae"  # the request called another AE title
+    PROTOCOL = "protocol"  # unsupported protocol version or application context, a malformed or oversize request
+    LOCAL_LIMIT = "local-limit"  # the SCP's own limit (free disk space under the watermark)
+    ASSOCIATION_LIMIT = "association-limit"  # max_associations open already
+    PENDING_LIMIT = "pending-limit"  # max_pending_connections waiting for their request already
+    TIMEOUT = "timeout"  # no whole A-ASSOCIATE-RQ within the ARTIM deadline
+    TLS = "tls"  # the TLS handshake failed
+    INTERNAL = "internal"  # our own failure (out of file descriptors, a defect)
+
+
+@dataclass(frozen=True)
+class AssociationRecord:
+    """One association (or a connection refused before one): who called, from where, and how it went.
+
+    AE titles are as the peer sent them (any characters); ``refusal`` is None for an accepted association,
+    ``detail`` says more in words (the refusal's text)."""
+
+    calling_ae: str
+    called_ae: str
+    address: str
+    started_at: float  # epoch seconds: the connection was handed to the association
+    ended_at: float
+    refusal: RefusalReason | None = None
+    detail: str = ""
+    instances_stored: int = 0
+
+    @property
+    def accepted(self) -> bool:
+        return self.refusal is None
+
+
+class AssociationObserver(Protocol):
+    """Told about every association as it is accepted, refused or ends. Called on the acceptor's and the
+    associations' threads: it must return at once (queue, count) and never raise."""
+
+    def association_accepted(self, record: AssociationRecord, /) -> None:
+        """Negotiation succeeded (``ended_at`` is the time of acceptance)."""
+        ...
+
+    def association_refused(self, record: AssociationRecord, /) -> None:
+        """Refused, or dropped before its A-ASSOCIATE-RQ was whole (AE titles empty then)."""
+        ...
+
+    def association_ended(self, record: AssociationRecord, /) -> None:
+        """An accepted association ended (released, aborted or lost), with the instances stored on it."""
         ...

@@ -52,7 +52,7 @@ from dicom_node.association import (
 from dicom_node.dimse import Command
 from dicom_node.errors import InvalidUIDError, RecordError
 from dicom_node.recorder import InstanceRecorder
-from dicom_node.records import Instance, InstanceRecords
+from dicom_node.records import AssociationObserver, Instance, InstanceRecords
 from dicom_node.settings import ScpConfig
 from dicom_node.sop_classes import TRANSFER_SYNTAXES
 from dicom_node.storage import (
@@ -100,11 +100,13 @@ class StorageSCP:
         settings: ScpConfig,
         storage: Path,
         on_received: Callable[[Received], None] | None = None,
+        observer: AssociationObserver | None = None,
     ) -> None:
         self.records = records
         self.settings = settings
         self.storage = storage
         self.on_received = on_received
+        self.observer = observer
         self._server: AssociationServer | None = None
         self._lock = threading.Lock()
         self._series_by_assoc: dict[int, set[str]] = {}
@@ -126,7 +128,8 @@ class StorageSCP:
             ssl_context=server_ssl_context(cfg.tls),
         )
         self._recorder = InstanceRecorder(self.records)
-        server = AssociationServer(acceptor, self._refusal, self._handle_store, self._forget_association)
+        server = AssociationServer(acceptor, self._refusal, self._handle_store, self._forget_association,
+                                   self.observer)
         try:
             port = server.start(cfg.host, cfg.port)
         except OSError:
@@ -147,6 +150,9 @@ class StorageSCP:
 
     def active_associations(self) -> int:
         return self._server.active_associations if self._server is not None else 0
+
+    def listening(self) -> bool:
+        return self._server is not None and self._server.listening
 
     def pending_connections(self) -> int:
         """Connections that have not sent their whole A-ASSOCIATE-RQ yet."""
@@ -269,6 +275,7 @@ class StorageSCP:
             target.unlink(missing_ok=True)  # not recorded: not accepted, leave nothing behind
             raise
         self._known_series.add(series_uid)
+        assoc.instances_stored += 1
         return Received(sop_uid, series_uid, new=new)
 
 

@@ -9,6 +9,7 @@ importable from ``agent.config``:
 * ``ingest.py`` — the ``ingest`` section (inbox and scanner folders, read by :mod:`agent.ingest`);
 * ``dicom.py`` — ``scp`` with its ``tls``, ``destinations`` and ``outbox`` (read by :mod:`dicom_node`);
 * ``jobs.py`` — ``executor`` and ``scheduler``;
+* ``http.py`` — ``http`` (the ``/metrics`` and ``/healthz`` endpoint, read by :mod:`agent.ops`);
 * ``retention.py`` — ``retention`` (what is purged, when; read by :mod:`agent.purge`);
 * ``routing.py`` — ``routing`` rules and the job :class:`Priority`;
 * ``loader.py`` — the layers, their merging and the error messages naming source and key;
@@ -16,6 +17,7 @@ importable from ``agent.config``:
 """
 
 from agent.config.dicom import AllowedCaller, Destination, OutboxSettings, ScpSettings, TlsSettings
+from agent.config.http import HttpSettings
 from agent.config.ingest import IngestSettings
 from agent.config.jobs import BatchSettings, ExecutorSettings, SchedulerSettings
 from agent.config.loader import ENV_CONFIG_FILE, ENV_PREFIX, PROJECT_CONFIG, LoadedSettings, load_settings
@@ -34,6 +36,7 @@ __all__ = [
     "DataPaths",
     "Destination",
     "ExecutorSettings",
+    "HttpSettings",
     "IngestSettings",
     "LoadedSettings",
     "LogSettings",

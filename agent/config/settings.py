@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.dicom import Destination, OutboxSettings, ScpSettings
+from agent.config.http import HttpSettings
 from agent.config.ingest import IngestSettings
 from agent.config.jobs import ExecutorSettings, SchedulerSettings
 from agent.config.retention import RetentionSettings
@@ -49,6 +50,7 @@ class Settings(Section):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     plugins: list[str] = Field(default_factory=list, description="modules that register extra pipelines")
     pipelines: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="options per pipeline name, validated by the pipeline's Options model"

@@ -11,7 +11,8 @@ One module per concept, each holding that concept's SQL, row mapping and transac
 - :mod:`~agent.store.schema` — the tables and the migrations between their versions;
 - :mod:`~agent.store.instances`, :mod:`~agent.store.inputs`, :mod:`~agent.store.jobs`,
   :mod:`~agent.store.outbox`, :mod:`~agent.store.events` (the journal), :mod:`~agent.store.counts`,
-  :mod:`~agent.store.retention` (what may be purged, and recording that it was).
+  :mod:`~agent.store.retention` (what may be purged, and recording that it was), :mod:`~agent.store.audit` (the
+  DICOM port's associations).
 
 :class:`Store` is the façade the rest of the daemon holds: each method runs one concept function on the
 store's engine. A new store concept gets its own module here and its methods on the façade.
@@ -27,6 +28,7 @@ from sqlalchemy import Engine
 
 from agent.config import Priority
 from agent.records import Delivery, Input, InputKind, Instance, Job, JobStatus, OutboxItem, OutboxStatus
+from agent.store import audit as _audit
 from agent.store import counts as _counts
 from agent.store import engine as _engine
 from agent.store import events as _events
@@ -38,6 +40,7 @@ from agent.store import retention as _retention
 from agent.store.engine import ERROR_TEXT_LIMIT
 from agent.store.inputs import EMPTY_FINGERPRINT
 from agent.store.retention import InputPurge, ResultPurge
+from dicom_node.records import AssociationRecord
 
 __all__ = ["EMPTY_FINGERPRINT", "ERROR_TEXT_LIMIT", "InputPurge", "ResultPurge", "Store"]
 
@@ -63,6 +66,10 @@ class Store:
     def migrate(self) -> int:
         """Create or upgrade the schema; return the version now in force."""
         return _engine.migrate(self.engine)
+
+    def ping(self) -> None:
+        """A trivial read: raises StoreError when the database does not answer (``/healthz``)."""
+        _engine.ping(self.engine)
 
     # ----------------------------------------------------------------------------------- instances
 
@@ -244,7 +251,21 @@ class Store:
         """Record a job's result folder purged if still eligible; return the folder to delete."""
         return _retention.purge_results(self.engine, job_id, older_than, detail)
 
+    # ----------------------------------------------------------------------------------- audit trail
+
+    def audit_add(self, records: Sequence[AssociationRecord]) -> int:
+        """Record associations (accepted or refused) in one transaction; return how many."""
+        return _audit.add(self.engine, records)
+
+    def audit_list(self, since: float | None = None, limit: int = 100) -> list[AssociationRecord]:
+        """The latest associations, newest first (started at or after ``since`` when given)."""
+        return _audit.newest(self.engine, since, limit)
+
     # ----------------------------------------------------------------------------------- status
 
     def counts(self) -> dict[str, Any]:
         return _counts.counts(self.engine)
+
+    def backlog(self) -> dict[str, dict[str, int]]:
+        """Jobs and outbox entries by status (``/metrics``)."""
+        return _counts.backlog(self.engine)

@@ -1,5 +1,5 @@
 """The store at a glance: how many instances, inputs, jobs and outbox entries there are, by kind and status,
-read in one snapshot (``oncoagent status``, the demo).
+read in one snapshot (``oncoagent status``, the demo); and the backlog alone (``/metrics``).
 
 Each number comes from its concept's module; this one only gathers them.
 """
@@ -32,3 +32,10 @@ def counts(engine: Engine) -> dict[str, Any]:
         "outbox": outbox_by_status,
         "results_unsent": unsent,
     }
+
+
+def backlog(engine: Engine) -> dict[str, dict[str, int]]:
+    """Jobs and outbox entries by status, in one snapshot: what a metrics scrape reads (no count of every
+    instance)."""
+    with read(engine) as conn:
+        return {"jobs": jobs.count_by_status(conn), "outbox": outbox.count_by_status(conn)}

@@ -64,6 +64,12 @@ def read(engine: Engine) -> Iterator[Connection]:
         raise StoreError(f"job store read failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}") from exc
 
 
+def ping(engine: Engine) -> None:
+    """Run a trivial read; raises StoreError when the database does not answer."""
+    with read(engine) as conn:
+        conn.exec_driver_sql("SELECT 1").scalar_one()
+
+
 def insert_id(conn: Connection, statement: Any) -> int:
     """Run an INSERT and return the new row's id."""
     key = conn.execute(statement).inserted_primary_key

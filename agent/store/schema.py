@@ -26,7 +26,7 @@ from sqlalchemy import (
     inspect,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -134,6 +134,21 @@ outbox = Table(
     UniqueConstraint("destination", "sop_instance_uid", name="uq_outbox_object"),
 )
 
+associations = Table(  # v5: the audit trail, one row per association or refused connection (agent.store.audit)
+    "associations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=False),
+    Column("calling_ae", String(64), nullable=False),  # as the peer sent it, non-printable characters escaped
+    Column("called_ae", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("refusal", String(32)),  # a dicom_node RefusalReason; NULL: accepted
+    Column("detail", Text),
+    Column("instances_stored", Integer, nullable=False, default=0),
+    Index("ix_associations_started", "started_at"),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -151,5 +166,9 @@ def _v3_to_v4(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN purged_at FLOAT")
 
 
+def _v4_to_v5(conn: Connection) -> None:
+    associations.create(conn, checkfirst=True)
+
+
 # MIGRATIONS[n] turns schema version n into n + 1.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}

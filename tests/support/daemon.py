@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,17 @@ from tests.support.waiting import wait_for
 
 
 class DaemonProcess:
-    """``oncoagent run`` with its own data folder; its DICOM SCP on a free port unless the config sets one."""
+    """``oncoagent run`` with its own data folder; its DICOM SCP and its HTTP endpoint (``/metrics``,
+    ``/healthz``) on free ports unless the config sets them."""
 
     def __init__(self, root: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
         self.root = root
         self.data_dir = root / "data"
         self.config_file = root / "oncoagent.yaml"
-        config = {**config, "scp": {"port": free_port(), **config.get("scp", {})}}
+        config = {**config, "scp": {"port": free_port(), **config.get("scp", {})},
+                  "http": {"port": free_port(), **config.get("http", {})}}
         self.scp_port: int = config["scp"]["port"]
+        self.http_port: int = config["http"]["port"]
         self.scp_aet: str = config["scp"].get("ae_title", "ONCOAGENT")
         self.config_file.write_text(yaml.safe_dump(config))
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
@@ -55,6 +60,14 @@ class DaemonProcess:
             marker = f"---- start {self.starts} ----"
             wait_for(lambda: "oncoagent running" in self.log().split(marker)[-1], 60, what="daemon start")
         return self
+
+    def http_get(self, path: str) -> tuple[int, str]:
+        """GET ``path`` from the daemon's HTTP endpoint: (status, body)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as answer:
+                return int(answer.status), answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
