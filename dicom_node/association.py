@@ -165,12 +165,9 @@ class Association:
     # ------------------------------------------------------------------------------ association set-up
 
     def _negotiate(self, pdu: bytes) -> bool:
-        pdu, fault = read_ae_titles(pdu)
-        if fault is not None:  # refused before pynetdicom decodes it (it logs a traceback for each such title)
-            reason, rsd = fault
-            log.warning("refused association at %s: %s", self.info.address, reason)
-            self._send(reject(*rsd))
-            return False
+        pdu, refusal = read_ae_titles(pdu)
+        if refusal is not None:  # before pynetdicom decodes it: it logs a traceback for each such title
+            return self._refuse(refusal)
         request = A_ASSOCIATE_RQ()
         try:
             request.decode(pdu)
@@ -183,12 +180,7 @@ class Association:
         self.info.calling_ae, self.info.called_ae = calling, called
         refusal = self._refusal(request, primitive, calling, called)
         if refusal is not None:
-            reason, rsd = refusal
-            self.info.refusal = refusal
-            log.warning("refused association from %s at %s: %s", calling or "(no AE title)", self.info.address,
-                        reason)
-            self._send(reject(*rsd))
-            return False
+            return self._refuse(refusal)
         roles = {UID(str(item.sop_class_uid)): (item.scu_role, item.scp_role)
                  for item in primitive.user_information if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
         results, role_items = negotiate_as_acceptor(primitive.presentation_context_definition_list,
@@ -203,6 +195,14 @@ class Association:
         log.info("association from %s at %s accepted: %d of %d presentation context(s)", calling,
                  self.info.address, len(self.info.contexts), len(results))
         return True
+
+    def _refuse(self, refusal: tuple[str, tuple[int, int, int]]) -> bool:
+        reason, rsd = refusal
+        self.info.refusal = refusal
+        log.warning("refused association from %s at %s: %s", self.info.calling_ae or "(no AE title)",
+                    self.info.address, reason)
+        self._send(reject(*rsd))
+        return False
 
     def _refusal(self, request: A_ASSOCIATE_RQ, primitive: A_ASSOCIATE, calling: str, called: str,
                  ) -> tuple[str, tuple[int, int, int]] | None:

@@ -113,13 +113,16 @@ def test_refusals_come_with_their_reason(scp: tuple[StorageSCP, Recorder]) -> No
         "127.0.0.1"
 
 
-def test_a_calling_ae_title_with_control_bytes_is_refused_as_malformed(scp: tuple[StorageSCP, Recorder]) -> None:
+def test_a_calling_ae_title_with_control_bytes_is_refused_with_the_title_escaped(
+    scp: tuple[StorageSCP, Recorder]
+) -> None:
     node, recorder = scp
     request = bytearray(associate_rq(calling="MODALITY"))
     request[26:42] = b"MOD\x1b[2J\nALITY\x00\xff\xfe "  # the calling AE title field (PS3.8 9.3.2)
     with socket.create_connection(("127.0.0.1", node.settings.port), timeout=10) as hostile:
         hostile.sendall(bytes(request))
-        assert read_pdu(hostile)[0] == 0x07  # A-ABORT: the request cannot be decoded
+        assert read_pdu(hostile)[0] == A_ASSOCIATE_RJ  # not decoded: refused on the title's bytes
     (refused,) = wait_for(lambda: recorder.of("refused"), 10, what="the refusal")
-    assert refused.refusal is RefusalReason.PROTOCOL and refused.calling_ae == "" and refused.address == "127.0.0.1"
+    assert refused.refusal is RefusalReason.CALLING_AE and refused.calling_ae == "" and refused.address == "127.0.0.1"
+    assert "\\x1b[2J\\nALITY" in refused.detail and "\n" not in refused.detail  # escaped, one line
     assert recorder.of("accepted") == []
