@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from agent import failpoints
 from agent.config import Destination, OutboxSettings, ScpSettings, TlsSettings
 from dicom_node.records import AssociationObserver, InstanceRecords, Outbox
 from dicom_node.scp import Received, StorageSCP
@@ -66,5 +67,5 @@ def storage_scp(records: InstanceRecords, scp: ScpSettings, storage: Path,
 def outbox_sender(outbox: Outbox, destinations: Iterable[Destination], settings: OutboxSettings,
                   calling_ae_title: str) -> OutboxSender:
     """The outbox sender over ``outbox`` (the store) to the configured destinations; not running."""
-    return OutboxSender(outbox, [destination_config(d) for d in destinations], outbox_config(settings),
-                        calling_ae_title)
+    return OutboxSender(failpoints.outbox(outbox), [destination_config(d) for d in destinations],
+                        outbox_config(settings), calling_ae_title)

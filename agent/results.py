@@ -20,6 +20,7 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from agent import failpoints
 from agent.errors import OncoAgentError, TransientError
 from pipelines.base import Pipeline, PipelineInput
 from pipelines.durable import replace_dir, write_bytes_durably
@@ -76,6 +77,7 @@ def execute(
     try:
         started = time.time()
         t0 = time.monotonic()
+        failpoints.reached("results.before-pipeline")
         result = pipeline.run(inp, staging)
         elapsed = time.monotonic() - t0
         doc: dict[str, Any] = {
@@ -96,6 +98,7 @@ def execute(
             "seconds": round(elapsed, 3),
             **(extra or {}),
         }
+        failpoints.reached("results.before-reports")
         outcome = write_reports(doc, inp, staging)
         own, unreadable = _pipeline_dicom(staging, {o.file for o in outcome.dicom})
         if outcome.missing or unreadable:

@@ -70,6 +70,7 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
         if payload is None:
             return
         conn.send(run_payload(payload, config.pipeline_options))
+        failpoints.reached("worker.after-outcome")
 
 
 def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, Any]]) -> dict[str, Any]:

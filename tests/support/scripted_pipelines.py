@@ -79,7 +79,7 @@ class ScriptedPipeline:
         (out_dir / "output.txt").write_text(f"processed {name}\n")
         files = ["output.txt"]
         if "dicomout" in name:
-            _secondary_capture(inp.key).save_as(out_dir / "result.dcm", enforce_file_format=True)
+            secondary_capture(inp.key).save_as(out_dir / "result.dcm", enforce_file_format=True)
             files.append("result.dcm")
         if "baddicom" in name:
             (out_dir / "result.dcm").write_bytes(b"not DICOM at all")
@@ -88,7 +88,7 @@ class ScriptedPipeline:
         return PipelineResult(summary={"name": name, "attempt": before + 1}, files=tuple(files))
 
 
-def _secondary_capture(key: str) -> Dataset:
+def secondary_capture(key: str) -> Dataset:
     """A small Secondary Capture whose UIDs derive from the input, so a rerun replaces instead of adding."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
