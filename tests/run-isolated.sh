@@ -10,6 +10,8 @@ for flags in "--net --mount --propagation private" "--net"; do
     # shellcheck disable=SC2206  # the flags are meant to split into words
     args=($flags "${user[@]}")
     if unshare "${args[@]}" true 2>/dev/null; then
+        # tells tests/support/tmpfs.py that its mounts stay inside this run
+        if [ "$flags" != "--net" ]; then export OA_TEST_PRIVATE_MOUNTS=1; fi
         exec unshare "${args[@]}" sh -c 'ip link set lo up && exec "$@"' sh "$@"
     fi
 done
