@@ -9,6 +9,7 @@ so the disk really runs full (with the watermark, associations are refused befor
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from pipelines.synthetic.mri_series import MRSeriesSpec, synthetic_uid, write_mr_series
+from tests.conftest import SCRIPTED_RULES
 from tests.support.daemon import DaemonProcess
 from tests.support.tmpfs import fill, tmpfs
 from tests.support.waiting import wait_for
@@ -75,6 +77,10 @@ def large_instance(like: Dataset, side: int) -> Dataset:
     return ds
 
 
+def job_counts(daemon: DaemonProcess) -> dict[str, int]:
+    return {status: n for status, n in daemon.status()["jobs"].items() if n}
+
+
 def recorded(daemon: DaemonProcess) -> dict[str, str]:
     """SOP Instance UID -> path of every instance record."""
     with sqlite3.connect(f"file:{daemon.data_dir / 'oncoagent.db'}?mode=ro", uri=True) as db:
@@ -116,6 +122,20 @@ def send_until_refused(modality: Modality, datasets: list[Dataset], acknowledged
     return refused
 
 
+def resend(daemon: DaemonProcess, modality: Modality, refused: list[Dataset], acknowledged: dict[str, str]) -> None:
+    """Once space is free again: the refused instances are stored, everything acknowledged before is intact,
+    the series is processed and the daemon stopped cleanly (before its disk is unmounted)."""
+    for ds in refused:
+        assert modality.send(ds) == SUCCESS
+        acknowledged[str(ds.SOPInstanceUID)] = digest(ds)
+    modality.release()
+    assert_consistent(daemon, acknowledged)
+    wait_for(lambda: daemon.status()["jobs"].get("succeeded", 0) >= 1, 120, what="the series job")
+    assert daemon.alive()
+    daemon.stop()
+    assert daemon.wait() == 0
+
+
 def test_full_storage_refuses_with_out_of_resources_leaves_nothing_partial_and_recovers(
     daemon: DaemonProcess, tmp_path: Path
 ) -> None:
@@ -135,14 +155,7 @@ def test_full_storage_refuses_with_out_of_resources_leaves_nothing_partial_and_r
         assert_consistent(daemon, acknowledged)
 
         filler.unlink()
-        for ds in [*refused, large]:
-            assert modality.send(ds) == SUCCESS
-            acknowledged[str(ds.SOPInstanceUID)] = digest(ds)
-        modality.release()
-        assert_consistent(daemon, acknowledged)
-        wait_for(lambda: daemon.status()["jobs"].get("succeeded", 0) >= 1, 120, what="the series job")
-        assert daemon.alive()
-        daemon.stop()
+        resend(daemon, modality, [*refused, large], acknowledged)
 
 
 def test_full_data_disk_with_the_database_on_it_keeps_every_acknowledged_instance(
@@ -160,11 +173,32 @@ def test_full_data_disk_with_the_database_on_it_keeps_every_acknowledged_instanc
         assert_consistent(daemon, acknowledged)
 
         filler.unlink()
-        for ds in refused:
-            assert modality.send(ds) == SUCCESS
-            acknowledged[str(ds.SOPInstanceUID)] = digest(ds)
-        modality.release()
-        assert_consistent(daemon, acknowledged)
-        wait_for(lambda: daemon.status()["jobs"].get("succeeded", 0) >= 1, 120, what="the series job")
-        assert daemon.alive()
-        daemon.stop()
+        resend(daemon, modality, refused, acknowledged)
+
+
+def test_jobs_on_a_full_data_disk_are_retried_and_finish_once_space_is_freed(tmp_path: Path) -> None:
+    config = {**CONFIG, "plugins": ["tests.support.scripted_pipelines"], "routing": {"rules": SCRIPTED_RULES},
+              "executor": {**CONFIG["executor"], "max_attempts": 100}}  # retries outlast the full disk
+    (tmp_path / "daemon").mkdir()
+    daemon = DaemonProcess(tmp_path / "daemon", config)
+    with tmpfs(daemon.data_dir, size_kb=16 * 1024) as data_dir:
+        daemon.start()
+        try:
+            inbox = data_dir / "inbox"
+            for name in ("a-sleep2.tiff", "b.tiff"):
+                (inbox / f".{name}").write_bytes(b"x")
+                (inbox / f".{name}").rename(inbox / name)
+            # one worker: a's job runs, b's waits its turn
+            wait_for(lambda: job_counts(daemon) == {"running": 1, "queued": 1}, 60, what="one job running, one queued")
+            filler = fill(data_dir, leave_kb=0)  # a's result cannot be written, its outcome not recorded, b not claimed
+            wait_for(lambda: "No space left on device" in daemon.log(), 60, what="the job failing on the full disk")
+            assert daemon.alive()
+            filler.unlink()
+            wait_for(lambda: job_counts(daemon) == {"succeeded": 2}, 120, what="the jobs once space is free")
+            outputs = {(Path(job["result_path"]) / "output.txt").read_text()
+                       for job in json.loads(daemon.cli("jobs", "list", "--json").stdout)}
+            assert outputs == {"processed a-sleep2.tiff\n", "processed b.tiff\n"}
+            assert not list((data_dir / "tmp").glob("*.partial")), "a staging folder was left behind"
+            assert daemon.alive()
+        finally:
+            daemon.stop()
