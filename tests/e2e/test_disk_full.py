@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,13 +41,17 @@ CONFIG: dict[str, Any] = {
 }
 
 
+def associate(daemon: DaemonProcess) -> Association:
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MRImageStorage, ExplicitVRLittleEndian)
+    return ae.associate("127.0.0.1", daemon.scp_port, ae_title=daemon.scp_aet)
+
+
 class Modality:
     """A pynetdicom sender on one association, reading every C-STORE status exactly."""
 
     def __init__(self, daemon: DaemonProcess) -> None:
-        ae = AE(ae_title="MODALITY")
-        ae.add_requested_context(MRImageStorage, ExplicitVRLittleEndian)
-        self.assoc: Association = ae.associate("127.0.0.1", daemon.scp_port, ae_title=daemon.scp_aet)
+        self.assoc = associate(daemon)
         assert self.assoc.is_established
 
     def send(self, ds: Dataset) -> int:
@@ -200,5 +205,29 @@ def test_jobs_on_a_full_data_disk_are_retried_and_finish_once_space_is_freed(tmp
             assert outputs == {"processed a-sleep2.tiff\n", "processed b.tiff\n"}
             assert not list((data_dir / "tmp").glob("*.partial")), "a staging folder was left behind"
             assert daemon.alive()
+        finally:
+            daemon.stop()
+
+
+def test_free_space_watermark_refuses_instances_then_associations_until_space_is_freed(tmp_path: Path) -> None:
+    datasets = instances(tmp_path, 60, seed=73)
+    (tmp_path / "daemon").mkdir()
+    daemon = DaemonProcess(tmp_path / "daemon", {**CONFIG, "scp": {"min_free_disk_mb": 2}})
+    with tmpfs(daemon.data_dir / "storage", size_kb=4 * 1024) as storage:
+        daemon.start()
+        try:
+            filler = fill(storage, leave_kb=2 * 1024 + 200)  # about 20 instances above the watermark
+            acknowledged: dict[str, str] = {}
+            modality = Modality(daemon)
+            refused = send_until_refused(modality, datasets, acknowledged)
+            assert acknowledged and len(refused) >= 10, "the watermark was not reached"
+            modality.release()
+            assert associate(daemon).is_rejected  # under the watermark: no new association
+            wait_for(lambda: "scp.min_free_disk_mb" in daemon.log(), 10, what="the refusal's reason in the log")
+            assert_consistent(daemon, acknowledged)
+            assert shutil.disk_usage(storage).free > 1024 * 1024, "the watermark let the disk run full"
+
+            filler.unlink()
+            resend(daemon, Modality(daemon), refused, acknowledged)
         finally:
             daemon.stop()
