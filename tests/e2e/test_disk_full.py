@@ -26,6 +26,7 @@ from pynetdicom.association import Association
 from pipelines.synthetic.mri_series import MRSeriesSpec, synthetic_uid, write_mr_series
 from tests.conftest import SCRIPTED_RULES
 from tests.support.daemon import DaemonProcess
+from tests.support.orthanc import Orthanc
 from tests.support.tmpfs import fill, tmpfs
 from tests.support.waiting import wait_for
 
@@ -231,3 +232,34 @@ def test_free_space_watermark_refuses_instances_then_associations_until_space_is
             resend(daemon, Modality(daemon), refused, acknowledged)
         finally:
             daemon.stop()
+
+
+def test_results_sent_while_the_data_disk_is_full_are_recorded_once_space_is_freed(tmp_path: Path) -> None:
+    orthanc = Orthanc(tmp_path / "orthanc")
+    config = {**CONFIG, "plugins": ["tests.support.scripted_pipelines"], "routing": {"rules": SCRIPTED_RULES},
+              "destinations": [{"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
+                                "port": orthanc.dicom_port}],
+              "outbox": {"backoff_base_s": 0.3, "backoff_max_s": 1.0, "scan_interval_s": 0.2, "timeout_s": 5}}
+    (tmp_path / "daemon").mkdir()
+    daemon = DaemonProcess(tmp_path / "daemon", config)
+    with tmpfs(daemon.data_dir, size_kb=16 * 1024) as data_dir:
+        daemon.start()
+        try:
+            for name in ("a-dicomout.tiff", "b-dicomout.tiff"):
+                (data_dir / "inbox" / f".{name}").write_bytes(b"x")
+                (data_dir / "inbox" / f".{name}").rename(data_dir / "inbox" / name)
+            wait_for(lambda: "no association" in daemon.cli("outbox", "list").stdout, 60, what="a failed attempt")
+            filler = fill(data_dir, leave_kb=0)
+            orthanc.start()  # the objects go out, but that they did cannot be recorded
+            wait_for(lambda: len(orthanc.sop_instance_uids()) == 2, 60, what="the results at the PACS")
+            assert daemon.status()["outbox"] == {"pending": 2}
+            assert daemon.alive()
+            filler.unlink()
+            wait_for(lambda: daemon.status()["outbox"] == {"sent": 2}, 60, what="the deliveries recorded")
+            assert len(orthanc.get("/instances")) == 2
+            # each went out once: acknowledged deliveries wait to be recorded instead of being sent again
+            assert daemon.log().count("but that cannot be recorded yet; it will not be sent again") == 2
+            assert daemon.alive()
+        finally:
+            daemon.stop()
+            orthanc.stop()
