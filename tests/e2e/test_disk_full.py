@@ -1,5 +1,6 @@
 """The daemon's disk fills while a modality sends: new instances get 0xA700 (out of resources), nothing partial
-remains, the daemon stays up, and receiving resumes once space is freed.
+remains, the daemon stays up, and receiving resumes once space is freed. With the database on the full disk
+too, jobs and deliveries whose outcome cannot be recorded are retried and recorded once space is freed.
 
 The disk is a small tmpfs mounted over the storage folder (or the whole data folder, database included) in
 the private mount namespace tests/run-isolated.sh gives the suite. The SCP's free-space watermark is set to 0
