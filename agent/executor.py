@@ -61,6 +61,8 @@ class Executor:
         self._claiming = threading.Event()
         self._claiming.set()
         self._wake_r, self._wake_w = _ctx.Pipe(duplex=False)
+        self._unrecorded: dict[int, Callable[[], None]] = {}  # job id -> recording its outcome, to try again
+        self._claim_failing = False
 
     # ------------------------------------------------------------------------------------- public
 
@@ -78,6 +80,7 @@ class Executor:
     def run(self) -> None:
         """The dispatch loop; returns after :meth:`stop`, once running jobs finished or were re-queued."""
         while not self._stop.is_set():
+            self._record_again()
             self._dispatch()
             self._wait(self._next_wait())
             self._check_timeouts()
@@ -113,8 +116,13 @@ class Executor:
             try:
                 job = self.store.claim()
             except OncoAgentError as exc:
-                log.error("cannot claim a job: %s", exc)
+                if not self._claim_failing:  # once per outage (a full disk), not once per loop
+                    log.error("cannot claim a job (will keep trying): %s", exc)
+                self._claim_failing = True
                 return
+            if self._claim_failing:
+                log.info("claiming jobs works again")
+                self._claim_failing = False
             if job is None:
                 return
             try:
@@ -155,6 +163,8 @@ class Executor:
 
     def _next_wait(self) -> float:
         wait_s = self.settings.executor.poll_interval_s
+        if self._claim_failing or self._unrecorded:
+            return wait_s  # the store refuses writes: try again a poll interval later, not at once
         if any(w.job is None for w in self._workers):
             due = self.store.next_due()
             if due is not None:
@@ -220,33 +230,56 @@ class Executor:
         if outcome["ok"]:
             result_dir = Path(outcome["result_dir"])
             deliveries = deliveries_for(self.settings.destinations, result_dir, outcome.get("dicom_outputs") or [])
-            try:
-                done = self.store.succeed(job.id, result_dir, outcome["summary"], outcome["models"], deliveries,
-                                          outcome.get("unsent_reason"))
-            except OncoAgentError as exc:
-                log.error("job %d: cannot record success: %s", job.id, exc)
-                return
-            failpoints.reached("executor.after-success")
-            if deliveries:
-                log.info("job %d succeeded; %d object(s) for %s", job.id, len(deliveries),
-                         ", ".join(sorted({d.destination for d in deliveries})))
-            else:
-                log.info("job %d succeeded", job.id)
-            if done.unsent_reason:
-                log.warning("job %d: results not sent: %s", job.id, done.unsent_reason)
-            self._notify(done)
+            self._recorded(job, "success", lambda: self._succeed(job, result_dir, outcome, deliveries))
         else:
             self._record_failure(job, outcome["error"], retry=outcome["kind"] == Failure.TRANSIENT)
             if outcome["kind"] == Failure.INPUT:
                 self._quarantine(job, outcome["error"])
 
+    def _succeed(self, job: Job, result_dir: Path, outcome: dict[str, Any], deliveries: list[Delivery]) -> None:
+        done = self.store.succeed(job.id, result_dir, outcome["summary"], outcome["models"], deliveries,
+                                  outcome.get("unsent_reason"))
+        failpoints.reached("executor.after-success")
+        if deliveries:
+            log.info("job %d succeeded; %d object(s) for %s", job.id, len(deliveries),
+                     ", ".join(sorted({d.destination for d in deliveries})))
+        else:
+            log.info("job %d succeeded", job.id)
+        if done.unsent_reason:
+            log.warning("job %d: results not sent: %s", job.id, done.unsent_reason)
+        self._notify(done)
+
     def _record_failure(self, job: Job, error: str, *, retry: bool) -> None:
-        retry_at = self.retry.retry_at(job.attempts, time.time()) if retry else None
+        self._recorded(job, "failure", lambda: self._fail(job, error, retry=retry))
+
+    def _recorded(self, job: Job, what: str, record: Callable[[], None]) -> None:
+        """Record a job's outcome; when the store refuses (a full disk), keep it and try again each loop, so
+        the job does not stay ``running`` while the daemon runs on."""
         try:
-            updated = self.store.fail(job.id, error, retry_at=retry_at)
+            record()
         except OncoAgentError as exc:
-            log.error("job %d: cannot record failure: %s", job.id, exc)
-            return
+            log.error("job %d: cannot record %s, will try again: %s", job.id, what, exc)
+            self._unrecorded[job.id] = record
+
+    def _record_again(self) -> None:
+        for job_id, record in list(self._unrecorded.items()):
+            try:
+                record()
+            except OncoAgentError as exc:
+                try:
+                    still_running = self.store.get_job(job_id).status is JobStatus.RUNNING
+                except OncoAgentError:
+                    continue
+                if still_running:
+                    continue
+                log.error("job %d: outcome not recorded, the job is no longer running: %s", job_id, exc)
+            else:
+                log.info("job %d: outcome recorded", job_id)
+            del self._unrecorded[job_id]
+
+    def _fail(self, job: Job, error: str, *, retry: bool) -> None:
+        retry_at = self.retry.retry_at(job.attempts, time.time()) if retry else None
+        updated = self.store.fail(job.id, error, retry_at=retry_at)
         if updated.status is JobStatus.QUEUED:
             log.warning(
                 "job %d failed (attempt %d/%d), retry in %.0f s: %s",

@@ -7,6 +7,7 @@ writing results nobody records. Pipelines, and the models they load, stay cached
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from pipelines.errors import InputError, TransientError
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # a job failing on these is retried, not failed
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,8 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
 
     This is where failures become job outcomes: an :class:`~pipelines.errors.InputError` (from the pipeline or
     the daemon's own result stage) fails the job as bad input, which the executor quarantines; a
-    :class:`~pipelines.errors.TransientError` retries it; any other error (another ``PipelineError``, an
-    ``OncoAgentError``, a bug) fails it with its reason.
+    :class:`~pipelines.errors.TransientError` or a full disk (``ENOSPC``, ``EDQUOT``) retries it; any other
+    error (another ``PipelineError``, an ``OncoAgentError``, a bug) fails it with its reason.
     """
     job_id = payload["job_id"]
     inp = PipelineInput(
@@ -111,6 +113,9 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
             log.warning("transient failure: %s", exc)
             return {"job_id": job_id, "ok": False, "kind": Failure.TRANSIENT, "error": str(exc)}
         except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL:  # space may be freed: not the job's fault
+                log.warning("disk full, will retry: %s", exc)
+                return {"job_id": job_id, "ok": False, "kind": Failure.TRANSIENT, "error": f"disk full: {exc}"}
             log.error("pipeline error: %s", exc, exc_info=True)
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return {"job_id": job_id, "ok": False, "kind": Failure.ERROR, "error": detail}

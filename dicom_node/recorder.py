@@ -39,10 +39,17 @@ class InstanceRecorder:
         self._thread.start()
 
     def record(self, instance: Instance, timeout: float = 60.0) -> bool:
-        """Make the instance's file name durable and record it; True when it was new. Raises RecordError."""
+        """Make the instance's file name durable and record it; True when it was new. Raises RecordError, also
+        when its commit has not begun within ``timeout`` seconds: then it never will (the caller removes the
+        file). A commit under way is waited for, whatever its length: its outcome is the instance's."""
         pending = _Pending(instance, Future())
         self._queue.put(pending)
-        return pending.done.result(timeout=timeout)
+        try:
+            return pending.done.result(timeout=timeout)
+        except TimeoutError:
+            if pending.done.cancel():
+                raise RecordError(f"not recorded: the store did not take it within {timeout:g} s") from None
+            return pending.done.result()
 
     def close(self) -> None:
         self._queue.put(None)
@@ -66,6 +73,9 @@ class InstanceRecorder:
             self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
+        batch = [p for p in batch if p.done.set_running_or_notify_cancel()]  # not those given up on
+        if not batch:
+            return
         error: RecordError
         try:
             for folder in {p.instance.path.parent for p in batch}:

@@ -13,6 +13,7 @@ transfer syntax (and the uncompressed ones for uncompressed data). Outcomes:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -62,17 +63,29 @@ class OutboxSender:
         self.retry = RetryStrategy(settings.max_attempts, settings.backoff_base_s, settings.backoff_max_s)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        # outbox entry id -> the status a destination acknowledged it with, when the outbox could not record
+        # that (its store on a full disk): recorded before each round, never sent again meanwhile
+        self._acknowledged: dict[int, int] = {}
 
     # ----------------------------------------------------------------------------------- loop
 
     def run(self) -> None:
-        """Send what is due until :meth:`stop`."""
+        """Send what is due until :meth:`stop`. After a failed round (the outbox's store refusing writes) the
+        next one waits ``scan_interval_s``; the failure is logged once, not once per round."""
+        failed_rounds = 0
         while not self._stop.is_set():
             try:
                 self.send_due()
             except Exception as exc:  # whatever the daemon's outbox raises: this round failed, the next retries
-                log.exception("outbox round failed: %s", exc)
-            self._wake.wait(self._next_wait())
+                if not failed_rounds:
+                    log.exception("outbox round failed (will keep trying): %s", exc)
+                failed_rounds += 1
+            else:
+                if failed_rounds:
+                    log.info("outbox rounds work again after %d failed", failed_rounds)
+                failed_rounds = 0
+            wait_s = self.settings.scan_interval_s if failed_rounds or self._acknowledged else self._next_wait()
+            self._wake.wait(wait_s)
             self._wake.clear()
 
     def stop(self) -> None:
@@ -91,9 +104,15 @@ class OutboxSender:
     # ----------------------------------------------------------------------------------- sending
 
     def send_due(self) -> SendReport:
+        for item_id, status in list(self._acknowledged.items()):
+            with contextlib.suppress(Exception):  # still not recordable: logged when it was kept
+                self.outbox.outbox_sent(item_id, status)
+                del self._acknowledged[item_id]
+                log.info("outbox %d: its delivery is recorded now", item_id)
         by_destination: dict[str, list[OutboxEntry]] = defaultdict(list)
         for item in self.outbox.outbox_due():
-            by_destination[item.destination].append(item)
+            if item.id not in self._acknowledged:
+                by_destination[item.destination].append(item)
         totals = SendReport()
         for name, items in by_destination.items():
             if self._stop.is_set():
@@ -173,9 +192,7 @@ class OutboxSender:
             if status is None:
                 retry += self._retry_one(item, f"{destination.name}: no C-STORE response (timeout or abort)")
             elif status == 0x0000 or status in WARNING_STATUSES:
-                self.outbox.outbox_sent(item.id, status)
-                log.info("outbox %d: %s stored %s (status 0x%04X)", item.id, destination.name,
-                         item.sop_instance_uid, status)
+                self._record_sent(item, destination, status)
                 sent += 1
             elif (status & 0xFF00) == 0xA700:
                 retry += self._retry_one(item, f"{destination.name}: out of resources (0x{status:04X})", status)
@@ -185,6 +202,17 @@ class OutboxSender:
                 log.warning("outbox %d: %s refused with 0x%04X", item.id, destination.name, status)
                 failed += 1
         return SendReport(sent, retry, failed)
+
+    def _record_sent(self, item: OutboxEntry, destination: DestinationConfig, status: int) -> None:
+        try:
+            self.outbox.outbox_sent(item.id, status)
+        except Exception:  # whatever the daemon's outbox raises: keep the acknowledgement, do not send it again
+            log.exception("outbox %d: %s stored %s (status 0x%04X) but that cannot be recorded yet; it will not "
+                          "be sent again", item.id, destination.name, item.sop_instance_uid, status)
+            self._acknowledged[item.id] = status
+            return
+        log.info("outbox %d: %s stored %s (status 0x%04X)", item.id, destination.name, item.sop_instance_uid,
+                 status)
 
     def _refuse_all(self, destination: DestinationConfig, items: list[tuple[OutboxEntry, str]]) -> SendReport:
         """Items whose SOP class the destination refused: send their fallback next, or fail them for good."""
