@@ -58,8 +58,17 @@ class DaemonProcess:
         log.close()
         if wait_ready:
             marker = f"---- start {self.starts} ----"
-            wait_for(lambda: "oncoagent running" in self.log().split(marker)[-1], 60, what="daemon start")
+            wait_for(lambda: self._ready(marker), 60, what="daemon start")
         return self
+
+    def _ready(self, marker: str) -> bool:
+        """Whether this start logged it is running; fails at once, with the log, when the daemon exited."""
+        since_start = self.log().split(marker)[-1]
+        if "oncoagent running" in since_start:
+            return True
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"the daemon exited with {self.proc.returncode} before it was ready:\n{since_start}")
+        return False
 
     def http_get(self, path: str) -> tuple[int, str]:
         """GET ``path`` from the daemon's HTTP endpoint: (status, body)."""
