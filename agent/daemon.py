@@ -84,6 +84,7 @@ class Daemon:
     def __init__(self, settings: Settings, watcher_factory: WatcherFactory = FolderWatcher) -> None:
         self.settings = settings
         self.watcher_factory = watcher_factory  # tests hand in a watcher whose scan blocks
+        self._routing_error: str | None = None  # the last routing failure while routing fails
 
     def run(self) -> int:
         """Run until a stop signal; return the process exit status."""
@@ -185,10 +186,17 @@ class Daemon:
         log.info("stopped")
         return status
 
-    @staticmethod
-    def _route(dispatcher: Dispatcher, executor: Executor, now: float) -> None:
+    def _route(self, dispatcher: Dispatcher, executor: Executor, now: float) -> None:
         try:
             if dispatcher.route_ready(now):
                 executor.wake()
-        except Exception:
-            log.exception("routing failed; will retry")
+        except Exception as exc:
+            if self._routing_error is None:  # the traceback once per outage (a full disk), not every interval
+                log.exception("routing failed; will retry each scan interval")
+            elif str(exc) != self._routing_error:
+                log.error("routing still fails: %s", exc)
+            self._routing_error = str(exc)
+        else:
+            if self._routing_error is not None:
+                log.info("routing works again")
+            self._routing_error = None

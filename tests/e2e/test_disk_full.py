@@ -139,6 +139,7 @@ def resend(daemon: DaemonProcess, modality: Modality, refused: list[Dataset], ac
     assert_consistent(daemon, acknowledged)
     wait_for(lambda: daemon.status()["jobs"].get("succeeded", 0) >= 1, 120, what="the series job")
     assert daemon.alive()
+    assert daemon.log().count("routing failed") <= 1, "routing logs a traceback once per outage, not per scan"
     daemon.stop()
     assert daemon.wait() == 0
 
@@ -207,6 +208,7 @@ def test_jobs_on_a_full_data_disk_are_retried_and_finish_once_space_is_freed(tmp
             assert outputs == {"processed a-sleep2.tiff\n", "processed b.tiff\n"}
             assert not list((data_dir / "tmp").glob("*.partial")), "a staging folder was left behind"
             assert daemon.alive()
+            assert daemon.log().count("routing failed") <= 1, "routing logs a traceback once per outage"
         finally:
             daemon.stop()
 
