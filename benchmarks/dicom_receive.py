@@ -299,17 +299,21 @@ def send(port: int, files: list[Path], senders: int) -> float:
     return elapsed
 
 
-def measure(make: Callable[[Path], Receiver], root: Path, files: list[Path], senders: int) -> tuple[float, int]:
-    """(instances/s, instances stored) of one receiver."""
+def measure(make: Callable[[Path], Receiver], root: Path, files: list[Path], senders: int,
+            ) -> tuple[float, float, int]:
+    """(instances/s, CPU milliseconds the receiver spent per instance, instances stored) of one receiver."""
     receiver = make(root)
     receiver.start()
+    assert receiver.proc is not None
     try:
+        cpu = cpu_seconds(receiver.proc.pid)
         elapsed = send(receiver.port, files, senders)
+        cpu = cpu_seconds(receiver.proc.pid) - cpu
         stored = receiver.stored()  # every receiver answered each instance: whatever it keeps is there now
     finally:
         receiver.stop()
     shutil.rmtree(root, ignore_errors=True)
-    return len(files) / elapsed, stored
+    return len(files) / elapsed, cpu * 1000 / len(files), stored
 
 
 def durable_write_floor_ms(folder: Path, size: int, count: int = 200) -> float:
@@ -366,12 +370,14 @@ def main() -> int:
         rates: dict[tuple[str, int, str], list[float]] = {}
         ok = True
         floors: dict[str, list[float]] = {kind: [] for kind in sets}
+        cpu: dict[tuple[str, int, str], list[float]] = {}
         for run in range(args.repeat):
             for kind, senders in cells:
                 for name in names:
-                    per_s, stored = measure(RECEIVERS[name], root / f"run-{run}-{kind}-{senders}-{name}",
-                                            sets[kind], senders)
+                    per_s, cpu_ms, stored = measure(RECEIVERS[name], root / f"run-{run}-{kind}-{senders}-{name}",
+                                                    sets[kind], senders)
                     rates.setdefault((kind, senders, name), []).append(per_s)
+                    cpu.setdefault((kind, senders, name), []).append(cpu_ms)
                     if stored != len(sets[kind]):
                         ok = False
                         print(f"  INCOMPLETE: {name} stored {stored} of {len(sets[kind])} {kind} instances "
@@ -380,7 +386,8 @@ def main() -> int:
                 floors[kind].append(durable_write_floor_ms(root / f"floor-{run}-{kind}", int(sizes[kind])))
         runs = f"median (lowest–highest) of {args.repeat} runs" if args.repeat > 1 else "one run"
         print(f"\ninstances/s ({runs}; every receiver stored every instance: {'yes' if ok else 'NO'})")
-        header = f"  {'cell':<14}" + "".join(f"{n:>22}" for n in names)
+        names_header = f"  {'cell':<14}" + "".join(f"{n:>22}" for n in names)
+        header = names_header
         ratio_names = [n for n in ("orthanc", "dcmtk") if n in names and "oncoagent" in names]
         header += "".join(f"{'oncoagent/' + n:>20}" for n in ratio_names)
         print(header)
@@ -394,6 +401,12 @@ def main() -> int:
             print(line)
         print("  goals: oncoagent/orthanc >= 1.0 in every cell; oncoagent/dcmtk >= 0.5 with "
               f"{args.senders} senders")
+        print("\nreceiver CPU time per instance (ms, all its threads; less disturbed by a busy machine than the "
+              "rates)")
+        print(names_header)
+        for kind, senders in cells:
+            line = f"  {kind + ' ' + str(senders) + ' sender' + ('s' if senders > 1 else ''):<14}"
+            print(line + "".join(f"{spread(cpu[kind, senders, n], 2):>22}" for n in names))
         print("\nper instance, 1 sender (ms): receive time, durable-write floor (write, fsync, rename, folder "
               "fsync; no DICOM, no database), and the difference (overhead)")
         for kind in sets:
