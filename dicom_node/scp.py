@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pydicom
 
@@ -55,6 +55,7 @@ from dicom_node.records import Instance, InstanceRecords
 from dicom_node.settings import ScpConfig
 from dicom_node.sop_classes import TRANSFER_SYNTAXES
 from dicom_node.storage import (
+    HeaderValues,
     file_meta_bytes,
     instance_path,
     make_folder_durably,
@@ -216,7 +217,7 @@ class StorageSCP:
         """A whole small instance in memory (``meta``: the file meta header we made, ``dataset``: the bytes the
         peer sent): parse the dataset's header, check, write it once (temporary file beside the target)."""
         stream = BytesIO(dataset)
-        header = read_dataset_header(stream, transfer_syntax, sop_uid, meta)
+        header = read_dataset_header(stream, transfer_syntax, sop_uid, meta, self._known_series)
         cut = truncation(dataset, stream.tell(), header)
         if cut is not None:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
@@ -247,7 +248,7 @@ class StorageSCP:
 
         return self._keep(assoc, sop_class, sop_uid, header, move)
 
-    def _keep(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, header: pydicom.Dataset,
+    def _keep(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, header: HeaderValues,
               put: Callable[[Path], int]) -> Received:
         """Check the header's UIDs, ``put`` the file at its path (returning its size), record it. A resent
         instance already stored and recorded is acknowledged without a second copy."""
@@ -265,7 +266,9 @@ class StorageSCP:
             raise _Refused(OUT_OF_RESOURCES, "free disk space under scp.min_free_disk_mb")
         size = put(target)
         try:
-            attrs = {} if series_uid in self._known_series else routing_attrs(header)
+            attrs: dict[str, Any] = {}  # a scanned header's series is known: its attributes are kept already
+            if isinstance(header, pydicom.Dataset) and series_uid not in self._known_series:
+                attrs = routing_attrs(header)
             instance = Instance(sop_uid, sop_class, study_uid, series_uid, target, size, attrs,
                                 f"scp:{assoc.calling_ae}")
             assert self._recorder is not None
