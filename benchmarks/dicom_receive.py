@@ -14,10 +14,13 @@ over loopback, first by 1 sender, then by 4 concurrent senders (each its own ass
 Nagle's algorithm is off for every peer: the senders, dcmtk's storescp and Orthanc (dcmtk inside) get
 ``TCP_NODELAY=1`` (Debian's dcmtk leaves Nagle on otherwise: ~21 instances/s), pynetdicom's app is started
 with TCP_NODELAY set on its accepted sockets, OncoAgent sets it itself. Every receiver's stored count is
-checked against the sent count (the run fails otherwise). Last, the durable-write floor: what one durably
-written file of each size costs on this disk without DICOM or database (write, fsync, rename, folder fsync);
-OncoAgent's receive time per instance with one sender minus that floor is its per-instance overhead (Python
-work, the database commit, the network round trip), printed beside Orthanc's.
+checked against the sent count (the run fails otherwise). Each receiver is timed from the senders' start to
+their end, once it is idle after its own start; its CPU time per instance (all threads, user + system) is
+printed too: on a shared machine it swings far less than the rates. Last, in every run, the durable-write
+floor: what one durably written file of each size costs on this disk without DICOM or database (write, fsync,
+rename, folder fsync); OncoAgent's receive time per instance with one sender minus that floor is its
+per-instance overhead (Python work, the database commit with its own fsync, the network round trip), printed
+beside Orthanc's.
 
 Orthanc listens on all interfaces, so the script runs itself in a private network namespace that has only
 loopback (``unshare --net``, as tests/run-isolated.sh does) when it is not in one already; where namespaces
