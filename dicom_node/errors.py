@@ -4,6 +4,8 @@
   never made part of a path. It is also a :class:`pipelines.errors.InputError`, the one class that means "this
   input cannot be processed" in every room: a drop folder quarantines such a file and the one-shot command
   reports it without knowing this room.
+- :class:`UnreadableHeaderError`: a received dataset's header cannot be parsed or ends inside an element; the
+  SCP answers 0xC210 (cannot understand) and keeps no file.
 - :class:`RecordError`: received instances could not be made durable or recorded by the collaborator the
   daemon handed in; the SCP answers 0xA700 (out of resources) and keeps no file.
 
@@ -25,3 +27,7 @@ class InvalidUIDError(DicomNodeError, InputError):
 
 class RecordError(DicomNodeError):
     """Received instances could not be made durable or recorded; none of them was accepted."""
+
+
+class UnreadableHeaderError(DicomNodeError):
+    """A received dataset's header cannot be parsed, or the dataset ends inside an element."""

@@ -4,8 +4,10 @@ arrived meanwhile on concurrent associations.
 Each C-STORE handler has already written and fsynced its file under its final name; it then hands the record
 to :meth:`InstanceRecorder.record` and blocks until the folder holding the new name is fsynced and the record
 is committed by the :class:`~dicom_node.records.InstanceRecords` the daemon handed in. Only then does it
-answer success. With one association this costs what a direct commit costs; with several, the fsyncs and the
-commit are shared.
+answer success. When no commit is running and none is waiting (one association), the handler commits its
+own record in its own thread: no hand-over to another thread. Otherwise the record waits in the queue of the
+recorder thread, which commits everything queued meanwhile as soon as the running commit is done: with
+several associations the fsyncs and the commit are shared.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class InstanceRecorder:
     def __init__(self, records: InstanceRecords) -> None:
         self.records = records
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._committing = threading.Lock()  # held by whichever thread commits: one commit at a time
         self._thread = threading.Thread(target=self._run, name="instance-recorder", daemon=True)
         self._thread.start()
 
@@ -43,7 +46,13 @@ class InstanceRecorder:
         when its commit has not begun within ``timeout`` seconds: then it never will (the caller removes the
         file). A commit under way is waited for, whatever its length: its outcome is the instance's."""
         pending = _Pending(instance, Future())
-        self._queue.put(pending)
+        if self._queue.empty() and self._committing.acquire(blocking=False):
+            try:  # nothing else to share the commit with: commit it here
+                self._commit([pending])
+            finally:
+                self._committing.release()
+        else:
+            self._queue.put(pending)
         try:
             return pending.done.result(timeout=timeout)
         except TimeoutError:
@@ -61,16 +70,23 @@ class InstanceRecorder:
             if first is None:
                 return
             batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._commit(batch)
+            with self._committing:  # a handler's own commit first; what arrives meanwhile joins this batch
+                if not self._gather(batch):
                     return
-                batch.append(item)
-            self._commit(batch)
+
+    def _gather(self, batch: list[_Pending]) -> bool:
+        """Add what is queued to ``batch`` and commit it; False when the recorder is closing."""
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._commit(batch)
+                return False
+            batch.append(item)
+        self._commit(batch)
+        return True
 
     def _commit(self, batch: list[_Pending]) -> None:
         batch = [p for p in batch if p.done.set_running_or_notify_cancel()]  # not those given up on

@@ -34,10 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pydicom
-from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from dicom_node.acceptor import AssociationServer
 from dicom_node.association import (
@@ -50,13 +49,14 @@ from dicom_node.association import (
     DatasetSink,
 )
 from dicom_node.dimse import Command
-from dicom_node.errors import InvalidUIDError, RecordError
+from dicom_node.errors import InvalidUIDError, RecordError, UnreadableHeaderError
+from dicom_node.header import read_dataset_header, read_file_header
 from dicom_node.recorder import InstanceRecorder
 from dicom_node.records import AssociationObserver, Instance, InstanceRecords
 from dicom_node.settings import ScpConfig
 from dicom_node.sop_classes import TRANSFER_SYNTAXES
 from dicom_node.storage import (
-    ShortReads,
+    HeaderValues,
     file_meta_bytes,
     instance_path,
     make_folder_durably,
@@ -201,6 +201,9 @@ class StorageSCP:
         except InvalidUIDError as exc:
             log.warning("C-STORE refused: %s", exc)
             return INVALID_UID
+        except UnreadableHeaderError as exc:
+            log.warning("C-STORE refused: %s", exc)
+            return CANNOT_UNDERSTAND
         except _Refused as exc:
             log.warning("C-STORE refused: %s", exc.reason)
             return exc.status
@@ -214,17 +217,19 @@ class StorageSCP:
             self.on_received(received)
         return SUCCESS
 
-    def _store_buffered(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, raw: bytes) -> Received:
-        """A whole small instance in memory: parse, check, write it once (temporary file beside the target)."""
-        stream = BytesIO(raw)
-        header = _read_header(stream, sop_uid)
-        cut = truncation(raw, stream.tell(), header)
+    def _store_buffered(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, meta: bytes, dataset: bytes,
+                        transfer_syntax: str) -> Received:
+        """A whole small instance in memory (``meta``: the file meta header we made, ``dataset``: the bytes the
+        peer sent): parse the dataset's header, check, write it once (temporary file beside the target)."""
+        stream = BytesIO(dataset)
+        header = read_dataset_header(stream, transfer_syntax, sop_uid, meta, self._known_series)
+        cut = truncation(dataset, stream.tell(), header)
         if cut is not None:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
 
         def write(target: Path) -> int:
             make_folder_durably(target.parent)
-            return write_bytes_durably(target, raw, sync_dir=False)  # the recorder fsyncs the folder
+            return write_bytes_durably(target, [meta, dataset], sync_dir=False)  # the recorder fsyncs the folder
 
         return self._keep(assoc, sop_class, sop_uid, header, write)
 
@@ -236,7 +241,7 @@ class StorageSCP:
         os.fsync(handle.fileno())
         size = handle.tell()
         handle.seek(0)
-        header = _read_header(handle, sop_uid)
+        header = read_file_header(handle, sop_uid)
         cut = truncation_in_file(handle, size, handle.tell(), header)
         if cut is not None:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
@@ -248,7 +253,7 @@ class StorageSCP:
 
         return self._keep(assoc, sop_class, sop_uid, header, move)
 
-    def _keep(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, header: pydicom.Dataset,
+    def _keep(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, header: HeaderValues,
               put: Callable[[Path], int]) -> Received:
         """Check the header's UIDs, ``put`` the file at its path (returning its size), record it. A resent
         instance already stored and recorded is acknowledged without a second copy."""
@@ -266,7 +271,9 @@ class StorageSCP:
             raise _Refused(OUT_OF_RESOURCES, "free disk space under scp.min_free_disk_mb")
         size = put(target)
         try:
-            attrs = {} if series_uid in self._known_series else routing_attrs(header)
+            attrs: dict[str, Any] = {}  # a scanned header's series is known: its attributes are kept already
+            if isinstance(header, pydicom.Dataset) and series_uid not in self._known_series:
+                attrs = routing_attrs(header)
             instance = Instance(sop_uid, sop_class, study_uid, series_uid, target, size, attrs,
                                 f"scp:{assoc.calling_ae}")
             assert self._recorder is not None
@@ -296,6 +303,7 @@ class _IncomingInstance:
         self.buffered = 0
         self.handle: BinaryIO | None = None
         self.tmp: Path | None = None
+        self.transfer_syntax = transfer_syntax
         try:
             self.sop_uid = validate_uid(request.affected_sop_instance, "Affected SOP Instance UID")
             self.sop_class = validate_uid(request.affected_sop_class, "Affected SOP Class UID")
@@ -349,10 +357,10 @@ class _IncomingInstance:
             return self.status
         try:
             if self.handle is None:
-                raw = b"".join(self.parts)
+                meta, dataset = bytes(self.parts[0]), b"".join(self.parts[1:])
                 self.parts = []
                 return self.scp._status(lambda: self.scp._store_buffered(self.assoc, self.sop_class, self.sop_uid,
-                                                                          raw))
+                                                                          meta, dataset, self.transfer_syntax))
             handle = self.handle
             return self.scp._status(lambda: self.scp._store_streamed(self.assoc, self.sop_class, self.sop_uid,
                                                                       handle, self._rename))
@@ -374,20 +382,6 @@ class _IncomingInstance:
             with contextlib.suppress(OSError):
                 self.tmp.unlink(missing_ok=True)
             self.tmp = None
-
-
-def _read_header(stream: BinaryIO, sop_uid: str) -> pydicom.Dataset:
-    """The header up to the pixel data, the stream left where it stopped; _Refused when it cannot be parsed."""
-    watched = ShortReads(stream)
-    try:
-        header = pydicom.dcmread(watched, stop_before_pixels=True)
-    except (InvalidDicomError, BytesLengthException, ValueError, EOFError, OSError, KeyError, TypeError,
-            AttributeError) as exc:
-        raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} cannot be parsed: {exc}") from exc
-    if watched.cut_at is not None:
-        raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: it ends inside an element "
-                                          f"(byte {watched.cut_at})")
-    return header
 
 
 class _Refused(Exception):

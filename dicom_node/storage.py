@@ -10,7 +10,7 @@ import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -126,7 +126,17 @@ class ShortReads:
         return self._raw.tell()
 
 
-def truncation(raw: bytes, pixel_offset: int, header: Dataset) -> str | None:
+class HeaderValues(Protocol):
+    """What the receive path reads of an instance's header: a pydicom Dataset, or the values a scan of the
+    dataset found (:class:`dicom_node.header.ScannedHeader`)."""
+
+    @property
+    def file_meta(self) -> Any: ...  # its TransferSyntaxUID
+
+    def get(self, key: str, default: Any = None, /) -> Any: ...  # by keyword
+
+
+def truncation(raw: bytes, pixel_offset: int, header: HeaderValues) -> str | None:
     """Why the pixel data of an encoded instance is cut short, or None when it is whole.
 
     ``pixel_offset`` is where header parsing stopped (at the Pixel Data tag, if any). Only the element
@@ -138,7 +148,7 @@ def truncation(raw: bytes, pixel_offset: int, header: Dataset) -> str | None:
                        lambda pattern, start: raw.find(pattern, start) != -1, pixel_offset, header)
 
 
-def truncation_in_file(handle: BinaryIO, size: int, pixel_offset: int, header: Dataset) -> str | None:
+def truncation_in_file(handle: BinaryIO, size: int, pixel_offset: int, header: HeaderValues) -> str | None:
     """:func:`truncation` of an instance in an open file of ``size`` bytes, read a chunk at a time (a
     multi-GB whole-slide image is never held in memory); moves the file position."""
 
@@ -164,7 +174,7 @@ _SCAN_CHUNK = 1 << 20
 
 
 def _truncation(read: Callable[[int, int], bytes], size: int, contains: Callable[[bytes, int], bool],
-                pixel_offset: int, header: Dataset) -> str | None:
+                pixel_offset: int, header: HeaderValues) -> str | None:
     transfer_syntax = header.file_meta.TransferSyntaxUID
     if transfer_syntax.is_deflated or not transfer_syntax.is_little_endian:
         return None
@@ -189,7 +199,8 @@ def _truncation(read: Callable[[int, int], bytes], size: int, contains: Callable
     return _cut_after(read, size, value_at + length, transfer_syntax.is_implicit_VR)
 
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+# explicit VR little endian: the VRs with a 4-byte length after 2 reserved bytes (PS3.5 7.1.2)
+LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
 
 def _cut_after(read: Callable[[int, int], bytes], size: int, offset: int, implicit: bool) -> str | None:
@@ -198,7 +209,7 @@ def _cut_after(read: Callable[[int, int], bytes], size: int, offset: int, implic
         if offset >= size:
             return None
         head = read(offset, 12)
-        long_vr = not implicit and head[4:6] in _LONG_VRS
+        long_vr = not implicit and head[4:6] in LONG_VRS
         header_size = 12 if long_vr else 8
         if len(head) < header_size:
             return "the dataset ends inside an element header after the pixel data"
@@ -214,11 +225,11 @@ def _cut_after(read: Callable[[int, int], bytes], size: int, offset: int, implic
     return None
 
 
-def _native_pixel_bytes(header: Dataset) -> int | None:
+def _native_pixel_bytes(header: HeaderValues) -> int | None:
     try:
-        pixels = int(header.Rows) * int(header.Columns) * int(header.get("SamplesPerPixel", 1) or 1)
+        pixels = int(header.get("Rows")) * int(header.get("Columns")) * int(header.get("SamplesPerPixel", 1) or 1)
         pixels *= int(header.get("NumberOfFrames", 1) or 1)
-        bits = int(header.BitsAllocated)
+        bits = int(header.get("BitsAllocated"))
     except (AttributeError, TypeError, ValueError):
         return None
     return (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)

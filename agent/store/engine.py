@@ -9,14 +9,17 @@ of :mod:`agent.store` runs its SQL inside :func:`write` or :func:`read`, which t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select, create_engine, event, func, insert, select, update
+from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 from agent.errors import StoreError
 from agent.store import schema
@@ -81,6 +84,58 @@ def insert_id(conn: Connection, statement: Any) -> int:
 def grouped(conn: Connection, column: Any) -> dict[str, int]:
     """Row counts by the values of ``column``."""
     return {key: count for key, count in conn.execute(select(column, func.count()).group_by(column))}
+
+
+class DriverStatement:
+    """A statement compiled once per dialect and run straight on the DBAPI cursor of the caller's transaction.
+
+    For the receive path only, where SQLAlchemy's work per execution (cache key, parameter and result
+    processing) costs more than SQLite's: the columns it binds and reads must be of plain types (strings,
+    numbers; no JSON). ``column_keys`` names the columns an INSERT binds (one placeholder each); literal
+    values of the statement are bound as compiled. Driver errors become :class:`~agent.errors.StoreError`.
+    """
+
+    def __init__(self, statement: ClauseElement, column_keys: Sequence[str] | None = None) -> None:
+        self.statement = statement
+        self.column_keys = list(column_keys) if column_keys is not None else None
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def _for(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            done = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
+            assert isinstance(done, SQLCompiler)
+            names = tuple(done.positiontup or ()) if dialect.positional else None
+            compiled = self._compiled[dialect.name] = (done.string, names, dict(done.params))
+        return compiled
+
+    def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[Sequence[Any]]:
+        """Run once with ``values``; the rows it returns (none for a statement without results)."""
+        sql, names, defaults = self._for(conn.dialect)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, _bound(names, defaults, values))
+            return list(cursor.fetchall()) if cursor.description else []
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise StoreError(f"job store write failed: {exc.__class__.__name__}: {exc}") from exc
+        finally:
+            cursor.close()
+
+    def many(self, conn: Connection, values: Sequence[Mapping[str, Any]]) -> None:
+        """Run once per mapping of ``values`` (the driver's executemany)."""
+        sql, names, defaults = self._for(conn.dialect)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(sql, [_bound(names, defaults, v) for v in values])
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise StoreError(f"job store write failed: {exc.__class__.__name__}: {exc}") from exc
+        finally:
+            cursor.close()
+
+
+def _bound(names: tuple[str, ...] | None, defaults: dict[str, Any], values: Mapping[str, Any]) -> Any:
+    merged = {**defaults, **values}
+    return merged if names is None else tuple(merged[name] for name in names)
 
 
 # ------------------------------------------------------------------------------------------- migrations

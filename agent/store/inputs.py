@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, insert, select, update
 
 from agent.errors import StoreError
 from agent.records import Input, InputKind, InputState, Instance
 from agent.store import events, schema
-from agent.store.engine import ERROR_TEXT_LIMIT, grouped, insert_id, read, write
+from agent.store.engine import ERROR_TEXT_LIMIT, DriverStatement, grouped, insert_id, read, write
 
 EMPTY_FINGERPRINT = "0" * 32
 
@@ -63,20 +63,26 @@ def upsert_file(
 # ------------------------------------------------------------------------------------------- series (with instances)
 
 
+# the receive path's statements, run on the driver's cursor (see agent.store.engine.DriverStatement)
+_SERIES = DriverStatement(
+    select(schema.inputs.c.id, schema.inputs.c.fingerprint, schema.inputs.c.instance_count).where(
+        schema.inputs.c.key == bindparam("key")
+    )
+)
+_GROWN = DriverStatement(
+    update(schema.inputs)
+    .where(schema.inputs.c.id == bindparam("input_id"))
+    .values(instance_count=bindparam("count"), fingerprint=bindparam("fp"), state=InputState.RECEIVING.value,
+            reason=None, updated_at=bindparam("now"))
+)
+
+
 def series_for_instance(conn: Connection, inst: Instance, now: float) -> tuple[int, str, int]:
     """The series input an instance belongs to, created (receiving, empty) when it is the series' first:
     its id, fingerprint and instance count."""
-    row = (
-        conn.execute(
-            select(schema.inputs.c.id, schema.inputs.c.fingerprint, schema.inputs.c.instance_count).where(
-                schema.inputs.c.key == inst.series_uid
-            )
-        )
-        .mappings()
-        .first()
-    )
-    if row is not None:
-        return row["id"], row["fingerprint"], row["instance_count"]
+    found = _SERIES.rows(conn, {"key": inst.series_uid})
+    if found:
+        return int(found[0][0]), str(found[0][1]), int(found[0][2])
     input_id = insert_id(
         conn,
         insert(schema.inputs).values(
@@ -96,21 +102,13 @@ def series_for_instance(conn: Connection, inst: Instance, now: float) -> tuple[i
     return input_id, EMPTY_FINGERPRINT, 0
 
 
-def instance_added(
-    conn: Connection, input_id: int, fingerprint: str, count: int, sop_instance_uid: str, now: float
+def instances_added(
+    conn: Connection, input_id: int, fingerprint: str, count: int, sop_instance_uids: Sequence[str], now: float
 ) -> None:
-    """Count a new instance into its series (``fingerprint`` and ``count`` as before it): receiving again."""
-    conn.execute(
-        update(schema.inputs)
-        .where(schema.inputs.c.id == input_id)
-        .values(
-            instance_count=count + 1,
-            fingerprint=xor_fingerprint(fingerprint, sop_instance_uid),
-            state=InputState.RECEIVING.value,
-            reason=None,
-            updated_at=now,
-        )
-    )
+    """Count new instances into their series (``fingerprint`` and ``count`` as before them): receiving again."""
+    for uid in sop_instance_uids:
+        fingerprint = xor_fingerprint(fingerprint, uid)
+    _GROWN.rows(conn, {"input_id": input_id, "count": count + len(sop_instance_uids), "fp": fingerprint, "now": now})
 
 
 # ------------------------------------------------------------------------------------------- reading

@@ -1,9 +1,11 @@
-"""The SCP's group-commit recorder: a handler that gives up waiting must not be recorded behind its back."""
+"""The instance recorder's group commit: alone, a handler commits in its own thread; handlers arriving while a
+commit runs are committed together in one batch after it; a failing store fails every handler of the batch."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,43 +13,97 @@ import pytest
 from dicom_node.errors import RecordError
 from dicom_node.recorder import InstanceRecorder
 from dicom_node.records import Instance
+from tests.support.waiting import wait_for
 
 
-class SlowRecords:
-    """Records instances; the first commit waits until the test releases it."""
+class Records:
+    """In-memory InstanceRecords that notes each commit (batch and thread) and can hold a commit back."""
 
     def __init__(self) -> None:
-        self.recorded: list[str] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
+        self.known: set[str] = set()
+        self.batches: list[tuple[list[str], str]] = []
+        self.hold: threading.Event | None = None
+        self.held = threading.Event()
+        self.fail = False
 
     def has_instance(self, sop_instance_uid: str, /) -> bool:
-        return sop_instance_uid in self.recorded
+        return sop_instance_uid in self.known
 
     def add_instances(self, instances: Sequence[Instance], /) -> Sequence[bool]:
-        self.entered.set()
-        assert self.release.wait(30)
-        self.recorded.extend(i.sop_instance_uid for i in instances)
-        return [True] * len(instances)
+        if self.hold is not None:
+            self.held.set()
+            self.hold.wait(30)
+            self.hold = None
+        if self.fail:
+            raise RuntimeError("database is locked")
+        uids = [i.sop_instance_uid for i in instances]
+        self.batches.append((uids, threading.current_thread().name))
+        new = [uid not in self.known for uid in uids]
+        self.known.update(uids)
+        return new
 
 
-def instance(folder: Path, uid: str) -> Instance:
-    path = folder / f"{uid}.dcm"
-    path.write_bytes(b"x")
-    return Instance(uid, "1.2.840.10008.5.1.4.1.1.4", "1.2", "1.2.3", path, 1, {}, "scp:TEST")
+def instance(folder: Path, sop: str) -> Instance:
+    return Instance(sop, "1.2.840.10008.5.1.4.1.1.4", "1.2.3", "1.2.3.4", folder / f"{sop}.dcm", 10, {}, "scp:T")
 
 
-def test_an_instance_whose_handler_timed_out_before_its_commit_began_is_never_recorded(tmp_path: Path) -> None:
-    records = SlowRecords()
+@pytest.fixture
+def records() -> Records:
+    return Records()
+
+
+@pytest.fixture
+def recorder(records: Records) -> Iterator[InstanceRecorder]:
     recorder = InstanceRecorder(records)
+    yield recorder
+    recorder.close()
+
+
+def test_a_lone_handler_commits_its_record_in_its_own_thread(tmp_path: Path, records: Records,
+                                                              recorder: InstanceRecorder) -> None:
+    assert recorder.record(instance(tmp_path, "1.1")) is True
+    assert recorder.record(instance(tmp_path, "1.1")) is False
+    me = threading.current_thread().name
+    assert records.batches == [(["1.1"], me), (["1.1"], me)]
+
+
+def test_handlers_arriving_during_a_commit_share_the_next_one(tmp_path: Path, records: Records,
+                                                              recorder: InstanceRecorder) -> None:
+    records.hold = release = threading.Event()
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(recorder.record, instance(tmp_path, "1.1"))
+        records.held.wait(30)  # the first commit runs (in its handler's thread) and is held there
+        later: list[Future[bool]] = [pool.submit(recorder.record, instance(tmp_path, f"2.{i}")) for i in range(3)]
+        wait_for(lambda: recorder._queue.qsize() >= 2, what="the later records to queue behind the commit")
+        release.set()
+        assert first.result(30) is True
+        assert [f.result(30) for f in later] == [True, True, True]
+    assert sorted(records.known) == ["1.1", "2.0", "2.1", "2.2"]
+    assert records.batches[0] == (["1.1"], records.batches[0][1])
+    assert len(records.batches) <= 3  # at least two of the three later records shared a commit
+    assert {thread for _, thread in records.batches[1:]} == {"instance-recorder"}
+
+
+def test_a_failing_store_fails_the_handler_and_records_nothing(tmp_path: Path, records: Records,
+                                                               recorder: InstanceRecorder) -> None:
+    records.fail = True
+    with pytest.raises(RecordError, match="database is locked"):
+        recorder.record(instance(tmp_path, "1.1"))
+    assert records.known == set()
+
+
+def test_an_instance_whose_handler_timed_out_before_its_commit_began_is_never_recorded(
+    tmp_path: Path, records: Records, recorder: InstanceRecorder
+) -> None:
+    records.hold = hold = threading.Event()
     first: list[bool] = []
     committing = threading.Thread(target=lambda: first.append(recorder.record(instance(tmp_path, "1.1"))))
     committing.start()
-    assert records.entered.wait(30)  # the recorder is busy with 1.1; 1.2 waits in its queue
+    assert records.held.wait(30)  # 1.1 is being committed; 1.2 waits in the queue behind it
     with pytest.raises(RecordError, match="not recorded"):
         recorder.record(instance(tmp_path, "1.2"), timeout=0.1)  # the handler answers 0xA700 and deletes its file
-    records.release.set()
+    hold.set()
     committing.join(30)
-    recorder.close()  # the recorder has taken 1.2 from its queue by now
+    recorder.close()  # the recorder thread has taken 1.2 from its queue by now, and dropped it
     assert first == [True]
-    assert records.recorded == ["1.1"]
+    assert [uids for uids, _ in records.batches] == [["1.1"]]

@@ -61,6 +61,29 @@ def test_duplicate_instance_is_idempotent_and_new_instance_changes_fingerprint(s
     assert store.counts()["instances"] == 2
 
 
+def test_a_batch_records_each_new_instance_once_and_grows_each_series_as_one_at_a_time_would(
+    store: Store, tmp_path: Path
+) -> None:
+    store.add_instance(instance("1.2.3.4.1"))
+    batch = [instance("1.2.3.4.1"), instance("1.2.3.4.2"), instance("1.2.3.5.1", series="1.2.3.5"),
+             instance("1.2.3.4.2"), instance("1.2.3.4.3")]
+    assert store.add_instances(batch) == [False, True, True, False, True]
+    one_by_one = Store.open(f"sqlite:///{tmp_path / 'one.db'}")
+    try:
+        for inst in [instance("1.2.3.4.1"), *batch]:
+            one_by_one.add_instance(inst)
+        for series, count in (("1.2.3.4", 3), ("1.2.3.5", 1)):
+            batched, single = store.find_input(series), one_by_one.find_input(series)
+            assert batched is not None and single is not None
+            assert (batched.instance_count, batched.fingerprint) == (count, single.fingerprint)
+            assert batched.state is InputState.RECEIVING
+        assert [p.name for p in store.instance_paths(store.find_input("1.2.3.4").id)] == [  # type: ignore[union-attr]
+            "1.2.3.4.1.dcm", "1.2.3.4.2.dcm", "1.2.3.4.3.dcm"]
+        assert store.counts()["instances"] == 4
+    finally:
+        one_by_one.close()
+
+
 def test_job_is_queued_once_per_content_and_version(store: Store) -> None:
     store.add_instance(instance("1.2.3.4.1"))
     inp = store.find_input("1.2.3.4")
