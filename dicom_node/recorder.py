@@ -38,6 +38,7 @@ class InstanceRecorder:
         self.records = records
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._committing = threading.Lock()  # held by whichever thread commits: one commit at a time
+        self._failing: str | None = None  # the store's last error while recording fails (under _committing)
         self._thread = threading.Thread(target=self._run, name="instance-recorder", daemon=True)
         self._thread.start()
 
@@ -100,9 +101,16 @@ class InstanceRecorder:
         except OSError as exc:
             error = RecordError(f"cannot make instances durable: {exc}")
         except Exception as exc:  # whatever the daemon's store raises: not recorded, and the handlers must hear it
-            log.error("recording %d instance(s) failed", len(batch), exc_info=True)
+            if self._failing is None:  # the traceback once per outage (a full disk), not once per batch
+                log.error("recording %d instance(s) failed", len(batch), exc_info=True)
+            elif str(exc) != self._failing:
+                log.error("recording %d instance(s) still fails: %s", len(batch), exc)
+            self._failing = str(exc)
             error = RecordError(str(exc))
         else:
+            if self._failing is not None:
+                log.info("recording instances works again")
+                self._failing = None
             for pending, new in zip(batch, results, strict=True):
                 pending.done.set_result(new)
             return

@@ -3,6 +3,7 @@ commit runs are committed together in one batch after it; a failing store fails 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -85,11 +86,19 @@ def test_handlers_arriving_during_a_commit_share_the_next_one(tmp_path: Path, re
 
 
 def test_a_failing_store_fails_the_handler_and_records_nothing(tmp_path: Path, records: Records,
-                                                               recorder: InstanceRecorder) -> None:
+                                                               recorder: InstanceRecorder,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dicom_node.recorder")
     records.fail = True
-    with pytest.raises(RecordError, match="database is locked"):
-        recorder.record(instance(tmp_path, "1.1"))
+    for uid in ("1.1", "1.2", "1.3"):
+        with pytest.raises(RecordError, match="database is locked"):
+            recorder.record(instance(tmp_path, uid))
     assert records.known == set()
+    # one traceback for the outage (a full disk fails every batch), not one per batch
+    assert [r.exc_info is not None for r in caplog.records if r.name == "dicom_node.recorder"] == [True]
+    records.fail = False
+    assert recorder.record(instance(tmp_path, "1.4"))
+    assert "recording instances works again" in caplog.text
 
 
 def test_an_instance_whose_handler_timed_out_before_its_commit_began_is_never_recorded(
