@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, create_engine, event, func, insert, make_url, select, update
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
@@ -31,12 +31,21 @@ _Query = TypeVar("_Query", bound=Select[Any])
 ERROR_TEXT_LIMIT = 4000
 """Longest error, reason or note text stored; longer ones are cut."""
 
+MIGRATION_LOCK = 0x6F6E636F  # PostgreSQL advisory lock key of schema migrations ("onco")
+
 
 def open_engine(url: str) -> Engine:
-    """An engine for ``url``, with SQLite's folder created and its connections configured."""
+    """An engine for ``url``, with SQLite's folder created and its connections configured.
+
+    A plain ``postgresql://`` URL runs on psycopg 3 (the driver the lock pins; SQLAlchemy's own default for that
+    scheme is psycopg2, which is not installed); a URL naming its driver keeps it.
+    """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed, future=True, pool_pre_ping=parsed.get_backend_name() != "sqlite")
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -93,6 +102,11 @@ class DriverStatement:
     processing) costs more than SQLite's: the columns it binds and reads must be of plain types (strings,
     numbers; no JSON). ``column_keys`` names the columns an INSERT binds (one placeholder each); literal
     values of the statement are bound as compiled. Driver errors become :class:`~agent.errors.StoreError`.
+
+    Compiled per dialect, the SQL carries that driver's own placeholders, bound as it expects them: sqlite3's
+    ``?`` by position (the compiler's ``positiontup`` orders the values), psycopg's ``%(name)s`` (with the casts
+    SQLAlchemy renders for PostgreSQL) by name. The cursor is the one of the caller's SQLAlchemy transaction, so
+    these statements commit or roll back with the rest of it on either backend.
     """
 
     def __init__(self, statement: ClauseElement, column_keys: Sequence[str] | None = None) -> None:
@@ -144,6 +158,7 @@ def _bound(names: tuple[str, ...] | None, defaults: dict[str, Any], values: Mapp
 def migrate(engine: Engine) -> int:
     """Create or upgrade the schema; return the version now in force."""
     with write(engine) as conn:
+        _one_migration_at_a_time(conn)
         version = _schema_version(conn)
         if version is None:
             schema.metadata.create_all(conn)
@@ -177,6 +192,13 @@ def for_claim(query: _Query) -> _Query:
     claimers pass over each other's rows; SQLite has no row locks and drops the clause, and its writers are
     serialized by ``BEGIN IMMEDIATE`` instead (see :func:`_configure_sqlite`)."""
     return query.with_for_update(skip_locked=True)
+
+
+def _one_migration_at_a_time(conn: Connection) -> None:
+    """Serialize concurrent migrations of one database (daemons starting together): on PostgreSQL a transaction
+    advisory lock, held until the migration commits; on SQLite the write transaction already holds the lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
 
 
 def greatest(conn: Connection, a: Any, b: Any) -> ColumnElement[Any]:
