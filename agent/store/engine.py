@@ -128,7 +128,7 @@ class DriverStatement:
         sql, names, defaults = self._for(conn.dialect)
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(sql, _bound(names, defaults, values))
+            cursor.execute(sql, _bound(conn.dialect, names, defaults, values))
             return list(cursor.fetchall()) if cursor.description else []
         except conn.dialect.loaded_dbapi.Error as exc:
             raise StoreError(f"job store write failed: {exc.__class__.__name__}: {exc}") from exc
@@ -140,15 +140,18 @@ class DriverStatement:
         sql, names, defaults = self._for(conn.dialect)
         cursor = conn.connection.cursor()
         try:
-            cursor.executemany(sql, [_bound(names, defaults, v) for v in values])
+            cursor.executemany(sql, [_bound(conn.dialect, names, defaults, v) for v in values])
         except conn.dialect.loaded_dbapi.Error as exc:
             raise StoreError(f"job store write failed: {exc.__class__.__name__}: {exc}") from exc
         finally:
             cursor.close()
 
 
-def _bound(names: tuple[str, ...] | None, defaults: dict[str, Any], values: Mapping[str, Any]) -> Any:
+def _bound(dialect: Dialect, names: tuple[str, ...] | None, defaults: dict[str, Any], values: Mapping[str, Any]
+           ) -> Any:
     merged = {**defaults, **values}
+    if dialect.name == "postgresql":  # no column types bind these values: escape NUL as schema.FreeText does
+        merged = {k: schema.escape_nul(v) if isinstance(v, str) else v for k, v in merged.items()}
     return merged if names is None else tuple(merged[name] for name in names)
 
 

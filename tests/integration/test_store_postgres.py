@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from agent.records import InputKind, JobStatus
+from agent.records import InputKind, Instance, JobStatus
 from agent.store import Store, schema
 from tests.support.postgres import PostgresServer
 from tests.unit.test_ops_audit import (  # noqa: F401  (collected again here, on PostgreSQL)
@@ -87,6 +87,34 @@ def test_a_plain_postgresql_url_runs_on_psycopg_3_at_the_current_schema(store: S
     assert str(store.engine.url).startswith("postgresql+psycopg://")
     with store.engine.connect() as conn:
         assert conn.execute(select(schema.schema_info.c.version)).scalar_one() == schema.SCHEMA_VERSION
+
+
+def test_text_with_nul_characters_is_stored_escaped_not_refused(store: Store) -> None:
+    """PostgreSQL refuses NUL in text: an exception message, a reason or a calling AE title carrying one is
+    stored with it escaped, where a refusal would leave a job running or an instance unrecorded."""
+    (job_id,) = queue_jobs(store, 1)
+    assert store.claim() is not None
+    failed = store.fail(job_id, "bad \x00 value")
+    assert failed.status is JobStatus.FAILED and failed.last_error == "bad \\x00 value"
+    assert store.events(job_id)[-1]["detail"] == "bad \\x00 value"
+    store.mark_ignored(failed.input_id, "reason\x00")
+    assert store.get_input(failed.input_id).reason == "reason\\x00"
+    hostile = Instance("1.2.9.1", "1.2.840.10008.5.1.4.1.1.4", "1.2.9", "1.2.9.0", Path("/data/storage/1.dcm"), 10,
+                       {"Modality": "MR\x00"}, "scp:EVIL\x00AE")
+    assert store.add_instances([hostile]) == [True]  # the receive path's driver statements escape too
+    with store.engine.connect() as conn:
+        assert conn.execute(select(schema.instances.c.source)).scalar_one() == "scp:EVIL\\x00AE"
+    assert store.find_input("1.2.9.0").attrs == {"Modality": "MR\x00"}  # type: ignore[union-attr]  # JSON keeps it
+
+
+def test_long_import_folders_and_slide_paths_fit(store: Store) -> None:
+    """PostgreSQL enforces VARCHAR lengths that SQLite ignores: an instance's source names its import folder and
+    a slide's key is its path, both as long as the filesystem allows."""
+    deep = Path("/" + "/".join(["folder-of-a-scanner-export"] * 60))
+    inp, new = store.upsert_file_input(InputKind.SLIDE, deep / "a.svs", "f", {})
+    assert new and store.find_input(str(deep / "a.svs")) == inp
+    inst = Instance("1.2.8.1", "1.2", "1.2.8", "1.2.8.0", deep / "1.dcm", 10, {}, f"folder:{deep}")
+    assert store.add_instances([inst]) == [True] and store.has_instance("1.2.8.1")
 
 
 def test_a_claim_passes_over_a_job_another_claimer_holds_locked(database_url: Callable[[str], str]) -> None:
