@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Connection,
     Float,
@@ -87,7 +88,7 @@ instances = Table(
     Column("series_uid", String(64), nullable=False),
     Column("input_id", Integer, ForeignKey("inputs.id"), nullable=False),
     Column("path", Text, nullable=False),
-    Column("size", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),  # bytes: a whole-slide instance may pass 2 GiB
     Column("source", FreeText, nullable=False),  # "scp:<calling AE>" or "folder:<path>"
     Column("received_at", Float, nullable=False),
     Index("ix_instances_series", "series_uid"),

@@ -117,6 +117,14 @@ def test_long_import_folders_and_slide_paths_fit(store: Store) -> None:
     assert store.add_instances([inst]) == [True] and store.has_instance("1.2.8.1")
 
 
+def test_an_instance_file_over_2_gib_is_recorded_with_its_size(store: Store) -> None:
+    size = 5 * 2**30  # a whole-slide instance; PostgreSQL's INTEGER stops at 2 GiB, SQLite's does not
+    big = Instance("1.2.7.1", "1.2", "1.2.7", "1.2.7.0", Path("/w.dcm"), size, {}, "t")
+    assert store.add_instances([big]) == [True]
+    with store.engine.connect() as conn:
+        assert conn.execute(select(schema.instances.c.size)).scalar_one() == size
+
+
 def test_a_claim_passes_over_a_job_another_claimer_holds_locked(database_url: Callable[[str], str]) -> None:
     url = database_url("locked")
     store = Store.open(url + LOCK_TIMEOUT)
