@@ -190,6 +190,14 @@ def _schema_version(conn: Connection) -> int | None:
 # ------------------------------------------------------------------------------------------- dialect differences
 
 
+def locked(query: _Query) -> _Query:
+    """Lock the rows a write transaction reads before it changes them (read, check, write): ``FOR UPDATE`` on
+    PostgreSQL, where a concurrent writer of those rows waits for this transaction and then reads them anew,
+    instead of overwriting them with values computed from an older read (a lost update). SQLite drops the clause:
+    its write transactions already hold the whole database from ``BEGIN IMMEDIATE``."""
+    return query.with_for_update()
+
+
 def for_claim(query: _Query) -> _Query:
     """Lock the selected rows for a claim: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so that concurrent
     claimers pass over each other's rows; SQLite has no row locks and drops the clause, and its writers are

@@ -10,16 +10,19 @@ several threads that pass over each other's locked rows (``FOR UPDATE SKIP LOCKE
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
+from agent.errors import StoreError
 from agent.records import InputKind, Instance, JobStatus
-from agent.store import Store, schema
+from agent.store import EMPTY_FINGERPRINT, Store, inputs, schema
 from tests.support.postgres import PostgresServer
+from tests.support.waiting import wait_for
 from tests.unit.test_ops_audit import (  # noqa: F401  (collected again here, on PostgreSQL)
     test_hostile_ae_titles_are_stored_escaped_and_bounded,
     test_records_come_back_newest_first_and_since_filters,
@@ -87,6 +90,50 @@ def test_a_plain_postgresql_url_runs_on_psycopg_3_at_the_current_schema(store: S
     assert str(store.engine.url).startswith("postgresql+psycopg://")
     with store.engine.connect() as conn:
         assert conn.execute(select(schema.schema_info.c.version)).scalar_one() == schema.SCHEMA_VERSION
+
+
+def waiting_on_a_lock(store: Store) -> bool:
+    """Whether a session of the store's database is waiting for a row lock another transaction holds."""
+    with store.engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )).scalar_one())
+
+
+def test_a_cancel_waits_for_a_claim_in_progress_and_then_refuses(store: Store) -> None:
+    """A change decided on a row's state locks the row first: the cancel reads the job after the claim commits
+    (running: refused), where reading first and writing later would mark a running job cancelled."""
+    (job_id,) = queue_jobs(store, 1)
+    with store.engine.connect() as claimer, ThreadPoolExecutor(1) as pool:
+        claimer.begin()  # a claim between its update and its commit
+        claimer.execute(update(schema.jobs).where(schema.jobs.c.id == job_id).values(status="running"))
+        cancel = pool.submit(store.cancel, job_id)
+        wait_for(lambda: waiting_on_a_lock(store), timeout=60, what="the cancel waiting for the claim's row lock")
+        claimer.commit()
+        with pytest.raises(StoreError, match="only queued jobs"):
+            cancel.result(timeout=60)
+    assert store.get_job(job_id).status is JobStatus.RUNNING
+
+
+def test_instances_of_one_series_recorded_concurrently_are_all_counted(store: Store) -> None:
+    """Two transactions growing one series: the second reads the count and fingerprint after the first commits
+    (the series row is locked by the lookup), so neither instance is lost from them."""
+    uids = ["1.3.1", "1.3.2", "1.3.3"]
+    series = [Instance(uid, "1.2", "1.3", "1.3.0", Path(f"/s/{uid}.dcm"), 1, {}, "t") for uid in uids]
+    store.add_instance(series[0])
+    with store.engine.connect() as other, ThreadPoolExecutor(1) as pool:
+        other.begin()  # another recorder, between growing the series and its commit
+        input_id, fingerprint, count = inputs.series_for_instance(other, series[1], time.time())
+        inputs.instances_added(other, input_id, fingerprint, count, [uids[1]], time.time())
+        third = pool.submit(store.add_instance, series[2])
+        wait_for(lambda: waiting_on_a_lock(store), timeout=60, what="the recorder waiting for the series' row lock")
+        other.commit()
+        assert third.result(timeout=60) is True
+    expected = EMPTY_FINGERPRINT
+    for uid in uids:
+        expected = inputs.xor_fingerprint(expected, uid)
+    grown = store.find_input("1.3.0")
+    assert grown is not None and (grown.instance_count, grown.fingerprint) == (3, expected)
 
 
 def test_text_with_nul_characters_is_stored_escaped_not_refused(store: Store) -> None:
