@@ -1,9 +1,11 @@
 """The store's database: opening it, its read and write transactions, schema migration, and the differences
 between SQLite and PostgreSQL, kept together in one visible spot.
 
-SQLite (WAL, synchronous=FULL, immediate write transactions) by default; PostgreSQL by URL. Every concept module
-of :mod:`agent.store` runs its SQL inside :func:`write` or :func:`read`, which turn database errors into
-:class:`~agent.errors.StoreError`.
+SQLite (WAL, synchronous=FULL, immediate write transactions) by default; PostgreSQL (psycopg 3) by URL. Every
+concept module of :mod:`agent.store` runs its SQL inside :func:`write` or :func:`read`, which turn database
+errors into :class:`~agent.errors.StoreError`. The SQL is the same on both; where PostgreSQL's concurrent
+writers need row locks that SQLite's single writer does not (:func:`for_claim`, :func:`locked`), the clause is
+written once and SQLite's compiler drops it.
 """
 
 from __future__ import annotations
@@ -66,10 +68,16 @@ def write(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read(engine: Engine) -> Iterator[Connection]:
-    """A read transaction (a deferred ``BEGIN`` on SQLite): one consistent snapshot for the block."""
+    """A read transaction (a deferred ``BEGIN`` on SQLite): one consistent snapshot for the block.
+
+    On PostgreSQL that takes ``REPEATABLE READ``: its default, ``READ COMMITTED``, gives every statement a
+    snapshot of its own, so the counts of one status page could disagree with each other."""
     try:
         with engine.connect() as plain:
-            conn = plain.execution_options(oncoagent_readonly=True)
+            options: dict[str, Any] = {"oncoagent_readonly": True}
+            if engine.dialect.name == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            conn = plain.execution_options(**options)
             with conn.begin():
                 yield conn
     except SQLAlchemyError as exc:

@@ -16,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 
 from agent.errors import StoreError
 from agent.records import InputKind, Instance, JobStatus
 from agent.store import EMPTY_FINGERPRINT, Store, inputs, schema
+from agent.store.engine import read
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import wait_for
 from tests.unit.test_ops_audit import (  # noqa: F401  (collected again here, on PostgreSQL)
@@ -78,8 +79,9 @@ def store(database_url: Callable[[str], str]) -> Iterator[Store]:
 
 
 def queue_jobs(store: Store, count: int) -> list[int]:
-    ids = []
-    for n in range(count):
+    """``count`` more queued jobs, each on a slide of its own."""
+    ids, first = [], store.counts()["slides"]
+    for n in range(first, first + count):
         inp, _ = store.upsert_file_input(InputKind.SLIDE, Path(f"/slides/{n}.svs"), f"f{n}", {})
         ids.append(store.enqueue(inp.id, "p", "1")[0].id)
     return ids
@@ -134,6 +136,18 @@ def test_instances_of_one_series_recorded_concurrently_are_all_counted(store: St
         expected = inputs.xor_fingerprint(expected, uid)
     grown = store.find_input("1.3.0")
     assert grown is not None and (grown.instance_count, grown.fingerprint) == (3, expected)
+
+
+def test_a_read_block_sees_one_snapshot(store: Store) -> None:
+    """What :func:`agent.store.engine.read` promises on both backends: a write committed during the block is
+    not seen by its later statements (``oncoagent status`` reads several counts in one block)."""
+    queue_jobs(store, 1)
+    count = select(func.count()).select_from(schema.jobs)
+    with read(store.engine) as conn:
+        before = conn.execute(count).scalar_one()
+        queue_jobs(store, 1)  # committed on another connection meanwhile
+        assert conn.execute(count).scalar_one() == before == 1
+    assert store.counts()["jobs"]["queued"] == 2
 
 
 def test_text_with_nul_characters_is_stored_escaped_not_refused(store: Store) -> None:
