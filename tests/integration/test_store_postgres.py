@@ -94,6 +94,28 @@ def test_a_plain_postgresql_url_runs_on_psycopg_3_at_the_current_schema(store: S
         assert conn.execute(select(schema.schema_info.c.version)).scalar_one() == schema.SCHEMA_VERSION
 
 
+def test_daemons_starting_together_on_a_new_database_create_its_schema_once(database_url: Callable[[str], str]) -> None:
+    url = database_url("fresh")
+    start = threading.Barrier(4)
+
+    def open_and_migrate(_n: int) -> int:
+        start.wait(timeout=60)
+        store = Store.open(url, migrate=False)
+        try:
+            return store.migrate()
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(4) as pool:  # without the advisory lock, the losers fail on the tables the winner made
+        assert list(pool.map(open_and_migrate, range(4))) == [schema.SCHEMA_VERSION] * 4
+    store = Store.open(url, migrate=False)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(schema.schema_info)).scalar_one() == 1
+    finally:
+        store.close()
+
+
 def waiting_on_a_lock(store: Store) -> bool:
     """Whether a session of the store's database is waiting for a row lock another transaction holds."""
     with store.engine.connect() as conn:

@@ -69,6 +69,9 @@ class PostgresServer:
             server._run("pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "server.log"), "-w", "-t", "60",
                         "-o", f"-k {folder} -c listen_addresses='' -c fsync=off -c full_page_writes=off "
                               "-c synchronous_commit=off -c max_connections=200", "start")
+        except FileNotFoundError as exc:  # runuser (util-linux) missing
+            shutil.rmtree(folder, ignore_errors=True)
+            raise PostgresUnavailable(f"cannot run PostgreSQL as {account!r}: {exc}") from exc
         except subprocess.CalledProcessError as exc:
             log = folder / "server.log"
             detail = (exc.stderr or "") + (log.read_text(errors="replace") if log.exists() else "")
