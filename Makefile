@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
-# Debian packages the test suite drives as real peers; installed by `make system-deps` when missing.
-SYSTEM_PACKAGES := dcmtk orthanc iproute2 util-linux dicom3tools poppler-utils libharfbuzz-subset0
+# Debian packages the test suite drives as real peers (postgresql: the store's second backend, a server per test
+# session); installed by `make system-deps` when missing.
+SYSTEM_PACKAGES := dcmtk orthanc iproute2 util-linux dicom3tools poppler-utils libharfbuzz-subset0 postgresql
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from agent.config import Settings
 from agent.store import Store
 from pipelines import registry
+
+if TYPE_CHECKING:
+    from tests.support.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = REPO.parent / "shared" / "testdata"
@@ -49,6 +52,26 @@ def store(tmp_path: Path) -> Store:
     s = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
     yield s
     s.close()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Callable[[str], str]:
+    """Makes the URL of a fresh, empty database per call: SQLite here; tests/integration/test_store_postgres.py
+    overrides it (and ``store``) with databases of a real PostgreSQL server."""
+    return lambda name: f"sqlite:///{tmp_path / name}.db"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session (tests/support/postgres.py); skips where none can run."""
+    from tests.support.postgres import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """The store's database: opening it, its read and write transactions, schema migration, and the differences
 between SQLite and PostgreSQL, kept together in one visible spot.
 
-SQLite (WAL, synchronous=FULL, immediate write transactions) by default; PostgreSQL by URL. Every concept module
-of :mod:`agent.store` runs its SQL inside :func:`write` or :func:`read`, which turn database errors into
-:class:`~agent.errors.StoreError`.
+SQLite (WAL, synchronous=FULL, immediate write transactions) by default; PostgreSQL (psycopg 3) by URL. Every
+concept module of :mod:`agent.store` runs its SQL inside :func:`write` or :func:`read`, which turn database
+errors into :class:`~agent.errors.StoreError`. The SQL is the same on both; where PostgreSQL's concurrent
+writers need row locks that SQLite's single writer does not (:func:`for_claim`, :func:`locked`), the clause is
+written once and SQLite's compiler drops it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, create_engine, event, func, insert, make_url, select, update
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
@@ -31,12 +33,21 @@ _Query = TypeVar("_Query", bound=Select[Any])
 ERROR_TEXT_LIMIT = 4000
 """Longest error, reason or note text stored; longer ones are cut."""
 
+MIGRATION_LOCK = 0x6F6E636F  # PostgreSQL advisory lock key of schema migrations ("onco")
+
 
 def open_engine(url: str) -> Engine:
-    """An engine for ``url``, with SQLite's folder created and its connections configured."""
+    """An engine for ``url``, with SQLite's folder created and its connections configured.
+
+    A plain ``postgresql://`` URL runs on psycopg 3 (the driver the lock pins; SQLAlchemy's own default for that
+    scheme is psycopg2, which is not installed); a URL naming its driver keeps it.
+    """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed, future=True, pool_pre_ping=parsed.get_backend_name() != "sqlite")
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -57,10 +68,16 @@ def write(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read(engine: Engine) -> Iterator[Connection]:
-    """A read transaction (a deferred ``BEGIN`` on SQLite): one consistent snapshot for the block."""
+    """A read transaction (a deferred ``BEGIN`` on SQLite): one consistent snapshot for the block.
+
+    On PostgreSQL that takes ``REPEATABLE READ``: its default, ``READ COMMITTED``, gives every statement a
+    snapshot of its own, so the counts of one status page could disagree with each other."""
     try:
         with engine.connect() as plain:
-            conn = plain.execution_options(oncoagent_readonly=True)
+            options: dict[str, Any] = {"oncoagent_readonly": True}
+            if engine.dialect.name == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            conn = plain.execution_options(**options)
             with conn.begin():
                 yield conn
     except SQLAlchemyError as exc:
@@ -93,6 +110,11 @@ class DriverStatement:
     processing) costs more than SQLite's: the columns it binds and reads must be of plain types (strings,
     numbers; no JSON). ``column_keys`` names the columns an INSERT binds (one placeholder each); literal
     values of the statement are bound as compiled. Driver errors become :class:`~agent.errors.StoreError`.
+
+    Compiled per dialect, the SQL carries that driver's own placeholders, bound as it expects them: sqlite3's
+    ``?`` by position (the compiler's ``positiontup`` orders the values), psycopg's ``%(name)s`` (with the casts
+    SQLAlchemy renders for PostgreSQL) by name. The cursor is the one of the caller's SQLAlchemy transaction, so
+    these statements commit or roll back with the rest of it on either backend.
     """
 
     def __init__(self, statement: ClauseElement, column_keys: Sequence[str] | None = None) -> None:
@@ -114,7 +136,7 @@ class DriverStatement:
         sql, names, defaults = self._for(conn.dialect)
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(sql, _bound(names, defaults, values))
+            cursor.execute(sql, _bound(conn.dialect, names, defaults, values))
             return list(cursor.fetchall()) if cursor.description else []
         except conn.dialect.loaded_dbapi.Error as exc:
             raise StoreError(f"job store write failed: {exc.__class__.__name__}: {exc}") from exc
@@ -126,15 +148,18 @@ class DriverStatement:
         sql, names, defaults = self._for(conn.dialect)
         cursor = conn.connection.cursor()
         try:
-            cursor.executemany(sql, [_bound(names, defaults, v) for v in values])
+            cursor.executemany(sql, [_bound(conn.dialect, names, defaults, v) for v in values])
         except conn.dialect.loaded_dbapi.Error as exc:
             raise StoreError(f"job store write failed: {exc.__class__.__name__}: {exc}") from exc
         finally:
             cursor.close()
 
 
-def _bound(names: tuple[str, ...] | None, defaults: dict[str, Any], values: Mapping[str, Any]) -> Any:
+def _bound(dialect: Dialect, names: tuple[str, ...] | None, defaults: dict[str, Any], values: Mapping[str, Any]
+           ) -> Any:
     merged = {**defaults, **values}
+    if dialect.name == "postgresql":  # no column types bind these values: escape NUL as schema.FreeText does
+        merged = {k: schema.escape_nul(v) if isinstance(v, str) else v for k, v in merged.items()}
     return merged if names is None else tuple(merged[name] for name in names)
 
 
@@ -144,6 +169,7 @@ def _bound(names: tuple[str, ...] | None, defaults: dict[str, Any], values: Mapp
 def migrate(engine: Engine) -> int:
     """Create or upgrade the schema; return the version now in force."""
     with write(engine) as conn:
+        _one_migration_at_a_time(conn)
         version = _schema_version(conn)
         if version is None:
             schema.metadata.create_all(conn)
@@ -172,11 +198,26 @@ def _schema_version(conn: Connection) -> int | None:
 # ------------------------------------------------------------------------------------------- dialect differences
 
 
+def locked(query: _Query) -> _Query:
+    """Lock the rows a write transaction reads before it changes them (read, check, write): ``FOR UPDATE`` on
+    PostgreSQL, where a concurrent writer of those rows waits for this transaction and then reads them anew,
+    instead of overwriting them with values computed from an older read (a lost update). SQLite drops the clause:
+    its write transactions already hold the whole database from ``BEGIN IMMEDIATE``."""
+    return query.with_for_update()
+
+
 def for_claim(query: _Query) -> _Query:
     """Lock the selected rows for a claim: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so that concurrent
     claimers pass over each other's rows; SQLite has no row locks and drops the clause, and its writers are
     serialized by ``BEGIN IMMEDIATE`` instead (see :func:`_configure_sqlite`)."""
     return query.with_for_update(skip_locked=True)
+
+
+def _one_migration_at_a_time(conn: Connection) -> None:
+    """Serialize concurrent migrations of one database (daemons starting together): on PostgreSQL a transaction
+    advisory lock, held until the migration commits; on SQLite the write transaction already holds the lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
 
 
 def greatest(conn: Connection, a: Any, b: Any) -> ColumnElement[Any]:

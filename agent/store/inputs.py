@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, RowMapping, bindparam, insert, select
 from agent.errors import StoreError
 from agent.records import Input, InputKind, InputState, Instance
 from agent.store import events, schema
-from agent.store.engine import ERROR_TEXT_LIMIT, DriverStatement, grouped, insert_id, read, write
+from agent.store.engine import ERROR_TEXT_LIMIT, DriverStatement, grouped, insert_id, locked, read, write
 
 EMPTY_FINGERPRINT = "0" * 32
 
@@ -39,7 +39,7 @@ def upsert_file(
     key = str(path.resolve())
     now = time.time()
     with write(engine) as conn:
-        row = conn.execute(select(schema.inputs).where(schema.inputs.c.key == key)).mappings().first()
+        row = conn.execute(locked(select(schema.inputs)).where(schema.inputs.c.key == key)).mappings().first()
         if row is not None and row["fingerprint"] == fingerprint:
             return _input(row), False
         values = {
@@ -64,8 +64,8 @@ def upsert_file(
 
 
 # the receive path's statements, run on the driver's cursor (see agent.store.engine.DriverStatement)
-_SERIES = DriverStatement(
-    select(schema.inputs.c.id, schema.inputs.c.fingerprint, schema.inputs.c.instance_count).where(
+_SERIES = DriverStatement(  # locked: the series' count and fingerprint are rewritten from what this reads
+    locked(select(schema.inputs.c.id, schema.inputs.c.fingerprint, schema.inputs.c.instance_count)).where(
         schema.inputs.c.key == bindparam("key")
     )
 )
@@ -161,7 +161,7 @@ def count_by_state(conn: Connection) -> dict[str, int]:
 def set_context(engine: Engine, input_id: int, context: Mapping[str, Any], source: str | None) -> Input:
     """Replace a slide's patient/study context (``attrs["context"]``), e.g. from a sidecar added later."""
     with write(engine) as conn:
-        row = conn.execute(select(schema.inputs).where(schema.inputs.c.id == input_id)).mappings().first()
+        row = conn.execute(locked(select(schema.inputs)).where(schema.inputs.c.id == input_id)).mappings().first()
         if row is None:
             raise StoreError(f"no input {input_id}")
         attrs = {k: v for k, v in dict(row["attrs"] or {}).items() if k not in ("context", "context_source")}
@@ -186,7 +186,7 @@ def mark_ignored(engine: Engine, input_id: int, reason: str) -> None:
 def route(conn: Connection, input_id: int) -> str:
     """Mark an input routed (a job is being queued for it, inside the caller's transaction); return its
     fingerprint. Its ``updated_at`` is kept: routing is not a change of content."""
-    inp = conn.execute(select(schema.inputs).where(schema.inputs.c.id == input_id)).mappings().first()
+    inp = conn.execute(locked(select(schema.inputs)).where(schema.inputs.c.id == input_id)).mappings().first()
     if inp is None:
         raise StoreError(f"no input {input_id}")
     conn.execute(

@@ -20,7 +20,7 @@ from agent.config import Priority
 from agent.errors import StoreError
 from agent.records import Delivery, Job, JobStatus
 from agent.store import events, inputs, outbox, schema
-from agent.store.engine import ERROR_TEXT_LIMIT, for_claim, greatest, grouped, insert_id, read, write
+from agent.store.engine import ERROR_TEXT_LIMIT, for_claim, greatest, grouped, insert_id, locked, read, write
 
 
 def enqueue(
@@ -45,7 +45,7 @@ def enqueue(
         fingerprint = inputs.route(conn, input_id)
         existing = (
             conn.execute(
-                select(schema.jobs).where(
+                locked(select(schema.jobs)).where(
                     schema.jobs.c.input_id == input_id,
                     schema.jobs.c.pipeline == pipeline,
                     schema.jobs.c.pipeline_version == pipeline_version,
@@ -208,7 +208,7 @@ def retry(engine: Engine, job_id: int) -> Job:
     """Manual retry of a failed or cancelled job, or of a succeeded one whose findings were not sent."""
     now = time.time()
     with write(engine) as conn:
-        job = _job_in(conn, job_id)
+        job = _job_in(conn, job_id, lock=True)
         unsent = job.status is JobStatus.SUCCEEDED and job.unsent_reason is not None
         if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED) and not unsent:
             raise StoreError(f"job {job_id} is {job.status.value}; only failed or cancelled jobs, or succeeded "
@@ -226,7 +226,7 @@ def cancel(engine: Engine, job_id: int) -> Job:
     """Cancel a queued job. Running jobs are not interrupted; cancel them once they end."""
     now = time.time()
     with write(engine) as conn:
-        job = _job_in(conn, job_id)
+        job = _job_in(conn, job_id, lock=True)
         if job.status is not JobStatus.QUEUED:
             raise StoreError(f"job {job_id} is {job.status.value}; only queued jobs can be cancelled")
         conn.execute(
@@ -320,15 +320,17 @@ def count_unsent(conn: Connection) -> int:
     )
 
 
-def _job_in(conn: Connection, job_id: int) -> Job:
-    row = conn.execute(select(schema.jobs).where(schema.jobs.c.id == job_id)).mappings().first()
+def _job_in(conn: Connection, job_id: int, *, lock: bool = False) -> Job:
+    """The job, read in the caller's transaction; ``lock``: locked until it ends (it will be changed)."""
+    query = select(schema.jobs).where(schema.jobs.c.id == job_id)
+    row = conn.execute(locked(query) if lock else query).mappings().first()
     if row is None:
         raise StoreError(f"no job {job_id}")
     return _from_row(row)
 
 
 def _require_status(conn: Connection, job_id: int, status: JobStatus) -> Job:
-    job = _job_in(conn, job_id)
+    job = _job_in(conn, job_id, lock=True)
     if job.status is not status:
         raise StoreError(f"job {job_id} is {job.status.value}, expected {status.value}")
     return job

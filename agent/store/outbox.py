@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, upd
 from agent.errors import StoreError
 from agent.records import Delivery, OutboxItem, OutboxStatus
 from agent.store import schema
-from agent.store.engine import ERROR_TEXT_LIMIT, grouped, insert_id, read, write
+from agent.store.engine import ERROR_TEXT_LIMIT, grouped, insert_id, locked, read, write
 
 
 def add(
@@ -36,7 +36,7 @@ def put(conn: Connection, d: Delivery, job_id: int | None, now: float) -> tuple[
     """:func:`add` inside the caller's transaction (a job's success queues its objects with it)."""
     row = (
         conn.execute(
-            select(schema.outbox).where(
+            locked(select(schema.outbox)).where(
                 schema.outbox.c.destination == d.destination, schema.outbox.c.sop_instance_uid == d.sop_instance_uid
             )
         )
@@ -152,7 +152,7 @@ def substitute(
 
 def retry(engine: Engine, item_id: int) -> OutboxItem:
     with write(engine) as conn:
-        item = _item(conn, item_id)
+        item = _item(conn, item_id, lock=True)
         if item.status not in (OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.PENDING):
             raise StoreError(f"outbox item {item_id} is {item.status.value}; it was delivered already")
         conn.execute(
@@ -165,7 +165,7 @@ def retry(engine: Engine, item_id: int) -> OutboxItem:
 
 def cancel(engine: Engine, item_id: int) -> OutboxItem:
     with write(engine) as conn:
-        item = _item(conn, item_id)
+        item = _item(conn, item_id, lock=True)
         if item.status is not OutboxStatus.PENDING:
             raise StoreError(f"outbox item {item_id} is {item.status.value}; only pending items can be cancelled")
         conn.execute(
@@ -199,8 +199,9 @@ def count_by_status(conn: Connection) -> dict[str, int]:
     return grouped(conn, schema.outbox.c.status)
 
 
-def _item(conn: Connection, item_id: int) -> OutboxItem:
-    row = conn.execute(select(schema.outbox).where(schema.outbox.c.id == item_id)).mappings().first()
+def _item(conn: Connection, item_id: int, *, lock: bool = False) -> OutboxItem:
+    query = select(schema.outbox).where(schema.outbox.c.id == item_id)
+    row = conn.execute(locked(query) if lock else query).mappings().first()
     if row is None:
         raise StoreError(f"no outbox item {item_id}")
     return _from_row(row)

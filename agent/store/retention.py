@@ -48,7 +48,7 @@ from sqlalchemy import (
 
 from agent.records import InputKind, InputState, JobStatus, OutboxStatus
 from agent.store import events, schema
-from agent.store.engine import greatest, read, write
+from agent.store.engine import greatest, locked, read, write
 from agent.store.inputs import EMPTY_FINGERPRINT
 
 PURGED_KEY_PREFIX = "purged:"
@@ -165,6 +165,7 @@ def purge_input(engine: Engine, input_id: int, older_than: float, detail: str) -
     """Record an input as purged if it is still eligible; return the files to delete (None: not eligible now)."""
     now = time.time()
     with write(engine) as conn:
+        conn.execute(locked(select(_i.c.id).where(_i.c.id == input_id)))  # a series growing meanwhile waits
         (row, *_) = _eligible_inputs(conn, older_than, input_id) or (None,)
         if row is None:
             return None
@@ -199,6 +200,7 @@ def purge_results(engine: Engine, job_id: int, older_than: float, detail: str) -
     """Record a job's result folder as purged if it is still eligible; return it (None: not eligible now)."""
     now = time.time()
     with write(engine) as conn:
+        conn.execute(locked(select(_j.c.id).where(_j.c.id == job_id)))  # a job queued again meanwhile waits
         (row, *_) = _eligible_results(conn, older_than, job_id) or (None,)
         if row is None:
             return None

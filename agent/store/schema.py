@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Connection,
     Float,
@@ -22,11 +23,31 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     inspect,
 )
+from sqlalchemy.engine.interfaces import Dialect
 
 SCHEMA_VERSION = 5
+
+
+def escape_nul(text: str) -> str:
+    """``text`` with its NUL characters written as ``\\x00``: PostgreSQL refuses NUL in text values."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+class FreeText(TypeDecorator[str]):
+    """Text that comes from outside (errors, reasons, notes, a peer's name): unbounded, and on PostgreSQL stored
+    with NUL characters escaped (:func:`escape_nul`) instead of refused, so an exception message or an AE title
+    carrying a NUL cannot make a job's or an instance's record fail. SQLite stores such text as it is."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value if value is None or dialect.name != "postgresql" else escape_nul(value)
+
 
 metadata = MetaData()
 
@@ -42,7 +63,7 @@ inputs = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("kind", String(32), nullable=False),
-    Column("key", String(1024), nullable=False, unique=True),
+    Column("key", Text, nullable=False, unique=True),  # a series UID, or a slide's path
     Column("path", Text, nullable=False),
     Column("study_uid", String(64)),
     Column("series_uid", String(64)),
@@ -50,7 +71,7 @@ inputs = Table(
     Column("attrs", JSON, nullable=False),
     Column("instance_count", Integer, nullable=False, default=0),
     Column("state", String(16), nullable=False),
-    Column("reason", Text),
+    Column("reason", FreeText),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("purged_at", Float),  # v4: its files were deleted by retention (its key became "purged:<id>")
@@ -67,8 +88,8 @@ instances = Table(
     Column("series_uid", String(64), nullable=False),
     Column("input_id", Integer, ForeignKey("inputs.id"), nullable=False),
     Column("path", Text, nullable=False),
-    Column("size", Integer, nullable=False),
-    Column("source", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),  # bytes: a whole-slide instance may pass 2 GiB
+    Column("source", FreeText, nullable=False),  # "scp:<calling AE>" or "folder:<path>"
     Column("received_at", Float, nullable=False),
     Index("ix_instances_series", "series_uid"),
 )
@@ -86,7 +107,7 @@ jobs = Table(
     Column("priority", Integer, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("max_attempts", Integer, nullable=False),
-    Column("last_error", Text),
+    Column("last_error", FreeText),
     Column("not_before", Float, nullable=False, default=0.0),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
@@ -95,7 +116,7 @@ jobs = Table(
     Column("result_path", Text),
     Column("summary", JSON),
     Column("models", JSON, nullable=False),
-    Column("unsent_reason", Text),  # v3: why a succeeded job's findings were not made for PACS
+    Column("unsent_reason", FreeText),  # v3: why a succeeded job's findings were not made for PACS
     Column("purged_at", Float),  # v4: its result folder was deleted by retention
     UniqueConstraint("input_id", "pipeline", "pipeline_version", "input_fingerprint", name="uq_job_effect"),
     Index("ix_jobs_claim", "status", "priority", "not_before", "id"),
@@ -109,7 +130,7 @@ events = Table(
     Column("job_id", Integer, ForeignKey("jobs.id")),
     Column("input_id", Integer, ForeignKey("inputs.id")),
     Column("event", String(32), nullable=False),
-    Column("detail", Text),
+    Column("detail", FreeText),
     Index("ix_events_job", "job_id"),
 )
 
@@ -125,12 +146,12 @@ outbox = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_status", Integer),
-    Column("last_error", Text),
+    Column("last_error", FreeText),
     Column("next_attempt_at", Float, nullable=False, default=0.0),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("sent_at", Float),
-    Column("note", Text),  # v2: what was sent instead (fallback) and why
+    Column("note", FreeText),  # v2: what was sent instead (fallback) and why
     UniqueConstraint("destination", "sop_instance_uid", name="uq_outbox_object"),
 )
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,13 +63,13 @@ def test_duplicate_instance_is_idempotent_and_new_instance_changes_fingerprint(s
 
 
 def test_a_batch_records_each_new_instance_once_and_grows_each_series_as_one_at_a_time_would(
-    store: Store, tmp_path: Path
+    store: Store, database_url: Callable[[str], str]
 ) -> None:
     store.add_instance(instance("1.2.3.4.1"))
     batch = [instance("1.2.3.4.1"), instance("1.2.3.4.2"), instance("1.2.3.5.1", series="1.2.3.5"),
              instance("1.2.3.4.2"), instance("1.2.3.4.3")]
     assert store.add_instances(batch) == [False, True, True, False, True]
-    one_by_one = Store.open(f"sqlite:///{tmp_path / 'one.db'}")
+    one_by_one = Store.open(database_url("one"))
     try:
         for inst in [instance("1.2.3.4.1"), *batch]:
             one_by_one.add_instance(inst)
@@ -201,8 +202,8 @@ def test_receiving_inputs_respects_quiet_time(store: Store) -> None:
     assert [i.key for i in store.receiving_inputs(quiet_before=time.time() + 1)] == ["1.2.3.4"]
 
 
-def test_two_store_handles_share_one_database(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+def test_two_store_handles_share_one_database(database_url: Callable[[str], str]) -> None:
+    url = database_url("shared")
     a, b = Store.open(url), Store.open(url)
     try:
         job, _ = a.enqueue(slide_input(a), "p", "1")
@@ -213,27 +214,28 @@ def test_two_store_handles_share_one_database(tmp_path: Path) -> None:
         b.close()
 
 
-def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
-    """A database of the first release (no outbox notes, no unsent reasons) upgrades in place, rows intact."""
-    db = tmp_path / "old.db"
-    old = Store.open(f"sqlite:///{db}")
+def test_a_version_1_database_is_migrated(database_url: Callable[[str], str], tmp_path: Path) -> None:
+    """A database of the first release (no outbox notes, unsent reasons, purge columns or audit table) upgrades
+    in place to the current schema, rows intact."""
+    url = database_url("old")
+    old = Store.open(url)
     inp, _ = old.upsert_file_input(InputKind.SLIDE, tmp_path / "s.svs", "f1", {})
     job, _ = old.enqueue(inp.id, "p", "1")
     old.outbox_add("pacs", Path("/r/sr.dcm"), "1.2", "2.25.1", job_id=job.id)
+    with old.engine.begin() as conn:
+        for statement in ("ALTER TABLE outbox DROP COLUMN note", "ALTER TABLE jobs DROP COLUMN unsent_reason",
+                          "ALTER TABLE jobs DROP COLUMN purged_at", "ALTER TABLE inputs DROP COLUMN purged_at",
+                          "DROP TABLE associations", "UPDATE schema_info SET version = 1"):
+            conn.exec_driver_sql(statement)
     old.close()
-    conn = sqlite3.connect(db)
-    conn.executescript(
-        "ALTER TABLE outbox DROP COLUMN note; ALTER TABLE jobs DROP COLUMN unsent_reason;"
-        "UPDATE schema_info SET version = 1;"
-    )
-    conn.commit()
-    conn.close()
-    store = Store(Store.open(f"sqlite:///{db}", migrate=False).engine)
+    store = Store(Store.open(url, migrate=False).engine)
     assert store.migrate() == schema.SCHEMA_VERSION
     (item,) = store.outbox_list()
     assert item.sop_instance_uid == "2.25.1" and item.note is None and item.job_id == job.id
     migrated = store.get_job(job.id)
     assert migrated.status is JobStatus.QUEUED and migrated.unsent_reason is None
+    assert store.get_input(inp.id).fingerprint == "f1"
+    assert store.audit_list() == [] and store.purgeable_inputs(time.time()) == []
     store.close()
 
 
