@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,24 @@ def deep_update(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 SCRIPTED_RULES = [{"name": "scripted", "pipeline": "test-scripted", "match": {"kind": "slide"}}]
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_as_before() -> Iterator[None]:
+    """A test that runs the CLI in-process configures logging (agent.logs): a handler on the stderr pytest
+    captured for that test. Left in place, every later record from a thread of another test is written to that
+    closed stream ("--- Logging error ---" in the suite's output). Restored after each test; pytest's own
+    capture handlers are its to manage."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
