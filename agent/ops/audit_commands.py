@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from agent.config import LoadedSettings
-from agent.store_commands import _opened_store
+from agent.store_commands import _iso, _opened_store
 from dicom_node.records import AssociationRecord
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -73,7 +73,3 @@ def as_json(record: AssociationRecord) -> dict[str, Any]:
         "address": record.address,
         "instances_stored": record.instances_stored,
     }
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
