@@ -32,20 +32,20 @@ from pynetdicom.presentation import build_context
 
 from dicom_node.association import (
     A_ASSOCIATE_RQ_TYPE,
-    ABORT_PDU,
     MAX_ASSOCIATE_RQ_LENGTH,
     REJECT_LOCAL_LIMIT,
     AcceptorSettings,
     Association,
     AssociationInfo,
     Closed,
-    PeerError,
     Policy,
     StoreHandler,
     pdu_length,
     reject,
 )
 from dicom_node.association_events import AssociationReports
+from dicom_node.errors import PeerError
+from dicom_node.pdu_stream import ABORT_PDU
 from dicom_node.records import AssociationObserver, RefusalReason
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ error of the handler aborts the association, and the dataset in progress is disc
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import ssl
@@ -40,6 +39,8 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
 from dicom_node.dimse import C_ECHO_RQ, C_STORE_RQ, Command, CommandError, read_command, response
+from dicom_node.errors import PeerError
+from dicom_node.pdu_stream import PduStream
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ MAX_PDU_ADVERTISED = 1 * 2**20  # what peers may send us in one PDU; a longer on
 # arrived: a multi-GB whole-slide instance over a slow link keeps going, a peer trickling below this rate does not.
 MIN_TRANSFER_RATE = 64 * 2**10  # bytes per second
 MAX_ASSOCIATE_RQ_LENGTH = 256 * 2**10  # hundreds of presentation contexts; a longer request is aborted
-ABORT_PDU = b"\x07\x00" + struct.pack(">I", 4) + b"\x00\x00\x02\x00"  # A-ABORT, source: service provider
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
 REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
@@ -86,10 +86,6 @@ def read_ae_titles(pdu: bytes) -> tuple[bytes, tuple[str, tuple[int, int, int]] 
             return pdu, (f"{name} AE title {title.rstrip()!r} is not a DICOM AE title (printable ASCII without "
                          "backslash)", rsd)
     return pdu, None
-
-
-class PeerError(Exception):
-    """The peer broke the protocol, closed the connection or went silent."""
 
 
 @dataclass
@@ -153,7 +149,7 @@ class Association:
                  finish: Callable[[], None]) -> None:
         self.server = server
         self.finish = finish
-        self.sock = sock
+        self.stream = PduStream(sock, MAX_PDU_ADVERTISED, server.settings.dimse_timeout_s)
         self.info = info
         self.peer_max_pdu = 0
         self._sink: DatasetSink | None = None  # the dataset of the message in progress, if any
@@ -244,17 +240,11 @@ class Association:
             # between messages the peer may be idle for network_timeout_s; a message, once its first PDU has
             # begun, must be whole within dimse_timeout_s plus one second per MIN_TRANSFER_RATE bytes received
             # (a deadline for all its PDUs, not for each recv)
-            within_message = request is not None or bool(command)
-            if within_message:
-                header = self._recv(6, message_deadline, "the rest of a message (scp.dimse_timeout_s)")
-            else:
-                first = bytearray(6)
-                got = self._recv_some(memoryview(first), time.monotonic() + settings.network_timeout_s,
-                                      "message (scp.network_timeout_s)")
+            if request is None and not command:
+                self.stream.wait_for_data(time.monotonic() + settings.network_timeout_s,
+                                          "message (scp.network_timeout_s)")
                 message_deadline = time.monotonic() + settings.dimse_timeout_s  # from its first byte
-                header = bytes(first) if got == 6 else \
-                    bytes(first[:got]) + self._recv(6 - got, message_deadline, "the rest of a message")
-            kind, pdu = self._read_pdu(header, message_deadline)
+            kind, pdu = self.stream.read_pdu(message_deadline, "the rest of a message (scp.dimse_timeout_s)")
             message_deadline += len(pdu) / MIN_TRANSFER_RATE  # a large dataset earns time as it keeps arriving
             if kind == A_RELEASE_RQ:  # mid-message too: the incomplete dataset is discarded on the way out
                 self.finish()  # the association is over for our bookkeeping before the peer hears so
@@ -330,54 +320,8 @@ class Association:
         self._abort()
         raise PeerError(reason)
 
-    # ------------------------------------------------------------------------------ PDU I/O
-
-    def _read_pdu(self, header: bytes, deadline: float) -> tuple[int, memoryview]:
-        """The whole PDU (header included) read into one buffer of its size: no copy after it arrived."""
-        kind, length = header[0], struct.unpack(">I", header[2:6])[0]
-        if length > MAX_PDU_ADVERTISED:  # checked before anything is allocated for it
-            self._violation(f"PDU of {length} bytes is over the {MAX_PDU_ADVERTISED} bytes we advertised")
-        buffer = bytearray(6 + length)
-        buffer[:6] = header
-        view = memoryview(buffer)
-        got = 6
-        while got < len(buffer):
-            got += self._recv_some(view[got:], deadline, "the rest of a message (scp.dimse_timeout_s)")
-        return kind, view
-
-    def _recv(self, size: int, deadline: float, what: str) -> bytes:
-        """``size`` bytes, all by the monotonic ``deadline``, or :class:`PeerError` (after an A-ABORT when
-        the deadline passed)."""
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        got = 0
-        while got < size:
-            got += self._recv_some(view[got:], deadline, what)
-        return bytes(buffer)
-
-    def _recv_some(self, view: memoryview, deadline: float, what: str) -> int:
-        """One read into ``view``: at least one byte, by the monotonic ``deadline``."""
-        remaining = deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            self.sock.settimeout(remaining)
-            n = self.sock.recv_into(view, len(view))
-        except TimeoutError as exc:
-            self._abort()
-            raise PeerError(f"no {what} by its deadline") from exc
-        except OSError as exc:
-            raise PeerError(f"connection lost: {exc}") from exc
-        if n == 0:
-            raise PeerError("connection closed by the peer")
-        return n
-
     def _send(self, data: bytes) -> None:
-        try:
-            self.sock.settimeout(self.server.settings.dimse_timeout_s)
-            self.sock.sendall(data)
-        except OSError as exc:
-            raise PeerError(f"connection lost: {exc}") from exc
+        self.stream.send(data)
 
     def _send_command(self, context_id: int, payload: bytes) -> None:
         # a response command is ~100 bytes, far under any PDU limit: one PDV, flagged command + last
@@ -385,8 +329,7 @@ class Association:
         self._send(b"\x04\x00" + struct.pack(">I", len(pdv)) + pdv)
 
     def _abort(self) -> None:
-        with contextlib.suppress(PeerError):
-            self._send(ABORT_PDU)
+        self.stream.abort()
 
 
 def pdu_length(header: bytearray) -> int:

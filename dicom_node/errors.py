@@ -6,6 +6,8 @@
   reports it without knowing this room.
 - :class:`UnreadableHeaderError`: a received dataset's header cannot be parsed or ends inside an element; the
   SCP answers 0xC210 (cannot understand) and keeps no file.
+- :class:`PeerError`: the peer of an association broke the protocol, closed the connection or went silent; the
+  association ends (after an A-ABORT where the protocol wants one).
 - :class:`RecordError`: received instances could not be made durable or recorded by the collaborator the
   daemon handed in; the SCP answers 0xA700 (out of resources) and keeps no file.
 
@@ -31,3 +33,7 @@ class RecordError(DicomNodeError):
 
 class UnreadableHeaderError(DicomNodeError):
     """A received dataset's header cannot be parsed, or the dataset ends inside an element."""
+
+
+class PeerError(DicomNodeError):
+    """The peer broke the protocol, closed the connection or went silent."""
