@@ -1,11 +1,12 @@
 """The C-ECHO / C-STORE SCP (on :mod:`dicom_node.acceptor`).
 
 The C-STORE handler is thin: it keeps the dataset as the peer encoded it (no pixel decoding), reads only the
-header for the UIDs, writes file meta + the received bytes to a temporary file, fsyncs and renames it into
-``storage/<Study>/<Series>/<SOP>.dcm``, records it in the :class:`~dicom_node.records.InstanceRecords` the
-daemon handed in and only then answers 0x0000. Every failure becomes a DICOM status at this edge (0xA700 out
-of resources or not recorded, 0xC210 unparsable or truncated, 0xC211 bad UID, 0xA900 SOP Instance UID
-mismatch) and leaves no file; a resent instance is acknowledged without a second copy.
+header for the UIDs, writes file meta + the received bytes to a new file, fsyncs it and gives it its name
+``storage/<Study>/<Series>/<SOP>.dcm`` (:func:`pipelines.durable.write_bytes_durably`), records it in the
+:class:`~dicom_node.records.InstanceRecords` the daemon handed in and only then answers 0x0000. Every failure
+becomes a DICOM status at this edge (0xA700 out of resources or not recorded, 0xC210 unparsable or truncated,
+0xC211 bad UID, 0xA900 SOP Instance UID mismatch) and leaves no file; a resent instance is acknowledged
+without a second copy.
 
 Memory stays flat whatever the instance size: a dataset is handed over fragment by fragment as the P-DATA-TF
 PDUs arrive (:class:`~dicom_node.association.DatasetSink`). Up to ``STREAM_THRESHOLD`` (4 MiB, well above an
@@ -30,6 +31,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
@@ -80,6 +82,7 @@ PROCESSING_FAILURE = 0x0110
 
 STREAM_THRESHOLD = 4 * 2**20  # a dataset up to this size is buffered and written once; a larger one is streamed
 INCOMING_PREFIX = ".incoming-"  # temporary files in the storage root (agent/daemon.py removes leftovers)
+_MAX_KNOWN_FOLDERS = 4096  # series folders remembered to exist; forgotten all at once past this
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -112,6 +115,8 @@ class StorageSCP:
         self._series_by_assoc: dict[int, set[str]] = {}
         self._known_series: set[str] = set()  # series whose routing attributes are already recorded
         self._recorder: InstanceRecorder | None = None
+        self._folders: set[Path] = set()  # series folders known to exist (a purge that removes one is noticed)
+        self.free_space = FreeSpace(storage)
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -177,7 +182,7 @@ class StorageSCP:
                 return f"calling AE title {calling!r} is not in scp.allowed_callers", REJECT_CALLING_AE
             if entry.hosts and address not in entry.hosts:
                 return f"{calling} may not call from {address}", REJECT_CALLING_AE
-        free_mb = _free_mb(self.storage)
+        free_mb = self.free_space.mb(fresh=True)  # an association is rare next to its instances: ask the disk
         if free_mb < self.settings.min_free_disk_mb:
             return (
                 f"only {free_mb} MB free in {self.storage} (scp.min_free_disk_mb {self.settings.min_free_disk_mb})",
@@ -228,8 +233,13 @@ class StorageSCP:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
 
         def write(target: Path) -> int:
-            make_folder_durably(target.parent)
-            return write_bytes_durably(target, [meta, dataset], sync_dir=False)  # the recorder fsyncs the folder
+            self._make_folder(target.parent)
+            try:
+                return write_bytes_durably(target, [meta, dataset], sync_dir=False)  # the recorder fsyncs the folder
+            except FileNotFoundError:  # its folder was purged meanwhile: make it again, durably
+                self._folders.discard(target.parent)
+                self._make_folder(target.parent)
+                return write_bytes_durably(target, [meta, dataset], sync_dir=False)
 
         return self._keep(assoc, sop_class, sop_uid, header, write)
 
@@ -247,11 +257,21 @@ class StorageSCP:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
 
         def move(target: Path) -> int:
-            make_folder_durably(target.parent)
+            self._folders.discard(target.parent)  # a large instance is rare: look at the disk, not the cache
+            self._make_folder(target.parent)
             rename(target)  # same filesystem: atomic; the recorder fsyncs the folder
             return size
 
         return self._keep(assoc, sop_class, sop_uid, header, move)
+
+    def _make_folder(self, folder: Path) -> None:
+        """:func:`make_folder_durably`, remembered: the folder of a series is looked at once, not per instance."""
+        if folder not in self._folders:
+            make_folder_durably(folder)
+            with self._lock:
+                if len(self._folders) >= _MAX_KNOWN_FOLDERS:
+                    self._folders.clear()
+                self._folders.add(folder)
 
     def _keep(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, header: HeaderValues,
               put: Callable[[Path], int]) -> Received:
@@ -267,7 +287,7 @@ class StorageSCP:
         if target.exists() and self.records.has_instance(sop_uid):  # a stat first: new instances skip the query
             log.info("instance %s received again; already stored", sop_uid)
             return Received(sop_uid, series_uid, new=False)
-        if _free_mb(self.storage) < self.settings.min_free_disk_mb:
+        if self.free_space.mb() < self.settings.min_free_disk_mb:
             raise _Refused(OUT_OF_RESOURCES, "free disk space under scp.min_free_disk_mb")
         size = put(target)
         try:
@@ -333,7 +353,7 @@ class _IncomingInstance:
         """Move what arrived so far to a temporary file; the rest of the dataset follows it there."""
         storage = self.scp.storage
         try:
-            if _free_mb(storage) < self.scp.settings.min_free_disk_mb:
+            if self.scp.free_space.mb() < self.scp.settings.min_free_disk_mb:
                 self._drop(OUT_OF_RESOURCES, "C-STORE refused: free disk space under scp.min_free_disk_mb")
                 return
             fd, name = tempfile.mkstemp(prefix=INCOMING_PREFIX, dir=storage)
@@ -400,6 +420,21 @@ def part10_bytes(sop_class: str, sop_uid: str, transfer_syntax: str, calling_ae:
     return file_meta_bytes(meta) + dataset
 
 
-def _free_mb(folder: Path) -> int:
-    folder.mkdir(parents=True, exist_ok=True)
-    return int(shutil.disk_usage(folder).free // (1024 * 1024))
+class FreeSpace:
+    """Free space on the storage's filesystem in MB, asked of the disk at most every ``max_age_s`` seconds for
+    each instance (not once per instance: the watermark is a margin, and a write that finds the disk full fails
+    anyway, 0xA700 with nothing kept), afresh for each association."""
+
+    def __init__(self, folder: Path, max_age_s: float = 0.5) -> None:
+        self.folder = folder
+        self.max_age_s = max_age_s
+        self._value = 0
+        self._until = 0.0
+
+    def mb(self, *, fresh: bool = False) -> int:
+        now = time.monotonic()
+        if fresh or now >= self._until:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._value = int(shutil.disk_usage(self.folder).free // (1024 * 1024))
+            self._until = now + self.max_age_s
+        return self._value
