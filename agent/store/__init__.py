@@ -50,6 +50,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._recording = _engine.HeldConnection(engine)  # the receive path's group commits
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -61,6 +62,7 @@ class Store:
         return store
 
     def close(self) -> None:
+        self._recording.close()
         self.engine.dispose()
 
     def migrate(self) -> int:
@@ -79,7 +81,7 @@ class Store:
 
     def add_instances(self, insts: Sequence[Instance]) -> list[bool]:
         """Record several instances in one transaction (one commit); for each, whether it was new."""
-        return _instances.add(self.engine, insts)
+        return _instances.add(self._recording, insts)
 
     def has_instance(self, sop_instance_uid: str) -> bool:
         return _instances.has(self.engine, sop_instance_uid)

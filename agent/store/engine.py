@@ -11,8 +11,9 @@ written once and SQLite's compiler drops it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,6 +83,44 @@ def read(engine: Engine) -> Iterator[Connection]:
                 yield conn
     except SQLAlchemyError as exc:
         raise StoreError(f"job store read failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}") from exc
+
+
+class HeldConnection:
+    """One connection kept open for a hot path's write transactions (the receive path's group commits): no pool
+    checkout and check-in per transaction. Used by one thread at a time (a lock sees to it). After a database
+    error the connection is dropped and the next transaction opens a new one, as the pool would."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction on the held connection, as :func:`write`."""
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = self.engine.connect()
+                with self._conn.begin():
+                    yield self._conn
+            except SQLAlchemyError as exc:
+                self._drop()
+                raise StoreError(f"job store write failed: {exc.__class__.__name__}: "
+                                 f"{getattr(exc, 'orig', exc)}") from exc
+            except BaseException:
+                self._drop()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with suppress(SQLAlchemyError):
+                self._conn.close()
+            self._conn = None
 
 
 def ping(engine: Engine) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
 from agent.records import Instance
 from agent.store import inputs, schema
-from agent.store.engine import DriverStatement, read, write
+from agent.store.engine import DriverStatement, HeldConnection, read
 
 _ROW_KEYS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "input_id", "path", "size", "source",
              "received_at")
@@ -24,14 +24,14 @@ _KNOWN = DriverStatement(
 _INSERT = DriverStatement(insert(schema.instances).inline(), _ROW_KEYS)
 
 
-def add(engine: Engine, insts: Sequence[Instance]) -> list[bool]:
+def add(held: HeldConnection, insts: Sequence[Instance]) -> list[bool]:
     """Record several instances in one transaction (one commit); for each, whether it was new.
 
     The receive path's hot spot: per batch, one lookup per instance, one lookup and one update per series, one
     multi-row insert, all statements compiled once and run on the driver's cursor (no per-row statement
-    construction or result processing)."""
+    construction or result processing), on a connection held open for it (no pool work per batch)."""
     now = time.time()
-    with write(engine) as conn:
+    with held.write() as conn:
         known: set[str] = set()
         new: list[bool] = []
         by_series: dict[str, list[Instance]] = {}
