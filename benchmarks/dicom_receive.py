@@ -18,7 +18,8 @@ over loopback, first by 1 sender, then by 4 concurrent senders (each its own ass
 Nagle's algorithm is off for every peer: the senders, dcmtk's storescp and Orthanc (dcmtk inside) get
 ``TCP_NODELAY=1`` (Debian's dcmtk leaves Nagle on otherwise: ~21 instances/s), pynetdicom's app is started
 with TCP_NODELAY set on its accepted sockets, OncoAgent sets it itself. Every receiver's stored count is
-checked against the sent count (the run fails otherwise). Each receiver is timed from the senders' start to
+checked against the sent count (the run fails otherwise), and kept until the script ends (no receiver
+starts right after thousands of deletions). Each receiver is timed from the senders' start to
 their end, once it is idle after its own start; its CPU time per instance (all threads, user + system) is
 printed too: on a shared machine it swings far less than the rates. Last, in every run, the durable-write
 floor: what one durably written file of each size costs on this disk without DICOM or database (write, fsync,
@@ -319,13 +320,15 @@ def measure(make: Callable[[Path], Receiver], root: Path, files: list[Path], sen
         stored = receiver.stored()  # every receiver answered each instance: whatever it keeps is there now
     finally:
         receiver.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    # what it stored stays until the end of the script: deleting thousands of files right before the next
+    # receiver starts makes its own file creation slower for a minute or so on some filesystems (ext4 without a
+    # journal scans past recently deleted inodes when it allocates one), which would favour whoever runs first
     return len(files) / elapsed, cpu * 1000 / len(files), stored
 
 
 def durable_write_floor_ms(folder: Path, size: int, count: int = 200) -> float:
     """Milliseconds one durably stored file costs on this disk with no DICOM at all: the SCP's own
-    :func:`pipelines.durable.write_bytes_durably` (temporary file, fsync, rename, folder fsync)."""
+    :func:`pipelines.durable.write_bytes_durably` (new file, fsync, link or rename into place, folder fsync)."""
     from pipelines.durable import write_bytes_durably
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -414,7 +417,7 @@ def main() -> int:
         for kind, senders in cells:
             line = f"  {kind + ' ' + str(senders) + ' sender' + ('s' if senders > 1 else ''):<14}"
             print(line + "".join(f"{spread(cpu[kind, senders, n], 2):>22}" for n in names))
-        print("\nper instance, 1 sender (ms): receive time, durable-write floor (write, fsync, rename, folder "
+        print("\nper instance, 1 sender (ms): receive time, durable-write floor (write, fsync, link or rename, folder "
               "fsync; no DICOM, no database), and the difference (overhead)")
         for kind in sets:
             for name in ("oncoagent", "orthanc"):
