@@ -47,7 +47,9 @@ class PostgresServer:
         self._admin: psycopg.Connection[tuple[object, ...]] | None = None
 
     @classmethod
-    def start(cls) -> PostgresServer:
+    def start(cls, *, durable: bool = False) -> PostgresServer:
+        """A new cluster, started; ``durable`` keeps PostgreSQL's own fsync and synchronous commit on (a benchmark
+        compares it with SQLite's synchronous commits; the tests need neither)."""
         bindir = binaries()
         if bindir is None:
             raise PostgresUnavailable("PostgreSQL binaries (initdb, pg_ctl) not found: install Debian's postgresql")
@@ -67,8 +69,9 @@ class PostgresServer:
             server._run("initdb", "-D", str(folder / "data"), "-U", SUPERUSER, "--auth=trust", "--no-sync",
                         "-E", "UTF8", "--locale=C")
             server._run("pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "server.log"), "-w", "-t", "60",
-                        "-o", f"-k {folder} -c listen_addresses='' -c fsync=off -c full_page_writes=off "
-                              "-c synchronous_commit=off -c max_connections=200", "start")
+                        "-o", f"-k {folder} -c listen_addresses='' -c max_connections=200"
+                              + ("" if durable else " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"),
+                        "start")
         except FileNotFoundError as exc:  # runuser (util-linux) missing
             shutil.rmtree(folder, ignore_errors=True)
             raise PostgresUnavailable(f"cannot run PostgreSQL as {account!r}: {exc}") from exc
