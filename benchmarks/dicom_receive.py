@@ -44,6 +44,7 @@ per-instance overhead (1 sender, small MR) at most ~1.15 ms, half of the ~2.3 ms
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -60,6 +61,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import yaml
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
@@ -126,13 +128,20 @@ runpy.run_module("pynetdicom", run_name="__main__")
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """User + system CPU seconds of a receiver's whole process tree (OncoAgent's worker processes included)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def settle(pid: int, timeout: float = 30) -> None:
-    """Wait until a receiver that just started is idle (under 5% of a CPU for half a second): what it does
-    once at start (imports, migrations, first scans) is not counted as receiving."""
+    """Wait until a receiver that just started is idle (its process tree under 5% of a CPU for half a second):
+    what it does once at start (imports, migrations, first scans, OncoAgent's worker processes importing their
+    pipelines) is neither counted as receiving nor competing with it for the CPUs."""
     deadline = time.monotonic() + timeout
     before = cpu_seconds(pid)
     while time.monotonic() < deadline:
