@@ -1,13 +1,19 @@
 """DICOM files dropped into watched folders: stored durably under ``storage/`` like a received instance.
 
-From the inbox the file is removed once stored; from a scanner folder it is copied and left in place.
+From the inbox the file is removed once stored; from a scanner folder or an archive it is copied and left in
+place. A file whose instance is recorded already, with the same dataset in storage, is not copied again: a
+nightly batch over an archive reads each file once and writes nothing for what it knows. "The same dataset"
+is compared byte for byte after the file meta information (the SCP writes its own file meta: an instance
+first received over DICOM and later found in an archive is the same instance).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -55,6 +61,11 @@ class DicomFileIntake:
         target = instance_path(
             self.paths.storage, ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID")
         )
+        if target.exists() and self.store.has_instance(str(ds.SOPInstanceUID)) and same_dataset(path, target):
+            log.debug("instance %s known with the same content: not copied again", ds.SOPInstanceUID)
+            if consumed:
+                path.unlink()
+            return str(ds.SeriesInstanceUID)
         size = copy_durably(path, target)
         inst = Instance(
             sop_instance_uid=str(ds.SOPInstanceUID),
@@ -71,3 +82,34 @@ class DicomFileIntake:
             path.unlink()
         log.debug("instance %s stored (%s)", inst.sop_instance_uid, "new" if new else "duplicate")
         return inst.series_uid
+
+
+_CHUNK = 1 << 20
+
+
+def same_dataset(a: Path, b: Path) -> bool:
+    """Whether two DICOM files hold the same dataset bytes (whatever their preamble and file meta information)."""
+    with a.open("rb") as fa, b.open("rb") as fb:
+        start_a, start_b = _dataset_offset(fa), _dataset_offset(fb)
+        if start_a is None or start_b is None:
+            return False
+        if os.fstat(fa.fileno()).st_size - start_a != os.fstat(fb.fileno()).st_size - start_b:
+            return False
+        fa.seek(start_a)
+        fb.seek(start_b)
+        while chunk := fa.read(_CHUNK):
+            if chunk != fb.read(len(chunk)):
+                return False
+        return True
+
+
+def _dataset_offset(handle: BinaryIO) -> int | None:
+    """Where the dataset starts: after the preamble and the file meta group (its group length says where that
+    ends); 0 for a file without either; None when the group length is missing or unreadable."""
+    head = handle.read(144)
+    if head[128:132] != b"DICM":
+        return 0 if head[:2] != b"\x02\x00" else None
+    # (0002,0000) UL, explicit VR little endian: tag, "UL", length 4, value
+    if head[132:138] != b"\x02\x00\x00\x00UL" or len(head) < 144:
+        return None
+    return 144 + int(struct.unpack_from("<I", head, 140)[0])
