@@ -6,9 +6,11 @@ transaction. All SQL on the ``instances`` table is here.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
@@ -18,26 +20,39 @@ from agent.store.engine import DriverStatement, HeldConnection, read
 
 _ROW_KEYS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "input_id", "path", "size", "source",
              "received_at")
-_KNOWN = DriverStatement(
-    select(schema.instances.c.id).where(schema.instances.c.sop_instance_uid == bindparam("uid"))
-)
-_INSERT = DriverStatement(insert(schema.instances).inline(), _ROW_KEYS)
+
+
+@functools.cache
+def _known(count: int) -> DriverStatement:
+    """Which of ``count`` SOP Instance UIDs (bound as u0, u1, …) are recorded: one statement for a batch."""
+    column = schema.instances.c.sop_instance_uid
+    return DriverStatement(select(column).where(column.in_([bindparam(f"u{i}") for i in range(count)])))
+
+
+@functools.cache
+def _insert(count: int) -> DriverStatement:
+    """``count`` rows in one multi-row INSERT (values bound as <column>_<row>)."""
+    rows: list[dict[str, Any]] = [{key: bindparam(f"{key}_{i}") for key in _ROW_KEYS} for i in range(count)]
+    return DriverStatement(insert(schema.instances).values(rows))
 
 
 def add(held: HeldConnection, insts: Sequence[Instance]) -> list[bool]:
     """Record several instances in one transaction (one commit); for each, whether it was new.
 
-    The receive path's hot spot: per batch, one lookup per instance, one lookup and one update per series, one
-    multi-row insert, all statements compiled once and run on the driver's cursor (no per-row statement
-    construction or result processing), on a connection held open for it (no pool work per batch)."""
+    The receive path's hot spot: per batch, one lookup of all its instances, one lookup and one update per
+    series, one multi-row insert; each statement compiled once per batch size and run on the driver's cursor
+    (no per-row statement construction or result processing), on a connection held open for it (no pool work
+    per batch). Few statements matter beyond their own cost: each one lets go of the GIL and must win it back
+    from the association threads, while every association waits for this commit."""
     now = time.time()
+    uids = list(dict.fromkeys(inst.sop_instance_uid for inst in insts))  # the same instance twice: once
     with held.write() as conn:
-        known: set[str] = set()
+        known = {str(row[0]) for row in _known(len(uids)).rows(conn, {f"u{i}": u for i, u in enumerate(uids)})}
         new: list[bool] = []
         by_series: dict[str, list[Instance]] = {}
         for inst in insts:
             uid = inst.sop_instance_uid
-            is_new = uid not in known and not _KNOWN.rows(conn, {"uid": uid})
+            is_new = uid not in known
             new.append(is_new)
             if is_new:
                 known.add(uid)  # the same instance twice in one batch is recorded once
@@ -48,7 +63,7 @@ def add(held: HeldConnection, insts: Sequence[Instance]) -> list[bool]:
             rows += [_row(inst, input_id, now) for inst in series]
             inputs.instances_added(conn, input_id, fingerprint, count, [i.sop_instance_uid for i in series], now)
         if rows:
-            _INSERT.many(conn, rows)
+            _insert(len(rows)).rows(conn, {f"{key}_{i}": row[key] for i, row in enumerate(rows) for key in _ROW_KEYS})
         return new
 
 
