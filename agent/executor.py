@@ -1,10 +1,11 @@
 """Runs queued jobs in N local worker processes.
 
 The executor claims jobs from the store, hands each to an idle worker over a pipe and records the outcome.
-A worker that dies (SIGKILL, segfault, out of memory) or overruns the job timeout is replaced; its job is
-retried with capped exponential backoff like any transient failure. Jobs that raise an ``InputError`` or an
-unexpected exception fail at once with their reason. On shutdown, running jobs get a grace period to finish
-and are then re-queued.
+With ``executor.gpus``, worker i is pinned to ``gpus[i % len(gpus)]`` (see :mod:`agent.worker`), and so is the
+worker that replaces it. A worker that dies (SIGKILL, segfault, out of memory) or overruns the job timeout is
+replaced; its job is retried with capped exponential backoff like any transient failure. Jobs that raise an
+``InputError`` or an unexpected exception fail at once with their reason. On shutdown, running jobs get a grace
+period to finish and are then re-queued.
 """
 
 from __future__ import annotations
@@ -93,7 +94,10 @@ class Executor:
     # ------------------------------------------------------------------------------------- workers
 
     def _spawn(self, index: int) -> _Worker:
+        """Start worker ``index`` (again, after a death or timeout: the same index, so the same GPU)."""
         parent, child = _ctx.Pipe(duplex=True)
+        gpus = self.settings.executor.gpus
+        gpu = gpus[index % len(gpus)] if gpus else None
         config = WorkerConfig(
             index=index,
             log_level=self.settings.log.level,
@@ -101,12 +105,13 @@ class Executor:
             plugins=tuple(self.settings.plugins),
             parent_pid=os.getpid(),
             pipeline_options=self.settings.pipelines,
+            gpu=gpu,
         )
         process = _ctx.Process(target=worker_main, args=(child, config), name=f"oncoagent-worker-{index}")
         process.daemon = True
         process.start()
         child.close()
-        log.debug("worker %d started (pid %s)", index, process.pid)
+        log.debug("worker %d started (pid %s%s)", index, process.pid, "" if gpu is None else f", GPU {gpu}")
         return _Worker(index, process, parent)
 
     def _dispatch(self) -> None:

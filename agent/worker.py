@@ -2,6 +2,11 @@
 
 A worker dies with its parent (PR_SET_PDEATHSIG) so that a daemon killed by SIGKILL leaves no orphan
 writing results nobody records. Pipelines, and the models they load, stay cached for the worker's life.
+
+A worker given a GPU (``executor.gpus``) sees that device alone, as its ``cuda:0``: ``CUDA_VISIBLE_DEVICES`` is
+set first thing in :func:`worker_main`, before plugins and pipelines load torch. Nothing this module imports
+loads torch, nor does the daemon's main module (which a spawned child imports again first);
+tests/unit/test_worker_imports.py checks both.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class WorkerConfig:
     plugins: tuple[str, ...]
     parent_pid: int
     pipeline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gpu: int | None = None  # the physical GPU this worker is pinned to; None: not pinned
 
 
 class Failure:
@@ -58,7 +64,17 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def pin_gpu(gpu: int | None) -> None:
+    """Make ``gpu`` (numbered as nvidia-smi does, unless the environment orders devices otherwise) this
+    process's only CUDA device. It must run before CUDA initialises: first thing in the process."""
+    if gpu is None:
+        return
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+
+
 def worker_main(conn: Connection, config: WorkerConfig) -> None:
+    pin_gpu(config.gpu)
     _die_with_parent(config.parent_pid)
     # Ctrl-C and a group-wide SIGTERM reach workers too; the daemon decides when they stop (None or SIGKILL).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -71,12 +87,14 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
             return
         if payload is None:
             return
-        conn.send(run_payload(payload, config.pipeline_options))
+        conn.send(run_payload(payload, config.pipeline_options, config.gpu))
         failpoints.reached("worker.after-outcome")
 
 
-def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Run one job description; never raises, the outcome says what happened.
+def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, Any]],
+                gpu: int | None = None) -> dict[str, Any]:
+    """Run one job description; never raises, the outcome says what happened. ``gpu``, the device the worker
+    is pinned to, is logged and recorded in result.json as ``worker_gpu``.
 
     This is where failures become job outcomes: an :class:`~pipelines.errors.InputError` (from the pipeline or
     the daemon's own result stage) fails the job as bad input, which the executor quarantines; a
@@ -98,14 +116,12 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
     with logs.job_context(job=job_id, study=inp.study_uid, series=inp.series_uid):
         try:
             pipeline = registry.get(payload["pipeline"], pipeline_options.get(payload["pipeline"]))
-            log.info("running %s %s", pipeline.name, pipeline.version)
-            doc = execute(
-                pipeline,
-                inp,
-                Path(payload["result_dir"]),
-                Path(payload["staging_dir"]),
-                extra={"job_id": job_id, "supersedes_job_id": payload.get("previous_job_id")},
-            )
+            placement = "" if gpu is None else f" (worker on GPU {gpu})"
+            log.info("running %s %s%s", pipeline.name, pipeline.version, placement)
+            extra: dict[str, Any] = {"job_id": job_id, "supersedes_job_id": payload.get("previous_job_id")}
+            if gpu is not None:
+                extra["worker_gpu"] = gpu
+            doc = execute(pipeline, inp, Path(payload["result_dir"]), Path(payload["staging_dir"]), extra=extra)
         except InputError as exc:
             log.warning("bad input: %s", exc)
             return {"job_id": job_id, "ok": False, "kind": Failure.INPUT, "error": str(exc)}

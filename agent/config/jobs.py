@@ -1,10 +1,12 @@
-"""The ``executor`` section (local worker processes, retries) and the ``scheduler`` section (cron batches)."""
+"""The ``executor`` section (local worker processes, their GPUs, retries) and the ``scheduler`` section (cron
+batches)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from agent.config.section import Section
 
@@ -17,6 +19,19 @@ class ExecutorSettings(Section):
     job_timeout_s: float = Field(default=3600.0, gt=0)
     shutdown_grace_s: float = Field(default=5.0, ge=0, le=8, description="wait for running jobs on SIGTERM")
     poll_interval_s: float = Field(default=0.5, gt=0, le=10)
+    gpus: list[Annotated[StrictInt, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="GPU indices (as nvidia-smi numbers them); worker i is pinned to gpus[i % len(gpus)] with "
+                    "CUDA_VISIBLE_DEVICES. Empty: no pinning",
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _distinct_gpu_indices(cls, value: list[int]) -> list[int]:
+        repeated = sorted({g for g in value if value.count(g) > 1})
+        if repeated:
+            raise ValueError(f"each GPU once (repeated: {', '.join(map(str, repeated))})")
+        return value
 
 
 class BatchSettings(Section):

@@ -183,3 +183,71 @@ def test_stop_waits_for_a_job_that_ends_within_the_grace_period(
         assert store.get_job(job_id).status is JobStatus.SUCCEEDED
     finally:
         store.close()
+
+
+
+def placements(ledger: Path) -> list[dict[str, Any]]:
+    """Every run's input name, worker, pid, CUDA_VISIBLE_DEVICES and whether torch was loaded early."""
+    import json
+
+    runs = map(json.loads, ledger_lines(ledger.with_name("placement.jsonl")))
+    return [{**run, "name": Path(run["key"]).name} for run in runs]
+
+
+def run_on_every_worker(r: Running, ledger: Path, group: str, workers: int) -> list[dict[str, Any]]:
+    """One job per worker at once (each waits for all to start); in worker order, each run's placement with
+    the ``worker_gpu`` its result.json records."""
+    import json
+
+    ids = [r.submit(f"{group}-{i}-barrier{workers}.tiff") for i in range(workers)]
+    jobs = [r.wait_done(i) for i in ids]
+    gpu = {}
+    for job in jobs:
+        assert job.status is JobStatus.SUCCEEDED and job.result_path is not None, job.last_error
+        gpu[job.result_path.name] = json.loads((job.result_path / "result.json").read_text()).get("worker_gpu")
+    runs = [p for p in placements(ledger) if p["name"].startswith(f"{group}-")]
+    assert len(runs) == workers  # each ran once, all at the same time: one on each worker
+    names = {f"{group}-{i}-barrier{workers}.tiff": f"job-{job.id:06d}" for i, job in enumerate(jobs)}
+    return sorted(({**p, "worker_gpu": gpu[names[p["name"]]]} for p in runs), key=lambda p: str(p["worker"]))
+
+
+def test_workers_are_pinned_round_robin_to_the_configured_gpus_and_a_replacement_keeps_its_gpu(
+    make_settings: Callable[..., Settings], ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # the daemon's own value: each pinned worker replaces it
+    r = Running(make_settings(executor={"workers": 3, "gpus": [0, 1]}))
+    try:
+        first = run_on_every_worker(r, ledger, "first", 3)
+        assert [(p["worker"], p["cuda_visible_devices"], p["worker_gpu"]) for p in first] == [
+            ("oncoagent-worker-0", "0", 0), ("oncoagent-worker-1", "1", 1), ("oncoagent-worker-2", "0", 0)]
+        assert not any(p["torch_before_plugin"] for p in first)  # pinned before anything could load CUDA
+
+        killed = r.wait_done(r.submit("x-sigkill1.tiff"))
+        assert killed.status is JobStatus.SUCCEEDED and killed.attempts == 2
+        dead = next(p for p in placements(ledger) if p["name"] == "x-sigkill1.tiff")  # the first attempt
+
+        second = run_on_every_worker(r, ledger, "second", 3)
+        assert [(p["worker"], p["cuda_visible_devices"], p["worker_gpu"]) for p in second] == [
+            (p["worker"], p["cuda_visible_devices"], p["worker_gpu"]) for p in first]
+        replaced = next(p for p in second if p["worker"] == dead["worker"])
+        assert replaced["pid"] != dead["pid"]  # a new process in the dead worker's place, on the same GPU
+        assert replaced["cuda_visible_devices"] == dead["cuda_visible_devices"]
+        assert not replaced["torch_before_plugin"]
+    finally:
+        r.stop()
+
+
+def test_without_gpus_workers_keep_the_daemons_cuda_environment(
+    make_settings: Callable[..., Settings], ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    r = Running(make_settings())
+    try:
+        job = r.wait_done(r.submit("plain.tiff"))
+        assert job.status is JobStatus.SUCCEEDED and job.result_path is not None
+        assert [p["cuda_visible_devices"] for p in placements(ledger)] == [None]  # not set by the executor
+        assert "worker_gpu" not in json.loads((job.result_path / "result.json").read_text())
+    finally:
+        r.stop()

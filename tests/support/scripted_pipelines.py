@@ -4,15 +4,20 @@ Configure ``plugins: [tests.support.scripted_pipelines]`` to register it as ``te
 
 Their behaviour is driven by the input file name and a ledger folder named by ``OA_TEST_LEDGER``:
 every attempt appends ``start <key>`` and every completed run ``done <key>`` to ``ledger.txt`` there, so
-tests can count how often each input really ran.
+tests can count how often each input really ran, and a line to ``placement.jsonl`` there: the worker process
+(name and pid), its ``CUDA_VISIBLE_DEVICES`` and whether torch was loaded before this plugin (which a worker
+loads at start, after pinning its GPU).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
+import multiprocessing
 import os
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -24,8 +29,10 @@ from pipelines import registry
 from pipelines.base import PipelineInput, PipelineResult
 from pipelines.errors import InputError, TransientError
 from pipelines.synthetic.mri_series import synthetic_uid
+from tests.support.waiting import wait_for
 
 LEDGER_ENV = "OA_TEST_LEDGER"
+TORCH_BEFORE_PLUGIN = "torch" in sys.modules
 
 
 def ledger_path() -> Path | None:
@@ -33,10 +40,11 @@ def ledger_path() -> Path | None:
     return Path(folder) / "ledger.txt" if folder else None
 
 
-def _append(line: str) -> None:
+def _append(line: str, file: str = "ledger.txt") -> None:
     path = ledger_path()
     if path is None:
         return
+    path = path.with_name(file)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())
@@ -45,17 +53,37 @@ def _append(line: str) -> None:
         os.close(fd)
 
 
-def attempts_so_far(key: str) -> int:
+def _started() -> list[str]:
     path = ledger_path()
     if path is None or not path.exists():
-        return 0
-    return sum(1 for line in path.read_text().splitlines() if line == f"start {key}")
+        return []
+    return [line.removeprefix("start ") for line in path.read_text().splitlines() if line.startswith("start ")]
+
+
+def attempts_so_far(key: str) -> int:
+    return _started().count(key)
+
+
+def _record_placement(key: str) -> None:
+    _append(json.dumps({
+        "key": key, "worker": multiprocessing.current_process().name, "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "torch_before_plugin": TORCH_BEFORE_PLUGIN,
+    }), "placement.jsonl")
+
+
+def _wait_at_barrier(name: str, count: int) -> None:
+    """Hold the job until ``count`` jobs of its group (the name up to its first ``-``) have started, so that
+    that many workers run one each."""
+    group = name.split("-", maxsplit=1)[0] + "-"
+    wait_for(lambda: sum(1 for key in _started() if Path(key).name.startswith(group)) >= count, 60,
+             what=f"{count} jobs named {group}* to start")
 
 
 class ScriptedPipeline:
     """Does what the file name says: ``sleep2.5``, ``fail-input``, ``error``, ``transient2`` (fails the
     first 2 attempts), ``sigkill1`` / ``segfault1`` (dies on the first attempt), ``dicomout`` (also writes a
-    Secondary Capture result), ``baddicom`` (writes a ``.dcm`` that is not DICOM), else finishes at once."""
+    Secondary Capture result), ``baddicom`` (writes a ``.dcm`` that is not DICOM), ``barrier3`` (waits until
+    3 jobs whose names start like its own, up to the first ``-``, have started), else finishes at once."""
 
     name: ClassVar[str] = "test-scripted"
     version: ClassVar[str] = "1.0"
@@ -64,6 +92,9 @@ class ScriptedPipeline:
         name = Path(inp.key).name
         before = attempts_so_far(inp.key)
         _append(f"start {inp.key}")
+        _record_placement(inp.key)
+        if m := re.search(r"barrier(\d)", name):
+            _wait_at_barrier(name, int(m.group(1)))
         if m := re.search(r"sleep([0-9.]+?)(?:\.tiff?|-|$)", name):
             time.sleep(float(m.group(1)))
         if "fail-input" in name:

@@ -136,3 +136,25 @@ def test_tls_needs_its_files() -> None:
             {"name": "a", "ae_title": "A", "host": "h", "port": 104},
             {"name": "a", "ae_title": "B", "host": "h", "port": 105},
         ]})
+
+
+@pytest.mark.parametrize(
+    ("gpus", "expected"),
+    [
+        ("[0, -1]", "executor.gpus[1]: expected greater than or equal to 0, got -1"),
+        ("[1, 0, 1]", "executor.gpus: expected each GPU once (repeated: 1)"),
+        ("[0, true]", "executor.gpus[1]: expected a valid integer, got True"),
+        ("[0.5]", "executor.gpus[0]: expected a valid integer, got 0.5"),
+    ],
+)
+def test_gpus_are_distinct_non_negative_integers(tmp_path: Path, gpus: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, f"executor:\n  gpus: {gpus}\n"), environ={})
+    assert expected in str(err.value)
+
+
+def test_gpus_default_to_none_and_come_from_file_or_environment(tmp_path: Path) -> None:
+    assert Settings().executor.gpus == []  # no pinning
+    assert load_settings(write(tmp_path, "executor:\n  gpus: [1, 0]\n"), environ={}).settings.executor.gpus == [1, 0]
+    env = {"ONCOAGENT_EXECUTOR__GPUS": "[2, 3]"}
+    assert load_settings(None, environ=env).settings.executor.gpus == [2, 3]
