@@ -329,6 +329,10 @@ def measure(make: Callable[[Path], Receiver], root: Path, files: list[Path], sen
         stored = receiver.stored()  # every receiver answered each instance: whatever it keeps is there now
     finally:
         receiver.stop()
+    # what it wrote reaches the disk before the next receiver starts: a receiver that answers before its files
+    # are on disk (dcmtk's storescp, pynetdicom's app) leaves up to hundreds of MB for the kernel to write back
+    # during the next receiver's run, whose own fsyncs would then wait behind them
+    os.sync()
     # what it stored stays until the end of the script: deleting thousands of files right before the next
     # receiver starts makes its own file creation slower for a minute or so on some filesystems (ext4 without a
     # journal scans past recently deleted inodes when it allocates one), which would favour whoever runs first
