@@ -7,15 +7,19 @@ bytes (the next PDU's header and, for small PDUs, all of it); a PDU longer than 
 straight into its own buffer, which is never reused, so fragments handed out as views of it stay valid.
 
 The socket timeout is a deadline's stand-in: it is set to the time left only when it would otherwise
-overshoot the deadline by more than ``_SLACK`` (a tenth of the time left, at most half a second), so a
+overshoot the deadline by more than the slack (a tenth of the time left, at most half a second), so a
 steady stream of messages does not pay a system call per read to re-arm it. A read that times out before
-its deadline (the timeout was left short by an earlier, nearer deadline) is re-armed and tried again.
+its deadline (the timeout was left short by an earlier, nearer deadline) is re-armed and tried again. On a
+plain TCP socket the timeout is the kernel's (``SO_RCVTIMEO``/``SO_SNDTIMEO`` on a blocking socket): Python's
+own socket timeout polls before every read and write, two more system calls per C-STORE. A TLS socket keeps
+Python's timeout (a TLS record cut by a kernel timeout could not be resumed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import time
 
@@ -36,6 +40,9 @@ class PduStream:
         self._ahead = bytearray()  # received, not yet handed out
         self._scratch = bytearray(READ_AHEAD)
         self._timeout: float | None = None  # what the socket is set to
+        self._kernel_timeouts = not isinstance(sock, ssl.SSLSocket)
+        if self._kernel_timeouts:
+            sock.settimeout(None)  # blocking: the kernel's timeouts bound each call
 
     @property
     def buffered(self) -> int:
@@ -88,7 +95,7 @@ class PduStream:
                     raise TimeoutError
                 self._arm(0.0, remaining + min(_MAX_SLACK_S, remaining / 10), remaining)
                 n = self.sock.recv_into(view, len(view))
-            except TimeoutError as exc:
+            except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: the kernel's SO_RCVTIMEO
                 if deadline - time.monotonic() > 0:
                     self._timeout = None  # it was shorter than this deadline: re-armed to it above
                     continue
@@ -105,5 +112,11 @@ class PduStream:
         ``wanted`` (default ``longest``) otherwise."""
         current = self._timeout
         if current is None or not shortest <= current <= longest:
-            self._timeout = longest if wanted is None else wanted
-            self.sock.settimeout(self._timeout)
+            self._timeout = value = longest if wanted is None else wanted
+            if not self._kernel_timeouts:
+                self.sock.settimeout(value)
+                return
+            seconds, micro = int(value), int((value - int(value)) * 1e6)
+            timeval = struct.pack("ll", seconds, micro if seconds or micro else 1)  # zero would mean "never"
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
