@@ -232,14 +232,14 @@ class StorageSCP:
         if cut is not None:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
 
-        def write(target: Path) -> int:
+        def write(target: Path, replace: bool) -> int:
             self._make_folder(target.parent)
-            try:
-                return write_bytes_durably(target, [meta, dataset], sync_dir=False)  # the recorder fsyncs the folder
+            try:  # the recorder fsyncs the folder
+                return write_bytes_durably(target, [meta, dataset], sync_dir=False, replace=replace)
             except FileNotFoundError:  # its folder was purged meanwhile: make it again, durably
                 self._folders.discard(target.parent)
                 self._make_folder(target.parent)
-                return write_bytes_durably(target, [meta, dataset], sync_dir=False)
+                return write_bytes_durably(target, [meta, dataset], sync_dir=False, replace=replace)
 
         return self._keep(assoc, sop_class, sop_uid, header, write)
 
@@ -256,9 +256,11 @@ class StorageSCP:
         if cut is not None:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
 
-        def move(target: Path) -> int:
+        def move(target: Path, replace: bool) -> int:
             self._folders.discard(target.parent)  # a large instance is rare: look at the disk, not the cache
             self._make_folder(target.parent)
+            if not replace and target.exists():
+                raise FileExistsError(target)
             rename(target)  # same filesystem: atomic; the recorder fsyncs the folder
             return size
 
@@ -274,9 +276,11 @@ class StorageSCP:
                 self._folders.add(folder)
 
     def _keep(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, header: HeaderValues,
-              put: Callable[[Path], int]) -> Received:
-        """Check the header's UIDs, ``put`` the file at its path (returning its size), record it. A resent
-        instance already stored and recorded is acknowledged without a second copy."""
+              put: Callable[[Path, bool], int]) -> Received:
+        """Check the header's UIDs, ``put`` the file at its path (returning its size; FileExistsError when the
+        path is taken, unless told to replace it), record it. A resent instance already stored and recorded is
+        acknowledged without a second copy; a file that no record names (a crash between writing and recording
+        it) is replaced."""
         if str(header.get("SOPInstanceUID", "")) != sop_uid:
             raise _Refused(DATASET_DOES_NOT_MATCH, f"dataset SOP Instance UID differs from the request's {sop_uid}")
         study_uid = validate_uid(header.get("StudyInstanceUID"), "StudyInstanceUID")
@@ -284,12 +288,16 @@ class StorageSCP:
         target = instance_path(self.storage, study_uid, series_uid, sop_uid)
         with self._lock:
             self._series_by_assoc.setdefault(id(assoc), set()).add(series_uid)
-        if target.exists() and self.records.has_instance(sop_uid):  # a stat first: new instances skip the query
-            log.info("instance %s received again; already stored", sop_uid)
-            return Received(sop_uid, series_uid, new=False)
         if self.free_space.mb() < self.settings.min_free_disk_mb:
+            if target.exists() and self.records.has_instance(sop_uid):
+                return self._again(sop_uid, series_uid)
             raise _Refused(OUT_OF_RESOURCES, "free disk space under scp.min_free_disk_mb")
-        size = put(target)
+        try:
+            size = put(target, False)  # no look first: a new instance (the usual one) costs no query
+        except FileExistsError:
+            if self.records.has_instance(sop_uid):
+                return self._again(sop_uid, series_uid)
+            size = put(target, True)
         try:
             attrs: dict[str, Any] = {}  # a scanned header's series is known: its attributes are kept already
             if isinstance(header, pydicom.Dataset) and series_uid not in self._known_series:
@@ -304,6 +312,10 @@ class StorageSCP:
         self._known_series.add(series_uid)
         assoc.instances_stored += 1
         return Received(sop_uid, series_uid, new=new)
+
+    def _again(self, sop_uid: str, series_uid: str) -> Received:
+        log.info("instance %s received again; already stored", sop_uid)
+        return Received(sop_uid, series_uid, new=False)
 
 
 class _IncomingInstance:

@@ -22,13 +22,16 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_durably(target: Path, chunks: list[bytes | memoryview] | bytes, *, sync_dir: bool = True) -> int:
+def write_bytes_durably(target: Path, chunks: list[bytes | memoryview] | bytes, *, sync_dir: bool = True,
+                        replace: bool = True) -> int:
     """Write ``chunks`` to a new file, fsync it, give it the name ``target`` (atomically: a crash leaves no file
     or the whole one), fsync the folder.
 
     Returns the number of bytes written. On any error nothing is left and the target is untouched. With
     ``sync_dir=False`` the caller fsyncs the folder itself (to share one fsync among several files) before it
-    reports the file as stored.
+    reports the file as stored. With ``replace=False`` an existing ``target`` is left as it is and
+    :class:`FileExistsError` raised (nothing else is left either): the receive path learns that an instance is
+    here already without looking first.
 
     The receive path's hot spot, so it costs what it must and no more. Where the filesystem has them (Linux:
     ext4, XFS, btrfs, tmpfs) the file is an anonymous ``O_TMPFILE`` in the target's folder, linked under its
@@ -45,11 +48,14 @@ def write_bytes_durably(target: Path, chunks: list[bytes | memoryview] | bytes, 
             size = _write_all(fd, parts)
             os.fsync(fd)
             if tmp is None:
-                tmp = _link(fd, target)
+                tmp = _link(fd, target, replace)
         finally:
             os.close(fd)
-        if tmp is not None:
+        if tmp is not None and replace:
             os.replace(tmp, target)
+        elif tmp is not None:
+            os.link(tmp, target)  # FileExistsError when it is there; the temporary name goes either way
+            tmp.unlink()
         if sync_dir:
             fsync_dir(target.parent)
         return size
@@ -89,14 +95,16 @@ def _open_new(target: Path) -> tuple[int, Path | None]:
     return _create(tmp), tmp
 
 
-def _link(fd: int, target: Path) -> Path | None:
+def _link(fd: int, target: Path, replace: bool) -> Path | None:
     """Give the anonymous file ``fd`` the name ``target``; when that name exists, a temporary name instead
-    (returned, for the caller to rename over it)."""
+    (returned, for the caller to rename over it), or FileExistsError unless ``replace``."""
     source = f"/proc/self/fd/{fd}"
     try:  # src_dir_fd: only so that os.link runs linkat, which can follow the /proc link (the path is absolute)
         os.link(source, target, src_dir_fd=fd, follow_symlinks=True)
         return None
     except FileExistsError:
+        if not replace:
+            raise
         tmp = _temporary_name(target)
         tmp.unlink(missing_ok=True)
         os.link(source, tmp, src_dir_fd=fd, follow_symlinks=True)

@@ -191,9 +191,26 @@ def test_duplicate_instance_is_idempotent(scp: RunningScp) -> None:
     source = str(shared("mri/MR_small.dcm"))
     assert scp.dcmtk("storescu", source).returncode == 0
     fingerprint = scp.store.find_input(pydicom.dcmread(source).SeriesInstanceUID).fingerprint
+    [stored] = scp.files()
+    inode = stored.stat().st_ino
     assert scp.dcmtk("storescu", source).returncode == 0
     assert scp.store.counts()["instances"] == 1
     assert scp.store.find_input(pydicom.dcmread(source).SeriesInstanceUID).fingerprint == fingerprint
+    assert scp.files() == [stored] and stored.stat().st_ino == inode  # the stored copy is not replaced
+
+
+def test_a_file_no_record_names_is_replaced_by_the_instance_sent_again(scp: RunningScp) -> None:
+    """What a crash between writing an instance and recording it leaves (never acknowledged): the peer sends it
+    again, and this time it is written whole and recorded."""
+    source = shared("mri/MR_small.dcm")
+    ds = pydicom.dcmread(source)
+    leftover = scp.storage / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half an instance")
+    assert scp.dcmtk("storescu", str(source)).returncode == 0
+    assert scp.store.counts()["instances"] == 1
+    assert scp.files() == [leftover]
+    assert pydicom.dcmread(leftover).SOPInstanceUID == ds.SOPInstanceUID
 
 
 def test_truncated_dataset_gets_cannot_understand_and_leaves_no_file(scp: RunningScp) -> None:

@@ -69,3 +69,15 @@ def test_a_stale_temporary_file_of_a_crash_is_replaced(tmp_path: Path) -> None:
     fd = durable._create(stale)
     os.close(fd)
     assert stale.read_bytes() == b""
+
+
+def test_without_replace_an_existing_file_is_kept_and_said_so(tmp_path: Path, way: str) -> None:
+    target = tmp_path / "x.dcm"
+    target.write_bytes(b"first")
+    with pytest.raises(FileExistsError):
+        write_bytes_durably(target, b"second", replace=False)
+    assert target.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["x.dcm"]
+    fresh = tmp_path / "y.dcm"
+    assert write_bytes_durably(fresh, b"new", replace=False) == 3
+    assert fresh.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["x.dcm", "y.dcm"]
