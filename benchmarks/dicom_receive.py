@@ -9,9 +9,8 @@ over loopback, first by 1 sender, then by 4 concurrent senders (each its own ass
 - Orthanc (Debian's package: an archive as users deploy it, own storage folder, SQLite index, no storage
   compression). It syncs less than OncoAgent: ``strace -f -c`` counted 116 ``fdatasync`` for 100 instances
   (one per stored file), no folder fsync, and its index runs ``PRAGMA SYNCHRONOUS=NORMAL`` in WAL mode (no
-  sync per commit). OncoAgent syncs three times per instance (file, folder, database commit), shared among
-  concurrent associations; with one sender, where every instance waits for its syncs, that is most of the
-  gap;
+  sync per commit). OncoAgent syncs three times per instance (file, folder, database commit), the last two
+  shared among concurrent associations;
 - dcmtk's ``storescp`` and pynetdicom's ``storescp`` app writing to disk (neither fsyncs: they answer
   before anything reaches the disk).
 
@@ -19,12 +18,14 @@ Nagle's algorithm is off for every peer: the senders, dcmtk's storescp and Ortha
 ``TCP_NODELAY=1`` (Debian's dcmtk leaves Nagle on otherwise: ~21 instances/s), pynetdicom's app is started
 with TCP_NODELAY set on its accepted sockets, OncoAgent sets it itself. Every receiver's stored count is
 checked against the sent count (the run fails otherwise), and kept until the script ends (no receiver
-starts right after thousands of deletions). Each receiver is timed from the senders' start to
-their end, once it is idle after its own start; its CPU time per instance (all threads, user + system) is
-printed too: on a shared machine it swings far less than the rates. Last, in every run, the durable-write
-floor: what one durably written file of each size costs on this disk without DICOM or database (write, fsync,
-rename, folder fsync); OncoAgent's receive time per instance with one sender minus that floor is its
-per-instance overhead (Python work, the database commit with its own fsync, the network round trip), printed
+starts right after thousands of deletions); what a receiver wrote is synced to disk before the next one
+starts (no receiver's fsyncs wait behind another's unwritten files). Each receiver is timed from the
+senders' start to their end, once its whole process tree is idle after its own start; its CPU time per
+instance (all its processes and threads, user + system) is printed too: on a shared machine it swings far
+less than the rates. Last, in every run, the durable-write floor: what one durably written file of each size
+costs on this disk without DICOM or database (write, fsync, link or rename into place, folder fsync);
+OncoAgent's receive time per instance with one sender minus that floor is its per-instance overhead (Python
+work, the database commit with its own fsync, the network round trip), printed
 beside Orthanc's.
 
 Orthanc listens on all interfaces, so the script runs itself in a private network namespace that has only
