@@ -37,6 +37,7 @@ from agent.store import instances as _instances
 from agent.store import jobs as _jobs
 from agent.store import outbox as _outbox
 from agent.store import retention as _retention
+from agent.store.driver import HeldConnection
 from agent.store.engine import ERROR_TEXT_LIMIT
 from agent.store.inputs import EMPTY_FINGERPRINT
 from agent.store.retention import InputPurge, ResultPurge
@@ -50,7 +51,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._recording = _engine.HeldConnection(engine)  # the receive path's group commits
+        self._recording = HeldConnection(engine)  # the receive path's group commits
 
     # ----------------------------------------------------------------------------------- lifecycle
 

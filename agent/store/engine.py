@@ -11,18 +11,14 @@ written once and SQLite's compiler drops it.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select, create_engine, event, func, insert, make_url, select, update
-from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement
 
 from agent.errors import StoreError
 from agent.store import schema
@@ -85,44 +81,6 @@ def read(engine: Engine) -> Iterator[Connection]:
         raise StoreError(f"job store read failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}") from exc
 
 
-class HeldConnection:
-    """One connection kept open for a hot path's write transactions (the receive path's group commits): no pool
-    checkout and check-in per transaction. Used by one thread at a time (a lock sees to it). After a database
-    error the connection is dropped and the next transaction opens a new one, as the pool would."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._conn: Connection | None = None
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction on the held connection, as :func:`write`."""
-        with self._lock:
-            try:
-                if self._conn is None:
-                    self._conn = self.engine.connect()
-                with self._conn.begin():
-                    yield self._conn
-            except SQLAlchemyError as exc:
-                self._drop()
-                raise StoreError(f"job store write failed: {exc.__class__.__name__}: "
-                                 f"{getattr(exc, 'orig', exc)}") from exc
-            except BaseException:
-                self._drop()
-                raise
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with suppress(SQLAlchemyError):
-                self._conn.close()
-            self._conn = None
-
-
 def ping(engine: Engine) -> None:
     """Run a trivial read; raises StoreError when the database does not answer."""
     with read(engine) as conn:
@@ -140,66 +98,6 @@ def insert_id(conn: Connection, statement: Any) -> int:
 def grouped(conn: Connection, column: Any) -> dict[str, int]:
     """Row counts by the values of ``column``."""
     return {key: count for key, count in conn.execute(select(column, func.count()).group_by(column))}
-
-
-class DriverStatement:
-    """A statement compiled once per dialect and run straight on the DBAPI cursor of the caller's transaction.
-
-    For the receive path only, where SQLAlchemy's work per execution (cache key, parameter and result
-    processing) costs more than SQLite's: the columns it binds and reads must be of plain types (strings,
-    numbers; no JSON). ``column_keys`` names the columns an INSERT binds (one placeholder each); literal
-    values of the statement are bound as compiled. Driver errors become :class:`~agent.errors.StoreError`.
-
-    Compiled per dialect, the SQL carries that driver's own placeholders, bound as it expects them: sqlite3's
-    ``?`` by position (the compiler's ``positiontup`` orders the values), psycopg's ``%(name)s`` (with the casts
-    SQLAlchemy renders for PostgreSQL) by name. The cursor is the one of the caller's SQLAlchemy transaction, so
-    these statements commit or roll back with the rest of it on either backend.
-    """
-
-    def __init__(self, statement: ClauseElement, column_keys: Sequence[str] | None = None) -> None:
-        self.statement = statement
-        self.column_keys = list(column_keys) if column_keys is not None else None
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
-
-    def _for(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
-        compiled = self._compiled.get(dialect.name)
-        if compiled is None:
-            done = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
-            assert isinstance(done, SQLCompiler)
-            names = tuple(done.positiontup or ()) if dialect.positional else None
-            compiled = self._compiled[dialect.name] = (done.string, names, dict(done.params))
-        return compiled
-
-    def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[Sequence[Any]]:
-        """Run once with ``values``; the rows it returns (none for a statement without results)."""
-        sql, names, defaults = self._for(conn.dialect)
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(sql, _bound(conn.dialect, names, defaults, values))
-            return list(cursor.fetchall()) if cursor.description else []
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise StoreError(f"job store write failed: {exc.__class__.__name__}: {exc}") from exc
-        finally:
-            cursor.close()
-
-    def many(self, conn: Connection, values: Sequence[Mapping[str, Any]]) -> None:
-        """Run once per mapping of ``values`` (the driver's executemany)."""
-        sql, names, defaults = self._for(conn.dialect)
-        cursor = conn.connection.cursor()
-        try:
-            cursor.executemany(sql, [_bound(conn.dialect, names, defaults, v) for v in values])
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise StoreError(f"job store write failed: {exc.__class__.__name__}: {exc}") from exc
-        finally:
-            cursor.close()
-
-
-def _bound(dialect: Dialect, names: tuple[str, ...] | None, defaults: dict[str, Any], values: Mapping[str, Any]
-           ) -> Any:
-    merged = {**defaults, **values}
-    if dialect.name == "postgresql":  # no column types bind these values: escape NUL as schema.FreeText does
-        merged = {k: schema.escape_nul(v) if isinstance(v, str) else v for k, v in merged.items()}
-    return merged if names is None else tuple(merged[name] for name in names)
 
 
 # ------------------------------------------------------------------------------------------- migrations

@@ -18,7 +18,8 @@ from sqlalchemy import Connection, Engine, RowMapping, bindparam, insert, select
 from agent.errors import StoreError
 from agent.records import Input, InputKind, InputState, Instance
 from agent.store import events, schema
-from agent.store.engine import ERROR_TEXT_LIMIT, DriverStatement, grouped, insert_id, locked, read, write
+from agent.store.driver import DriverConnection, DriverStatement
+from agent.store.engine import ERROR_TEXT_LIMIT, grouped, insert_id, locked, read, write
 
 EMPTY_FINGERPRINT = "0" * 32
 
@@ -77,12 +78,16 @@ _GROWN = DriverStatement(
 )
 
 
-def series_for_instance(conn: Connection, inst: Instance, now: float) -> tuple[int, str, int]:
-    """The series input an instance belongs to, created (receiving, empty) when it is the series' first:
-    its id, fingerprint and instance count."""
-    found = _SERIES.rows(conn, {"key": inst.series_uid})
-    if found:
-        return int(found[0][0]), str(found[0][1]), int(found[0][2])
+def find_series(conn: DriverConnection, series_uid: str) -> tuple[int, str, int] | None:
+    """The series input of a series UID, locked for the rest of the transaction: its id, fingerprint and
+    instance count; None when the series is new."""
+    found = _SERIES.rows(conn, {"key": series_uid})
+    return (int(found[0][0]), str(found[0][1]), int(found[0][2])) if found else None
+
+
+def create_series(conn: Connection, inst: Instance, now: float) -> tuple[int, str, int]:
+    """The series input of a series' first instance, made (receiving, empty): its id, fingerprint and
+    instance count."""
     input_id = insert_id(
         conn,
         insert(schema.inputs).values(
@@ -103,7 +108,7 @@ def series_for_instance(conn: Connection, inst: Instance, now: float) -> tuple[i
 
 
 def instances_added(
-    conn: Connection, input_id: int, fingerprint: str, count: int, sop_instance_uids: Sequence[str], now: float
+    conn: DriverConnection, input_id: int, fingerprint: str, count: int, sop_instance_uids: Sequence[str], now: float
 ) -> None:
     """Count new instances into their series (``fingerprint`` and ``count`` as before them): receiving again."""
     for uid in sop_instance_uids:

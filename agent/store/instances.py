@@ -10,13 +10,14 @@ import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
 from agent.records import Instance
 from agent.store import inputs, schema
-from agent.store.engine import DriverStatement, HeldConnection, read
+from agent.store.driver import DriverConnection, DriverStatement, HeldConnection
+from agent.store.engine import read
 
 _ROW_KEYS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "input_id", "path", "size", "source",
              "received_at")
@@ -39,32 +40,47 @@ def _insert(count: int) -> DriverStatement:
 def add(held: HeldConnection, insts: Sequence[Instance]) -> list[bool]:
     """Record several instances in one transaction (one commit); for each, whether it was new.
 
-    The receive path's hot spot: per batch, one lookup of all its instances, one lookup and one update per
-    series, one multi-row insert; each statement compiled once per batch size and run on the driver's cursor
-    (no per-row statement construction or result processing), on a connection held open for it (no pool work
-    per batch). Few statements matter beyond their own cost: each one lets go of the GIL and must win it back
-    from the association threads, while every association waits for this commit."""
+    The receive path's hot spot (see :mod:`agent.store.driver`): per batch, one lookup of all its instances,
+    one lookup and one update per series, one multi-row insert, each statement compiled once per batch size,
+    all on the driver in a transaction begun and committed on the driver. Only the first instance of a series
+    needs more (the series' row, made through SQLAlchemy): such a batch runs again in a SQLAlchemy
+    transaction."""
     now = time.time()
+    try:
+        with held.raw_write() as tx:
+            return _add(tx, insts, now)
+    except _NewSeries:
+        with held.write() as conn:
+            return _add(conn, insts, now)
+
+
+class _NewSeries(Exception):
+    """A batch holds the first instance of a series: it needs a SQLAlchemy transaction."""
+
+
+def _add(conn: DriverConnection, insts: Sequence[Instance], now: float) -> list[bool]:
     uids = list(dict.fromkeys(inst.sop_instance_uid for inst in insts))  # the same instance twice: once
-    with held.write() as conn:
-        known = {str(row[0]) for row in _known(len(uids)).rows(conn, {f"u{i}": u for i, u in enumerate(uids)})}
-        new: list[bool] = []
-        by_series: dict[str, list[Instance]] = {}
-        for inst in insts:
-            uid = inst.sop_instance_uid
-            is_new = uid not in known
-            new.append(is_new)
-            if is_new:
-                known.add(uid)  # the same instance twice in one batch is recorded once
-                by_series.setdefault(inst.series_uid, []).append(inst)
-        rows = []
-        for series in by_series.values():
-            input_id, fingerprint, count = inputs.series_for_instance(conn, series[0], now)
-            rows += [_row(inst, input_id, now) for inst in series]
-            inputs.instances_added(conn, input_id, fingerprint, count, [i.sop_instance_uid for i in series], now)
-        if rows:
-            _insert(len(rows)).rows(conn, {f"{key}_{i}": row[key] for i, row in enumerate(rows) for key in _ROW_KEYS})
-        return new
+    known = {str(row[0]) for row in _known(len(uids)).rows(conn, {f"u{i}": u for i, u in enumerate(uids)})}
+    new: list[bool] = []
+    by_series: dict[str, list[Instance]] = {}
+    for inst in insts:
+        uid = inst.sop_instance_uid
+        is_new = uid not in known
+        new.append(is_new)
+        if is_new:
+            known.add(uid)  # the same instance twice in one batch is recorded once
+            by_series.setdefault(inst.series_uid, []).append(inst)
+    rows = []
+    for series in by_series.values():
+        found = inputs.find_series(conn, series[0].series_uid)
+        if found is None and not isinstance(conn, Connection):
+            raise _NewSeries
+        input_id, fingerprint, count = found or inputs.create_series(cast(Connection, conn), series[0], now)
+        rows += [_row(inst, input_id, now) for inst in series]
+        inputs.instances_added(conn, input_id, fingerprint, count, [i.sop_instance_uid for i in series], now)
+    if rows:
+        _insert(len(rows)).rows(conn, {f"{key}_{i}": row[key] for i, row in enumerate(rows) for key in _ROW_KEYS})
+    return new
 
 
 def _row(inst: Instance, input_id: int, now: float) -> dict[str, object]:

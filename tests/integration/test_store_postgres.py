@@ -147,7 +147,9 @@ def test_instances_of_one_series_recorded_concurrently_are_all_counted(store: St
     store.add_instance(series[0])
     with store.engine.connect() as other, ThreadPoolExecutor(1) as pool:
         other.begin()  # another recorder, between growing the series and its commit
-        input_id, fingerprint, count = inputs.series_for_instance(other, series[1], time.time())
+        found = inputs.find_series(other, series[1].series_uid)
+        assert found is not None
+        input_id, fingerprint, count = found
         inputs.instances_added(other, input_id, fingerprint, count, [uids[1]], time.time())
         third = pool.submit(store.add_instance, series[2])
         wait_for(lambda: waiting_on_a_lock(store), timeout=60, what="the recorder waiting for the series' row lock")
