@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event, func, insert, make_url, select, update
+from sqlalchemy import Connection, Engine, Select, create_engine, event, func, make_url, select
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
@@ -25,7 +25,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 from agent.errors import StoreError
-from agent.store import schema
+from agent.store import migrations, schema
 
 log = logging.getLogger(__name__)
 
@@ -205,33 +205,12 @@ def _bound(dialect: Dialect, names: tuple[str, ...] | None, defaults: dict[str, 
 # ------------------------------------------------------------------------------------------- migrations
 
 
-def migrate(engine: Engine) -> int:
-    """Create or upgrade the schema; return the version now in force."""
+def migrate(engine: Engine) -> str:
+    """Create or upgrade the schema to the newest Alembic revision (:mod:`agent.store.migrations`) in one write
+    transaction, one migrating process at a time; return the revision now in force."""
     with write(engine) as conn:
         _one_migration_at_a_time(conn)
-        version = _schema_version(conn)
-        if version is None:
-            schema.metadata.create_all(conn)
-            conn.execute(insert(schema.schema_info).values(id=1, version=schema.SCHEMA_VERSION))
-            log.info("created job store schema v%d", schema.SCHEMA_VERSION)
-            return schema.SCHEMA_VERSION
-        if version > schema.SCHEMA_VERSION:
-            raise StoreError(
-                f"database schema v{version} is newer than this OncoAgent (v{schema.SCHEMA_VERSION}); "
-                "upgrade OncoAgent or use another --data-dir"
-            )
-        while version < schema.SCHEMA_VERSION:
-            schema.MIGRATIONS[version](conn)
-            version += 1
-            conn.execute(update(schema.schema_info).values(version=version))
-            log.info("migrated job store schema to v%d", version)
-        return version
-
-
-def _schema_version(conn: Connection) -> int | None:
-    if not conn.dialect.has_table(conn, "schema_info"):
-        return None
-    return conn.execute(select(schema.schema_info.c.version)).scalar_one_or_none()
+        return migrations.upgrade(conn)
 
 
 # ------------------------------------------------------------------------------------------- dialect differences
