@@ -206,11 +206,53 @@ def _bound(dialect: Dialect, names: tuple[str, ...] | None, defaults: dict[str, 
 
 
 def migrate(engine: Engine) -> str:
-    """Create or upgrade the schema to the newest Alembic revision (:mod:`agent.store.migrations`) in one write
-    transaction, one migrating process at a time; return the revision now in force."""
-    with write(engine) as conn:
-        _one_migration_at_a_time(conn)
+    """Create or upgrade the schema to the newest Alembic revision (:mod:`agent.store.migrations`) in one
+    :func:`migration` transaction; return the revision now in force."""
+    with migration(engine) as conn:
         return migrations.upgrade(conn)
+
+
+@contextmanager
+def migration(engine: Engine) -> Iterator[Connection]:
+    """The write transaction of a schema migration, one migrating process at a time.
+
+    On SQLite, foreign keys are not enforced while it runs and are checked whole before it commits: a revision
+    may rebuild a table that others reference (Alembic's batch mode copies it, drops the original and renames
+    the copy), which SQLite's checks would refuse at the drop. That pragma has no effect inside a transaction,
+    so it is switched off before ``BEGIN`` and back on after, on this connection only."""
+    try:
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                _sqlite_pragma(conn, "foreign_keys = OFF")
+            try:
+                with conn.begin():
+                    _one_migration_at_a_time(conn)
+                    yield conn
+                    if sqlite:
+                        _no_dangling_references(conn)
+            finally:
+                if sqlite:
+                    _sqlite_pragma(conn, "foreign_keys = ON")
+    except SQLAlchemyError as exc:
+        raise StoreError(f"job store migration failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}"
+                         ) from exc
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    """Run a pragma on the driver's connection, outside SQLAlchemy's transaction (none is begun for it)."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA {pragma}")
+    finally:
+        cursor.close()
+
+
+def _no_dangling_references(conn: Connection) -> None:
+    dangling = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if dangling:
+        raise StoreError(f"the migration left {len(dangling)} rows referring to missing rows, e.g. "
+                         f"{dangling[0][0]} row {dangling[0][1]} -> {dangling[0][2]}; nothing was changed")
 
 
 # ------------------------------------------------------------------------------------------- dialect differences

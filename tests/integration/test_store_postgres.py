@@ -64,7 +64,9 @@ from tests.unit.test_store_migrations import (  # noqa: F401  (all but the SQLit
     test_a_database_from_a_newer_release_is_refused_unchanged,
     test_a_database_of_an_earlier_counter_version_is_upgraded_in_place,
     test_a_database_of_the_last_release_before_alembic_keeps_every_row,
+    test_a_later_revision_that_rebuilds_a_referenced_table_keeps_every_row,
     test_a_new_database_reaches_head_matching_the_tables,
+    test_a_revision_that_leaves_rows_referring_to_missing_ones_is_rolled_back,
 )
 
 LOCK_TIMEOUT = "&options=-c%20lock_timeout%3D20s"

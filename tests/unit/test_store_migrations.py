@@ -5,6 +5,7 @@ them again on PostgreSQL."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from sqlalchemy import inspect, text
 from agent.errors import StoreError
 from agent.records import InputState, JobStatus, OutboxStatus
 from agent.store import Store, migrations, schema
+from agent.store.engine import migration
 from tests.support.store_v5 import ROWS, create_legacy_database, rows
 from tests.unit.test_store import instance
 
@@ -103,6 +105,67 @@ def test_a_database_of_an_earlier_counter_version_is_upgraded_in_place(
         assert store.audit_list() == []
         # the purge columns came in empty: the input, its job succeeded and its SR sent, is eligible for retention
         assert [purge.input_id for purge in store.purgeable_inputs(time.time())] == [7]
+    finally:
+        store.close()
+
+
+def next_revision(tmp_path: Path, upgrade: str) -> Path:
+    """A copy of the migrations with a revision 0002 after the baseline whose ``upgrade()`` runs ``upgrade``."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(migrations.FOLDER, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "versions" / "r0002_next.py").write_text(
+        '"""The next revision."""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f"def upgrade() -> None:{upgrade}", encoding="utf-8")
+    return folder
+
+
+def test_a_later_revision_that_rebuilds_a_referenced_table_keeps_every_row(
+        database_url: Callable[[str], str], tmp_path: Path) -> None:
+    """A next revision changes a column of ``inputs``, which jobs, instances and events reference, run as the
+    store runs migrations: SQLite's batch alteration copies ``inputs`` to a new table, drops the old one and
+    renames the copy (refused with SQLite's foreign keys enforced, as the store's connections have them: the
+    migration transaction checks them once, before it commits); PostgreSQL alters the column in place. Every
+    row is kept, the references still point at ``inputs``, and SQLite enforces foreign keys again after."""
+    folder = next_revision(tmp_path, """
+    with op.batch_alter_table("inputs") as batch:
+        batch.alter_column("kind", existing_type=sa.String(32), type_=sa.String(48), existing_nullable=False)
+""")
+    url = database_url("next")
+    create_legacy_database(url, version=5)
+    store = Store.open(url)
+    try:
+        before = rows(url)
+        with migration(store.engine) as conn:  # the transaction Store.migrate runs migrations.upgrade in
+            assert migrations.upgrade(conn, folder) == "0002"
+        assert rows(url) == before
+        with store.engine.connect() as conn:
+            kind = next(c for c in inspect(conn).get_columns("inputs") if c["name"] == "kind")
+            assert kind["type"].length == 48
+            assert {fk["referred_table"] for fk in inspect(conn).get_foreign_keys("jobs")} == {"inputs"}
+            if conn.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        assert store.get_job(11).input_id == 7 and store.get_input(7).fingerprint == "f1"
+    finally:
+        store.close()
+
+
+def test_a_revision_that_leaves_rows_referring_to_missing_ones_is_rolled_back(
+        database_url: Callable[[str], str], tmp_path: Path) -> None:
+    """The foreign keys a migration transaction leaves are checked before it commits (on SQLite, where they
+    are not enforced while it runs; PostgreSQL refuses at the statement): nothing of it stays."""
+    folder = next_revision(tmp_path, """
+    op.execute("DELETE FROM inputs WHERE id = 7")
+""")
+    url = database_url("dangling")
+    create_legacy_database(url, version=5)
+    store = Store.open(url)
+    try:
+        before = rows(url)
+        with pytest.raises(StoreError, match=r"rows referring to missing rows|violates foreign key constraint"), \
+                migration(store.engine) as conn:
+            migrations.upgrade(conn, folder)
+        assert rows(url) == before and at_head(store)  # still at the baseline, the head of the shipped scripts
     finally:
         store.close()
 

@@ -28,25 +28,25 @@ log = logging.getLogger(__name__)
 FOLDER = Path(__file__).resolve().parent
 
 
-def _config(conn: Connection | None = None) -> Config:
-    """Alembic's configuration for this folder, built in memory (no ini file)."""
+def _config(folder: Path, conn: Connection | None = None) -> Config:
+    """Alembic's configuration for the scripts in ``folder``, built in memory (no ini file)."""
     config = Config()
-    config.set_main_option("script_location", str(FOLDER).replace("%", "%%"))  # configparser interpolates %
+    config.set_main_option("script_location", str(folder).replace("%", "%%"))  # configparser interpolates %
     if conn is not None:
         config.attributes["connection"] = conn
     return config
 
 
 @cache
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(_config())
+def _scripts(folder: Path) -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config(folder))
 
 
-def head() -> str:
-    """The newest revision this OncoAgent knows."""
-    newest = _scripts().get_current_head()
+def head(folder: Path = FOLDER) -> str:
+    """The newest revision this OncoAgent knows (of the scripts in ``folder``: this package's, but for tests)."""
+    newest = _scripts(folder).get_current_head()
     if newest is None:
-        raise StoreError(f"no schema revisions under {FOLDER / 'versions'}")
+        raise StoreError(f"no schema revisions under {folder / 'versions'}")
     return newest
 
 
@@ -56,16 +56,16 @@ def current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(conn: Connection) -> str:
+def upgrade(conn: Connection, folder: Path = FOLDER) -> str:
     """Bring the database on ``conn`` to :func:`head` within the caller's transaction; return the revision.
 
     A database at a revision this OncoAgent does not know (made by a newer release) is refused, unchanged."""
     before = current(conn)
-    newest = head()
-    if before is not None and before not in {script.revision for script in _scripts().walk_revisions()}:
+    newest = head(folder)
+    if before is not None and before not in {script.revision for script in _scripts(folder).walk_revisions()}:
         raise StoreError(f"database schema {before} is newer than this OncoAgent ({newest}); "
                          "upgrade OncoAgent or use another --data-dir")
     if before != newest:
-        command.upgrade(_config(conn), "head")
+        command.upgrade(_config(folder, conn), "head")
         log.info("migrated job store schema from %s to %s", before or "none (new, or counted by schema_info)", newest)
     return newest
