@@ -8,7 +8,8 @@ One module per concept, each holding that concept's SQL, row mapping and transac
 
 - :mod:`~agent.store.engine` — opening the database, read/write transactions, migrations, SQLite/PostgreSQL
   differences;
-- :mod:`~agent.store.schema` — the tables and the migrations between their versions;
+- :mod:`~agent.store.schema` — the tables (the current schema); :mod:`~agent.store.migrations` — the Alembic
+  revisions that bring a database to it;
 - :mod:`~agent.store.instances`, :mod:`~agent.store.inputs`, :mod:`~agent.store.jobs`,
   :mod:`~agent.store.outbox`, :mod:`~agent.store.events` (the journal), :mod:`~agent.store.counts`,
   :mod:`~agent.store.retention` (what may be purged, and recording that it was), :mod:`~agent.store.audit` (the
@@ -66,8 +67,8 @@ class Store:
         self._recording.close()
         self.engine.dispose()
 
-    def migrate(self) -> int:
-        """Create or upgrade the schema; return the version now in force."""
+    def migrate(self) -> str:
+        """Create or upgrade the schema; return the Alembic revision now in force."""
         return _engine.migrate(self.engine)
 
     def ping(self) -> None:

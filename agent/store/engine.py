@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event, func, insert, make_url, select, update
+from sqlalchemy import Connection, Engine, Select, create_engine, event, func, make_url, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement
 
 from agent.errors import StoreError
-from agent.store import schema
+from agent.store import migrations
 
 log = logging.getLogger(__name__)
 
@@ -103,33 +103,54 @@ def grouped(conn: Connection, column: Any) -> dict[str, int]:
 # ------------------------------------------------------------------------------------------- migrations
 
 
-def migrate(engine: Engine) -> int:
-    """Create or upgrade the schema; return the version now in force."""
-    with write(engine) as conn:
-        _one_migration_at_a_time(conn)
-        version = _schema_version(conn)
-        if version is None:
-            schema.metadata.create_all(conn)
-            conn.execute(insert(schema.schema_info).values(id=1, version=schema.SCHEMA_VERSION))
-            log.info("created job store schema v%d", schema.SCHEMA_VERSION)
-            return schema.SCHEMA_VERSION
-        if version > schema.SCHEMA_VERSION:
-            raise StoreError(
-                f"database schema v{version} is newer than this OncoAgent (v{schema.SCHEMA_VERSION}); "
-                "upgrade OncoAgent or use another --data-dir"
-            )
-        while version < schema.SCHEMA_VERSION:
-            schema.MIGRATIONS[version](conn)
-            version += 1
-            conn.execute(update(schema.schema_info).values(version=version))
-            log.info("migrated job store schema to v%d", version)
-        return version
+def migrate(engine: Engine) -> str:
+    """Create or upgrade the schema to the newest Alembic revision (:mod:`agent.store.migrations`) in one
+    :func:`migration` transaction; return the revision now in force."""
+    with migration(engine) as conn:
+        return migrations.upgrade(conn)
 
 
-def _schema_version(conn: Connection) -> int | None:
-    if not conn.dialect.has_table(conn, "schema_info"):
-        return None
-    return conn.execute(select(schema.schema_info.c.version)).scalar_one_or_none()
+@contextmanager
+def migration(engine: Engine) -> Iterator[Connection]:
+    """The write transaction of a schema migration, one migrating process at a time.
+
+    On SQLite, foreign keys are not enforced while it runs and are checked whole before it commits: a revision
+    may rebuild a table that others reference (Alembic's batch mode copies it, drops the original and renames
+    the copy), which SQLite's checks would refuse at the drop. That pragma has no effect inside a transaction,
+    so it is switched off before ``BEGIN`` and back on after, on this connection only."""
+    try:
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                _sqlite_pragma(conn, "foreign_keys = OFF")
+            try:
+                with conn.begin():
+                    _one_migration_at_a_time(conn)
+                    yield conn
+                    if sqlite:
+                        _no_dangling_references(conn)
+            finally:
+                if sqlite:
+                    _sqlite_pragma(conn, "foreign_keys = ON")
+    except SQLAlchemyError as exc:
+        raise StoreError(f"job store migration failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}"
+                         ) from exc
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    """Run a pragma on the driver's connection, outside SQLAlchemy's transaction (none is begun for it)."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA {pragma}")
+    finally:
+        cursor.close()
+
+
+def _no_dangling_references(conn: Connection) -> None:
+    dangling = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if dangling:
+        raise StoreError(f"the migration left {len(dangling)} rows referring to missing rows, e.g. "
+                         f"{dangling[0][0]} row {dangling[0][1]} -> {dangling[0][2]}; nothing was changed")
 
 
 # ------------------------------------------------------------------------------------------- dialect differences

@@ -1,20 +1,17 @@
-"""Tables of the job store (the current schema) and the migrations that bring older databases to it.
+"""Tables of the job store: the current schema, as the queries of :mod:`agent.store` see it.
 
-A new database is created directly at the newest schema and stamped with ``SCHEMA_VERSION``. An existing one
-runs each migration newer than its stamp, in order, in one transaction. To change the schema: edit the tables
-below, bump ``SCHEMA_VERSION`` and append a migration that turns the previous schema into the new one.
-Only the modules of :mod:`agent.store` use these tables; each table's queries live in its concept's module.
+Databases are brought to it by the Alembic revisions of :mod:`agent.store.migrations`. To change the schema:
+edit the tables below and add a revision that turns the previous schema into the new one (docs/architecture.md,
+"Schema migrations"); tests/unit/test_store_migrations.py checks that a database at the newest revision matches
+these tables. Only the modules of :mod:`agent.store` use them; each table's queries live in its concept's module.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    Connection,
     Float,
     ForeignKey,
     Index,
@@ -25,11 +22,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    inspect,
 )
 from sqlalchemy.engine.interfaces import Dialect
-
-SCHEMA_VERSION = 5
 
 
 def escape_nul(text: str) -> str:
@@ -50,13 +44,6 @@ class FreeText(TypeDecorator[str]):
 
 
 metadata = MetaData()
-
-schema_info = Table(
-    "schema_info",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
 
 inputs = Table(
     "inputs",
@@ -169,27 +156,3 @@ associations = Table(  # v5: the audit trail, one row per association or refused
     Column("instances_stored", Integer, nullable=False, default=0),
     Index("ix_associations_started", "started_at"),
 )
-
-Migration = Callable[[Connection], None]
-
-
-def _v1_to_v2(conn: Connection) -> None:
-    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN note TEXT")
-
-
-def _v2_to_v3(conn: Connection) -> None:
-    conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN unsent_reason TEXT")
-
-
-def _v3_to_v4(conn: Connection) -> None:
-    for table in ("inputs", "jobs"):
-        if "purged_at" not in {c["name"] for c in inspect(conn).get_columns(table)}:
-            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN purged_at FLOAT")
-
-
-def _v4_to_v5(conn: Connection) -> None:
-    associations.create(conn, checkfirst=True)
-
-
-# MIGRATIONS[n] turns schema version n into n + 1.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}

@@ -20,15 +20,16 @@ from sqlalchemy import func, select, text, update
 
 from agent.errors import StoreError
 from agent.records import InputKind, Instance, JobStatus
-from agent.store import EMPTY_FINGERPRINT, Store, inputs, schema
+from agent.store import EMPTY_FINGERPRINT, Store, inputs, migrations, schema
 from agent.store.engine import read
 from tests.support.postgres import PostgresServer
+from tests.support.store_v5 import ROWS, create_legacy_database, rows
 from tests.support.waiting import wait_for
 from tests.unit.test_ops_audit import (  # noqa: F401  (collected again here, on PostgreSQL)
     test_hostile_ae_titles_are_stored_escaped_and_bounded,
     test_records_come_back_newest_first_and_since_filters,
 )
-from tests.unit.test_retention import (  # noqa: F401
+from tests.unit.test_retention import (  # noqa: F401  (all but the SQLite-only version 3 database)
     test_a_failed_or_cancelled_outbox_entry_keeps_everything,
     test_a_job_without_outbox_entries_is_delivered_when_it_succeeded,
     test_a_purged_series_sent_again_is_new_and_processed_again,
@@ -40,12 +41,10 @@ from tests.unit.test_retention import (  # noqa: F401
     test_results_are_eligible_only_once_every_outbox_entry_is_sent,
     test_results_kept_for_lack_of_patient_context_are_never_eligible,
 )
-from tests.unit.test_store import (  # noqa: F401  (all but the SQLite-only WAL check)
+from tests.unit.test_store import (  # noqa: F401
     test_a_batch_records_each_new_instance_once_and_grows_each_series_as_one_at_a_time_would,
     test_a_result_kept_locally_is_counted_listed_and_can_be_retried,
-    test_a_version_1_database_is_migrated,
     test_claim_takes_stat_before_routine_and_oldest_first,
-    test_database_from_a_newer_version_is_refused,
     test_duplicate_instance_is_idempotent_and_new_instance_changes_fingerprint,
     test_failure_retries_with_backoff_until_attempts_run_out,
     test_file_input_is_new_only_when_content_changes,
@@ -58,6 +57,16 @@ from tests.unit.test_store import (  # noqa: F401  (all but the SQLite-only WAL 
     test_running_jobs_are_requeued_without_using_an_attempt,
     test_succeed_requires_a_running_job,
     test_two_store_handles_share_one_database,
+)
+from tests.unit.test_store_migrations import (  # noqa: F401  (all but the SQLite-only WAL check)
+    at_head,
+    test_a_counter_newer_than_the_last_release_before_alembic_is_refused,
+    test_a_database_from_a_newer_release_is_refused_unchanged,
+    test_a_database_of_an_earlier_counter_version_is_upgraded_in_place,
+    test_a_database_of_the_last_release_before_alembic_keeps_every_row,
+    test_a_later_revision_that_rebuilds_a_referenced_table_keeps_every_row,
+    test_a_new_database_reaches_head_matching_the_tables,
+    test_a_revision_that_leaves_rows_referring_to_missing_ones_is_rolled_back,
 )
 
 LOCK_TIMEOUT = "&options=-c%20lock_timeout%3D20s"
@@ -90,15 +99,21 @@ def queue_jobs(store: Store, count: int) -> list[int]:
 def test_a_plain_postgresql_url_runs_on_psycopg_3_at_the_current_schema(store: Store) -> None:
     assert store.engine.dialect.name == "postgresql" and store.engine.dialect.driver == "psycopg"
     assert str(store.engine.url).startswith("postgresql+psycopg://")
-    with store.engine.connect() as conn:
-        assert conn.execute(select(schema.schema_info.c.version)).scalar_one() == schema.SCHEMA_VERSION
+    assert at_head(store)
 
 
-def test_daemons_starting_together_on_a_new_database_create_its_schema_once(database_url: Callable[[str], str]) -> None:
+@pytest.mark.parametrize("legacy", [False, True], ids=["new", "v5-with-rows"])
+def test_daemons_starting_together_migrate_the_database_once(database_url: Callable[[str], str], legacy: bool) -> None:
+    """Four stores migrate one database at once, a new one or one of the last release before Alembic: the
+    advisory lock lets one migrate while the others wait, then find the database at head (without the lock
+    this test does not pass: the stores' concurrent DDL collides)."""
     url = database_url("fresh")
+    if legacy:
+        create_legacy_database(url, version=5)
+    before = rows(url)
     start = threading.Barrier(4)
 
-    def open_and_migrate(_n: int) -> int:
+    def open_and_migrate(_n: int) -> str:
         start.wait(timeout=60)
         store = Store.open(url, migrate=False)
         try:
@@ -106,12 +121,12 @@ def test_daemons_starting_together_on_a_new_database_create_its_schema_once(data
         finally:
             store.close()
 
-    with ThreadPoolExecutor(4) as pool:  # without the advisory lock, the losers fail on the tables the winner made
-        assert list(pool.map(open_and_migrate, range(4))) == [schema.SCHEMA_VERSION] * 4
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(open_and_migrate, range(4))) == [migrations.head()] * 4
     store = Store.open(url, migrate=False)
     try:
-        with store.engine.connect() as conn:
-            assert conn.execute(select(func.count()).select_from(schema.schema_info)).scalar_one() == 1
+        assert at_head(store)  # one alembic_version row, the counter gone
+        assert rows(url) == (before if legacy else {table: [] for table in ROWS})  # every row kept, none made twice
     finally:
         store.close()
 

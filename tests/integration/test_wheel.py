@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.store import migrations
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from pipelines.synthetic.slides import SlideSpec, write_slide
 from tests.conftest import REPO
@@ -139,6 +141,22 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Installe
     assert script.read_text().splitlines()[0] == f"#!{installed.venv / 'bin' / 'python'}"
     check = _checked(installed.run(script, "--data-dir", installed.root / "d", "config", "check"))
     assert f"configuration OK ({installed.venv}" in check.stdout and "oncoagent_config/oncoagent.yaml" in check.stdout
+
+
+def test_the_installed_store_migrates_with_the_shipped_revisions(installed: Installed) -> None:
+    """The Alembic revisions (and env.py) travel in the wheel: a new database reaches the checkout's head."""
+    db = installed.root / "store.db"
+    probe = _checked(installed.python(
+        "import json\n"
+        "from agent.store import Store, migrations\n"
+        f"store = Store.open('sqlite:///{db}')\n"
+        "print(json.dumps([store.migrate(), str(migrations.FOLDER)]))\n"
+        "store.close()"))
+    revision, folder = json.loads(probe.stdout)
+    assert Path(folder).is_relative_to(installed.venv.resolve()) and revision == migrations.head()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(revision,)]
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone() == (1,)
 
 
 def test_oncoagent_process_runs_a_slide_and_an_mr_series_from_the_wheel(installed: Installed) -> None:

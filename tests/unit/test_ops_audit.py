@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,8 +12,9 @@ import pytest
 
 from agent.ops.audit import AuditTrail
 from agent.ops.audit_commands import since
-from agent.store import Store, schema
+from agent.store import Store, migrations
 from dicom_node.records import AssociationRecord, RefusalReason
+from tests.support.store_v5 import create_legacy_database
 from tests.support.waiting import wait_for
 
 
@@ -44,14 +44,10 @@ def test_hostile_ae_titles_are_stored_escaped_and_bounded(store: Store) -> None:
 
 
 def test_a_version_4_database_gains_the_audit_table(tmp_path: Path) -> None:
-    db = tmp_path / "v4.db"
-    Store.open(f"sqlite:///{db}").close()
-    conn = sqlite3.connect(db)
-    conn.executescript("DROP TABLE associations; UPDATE schema_info SET version = 4;")
-    conn.commit()
-    conn.close()
-    store = Store(Store.open(f"sqlite:///{db}", migrate=False).engine)
-    assert store.migrate() == schema.SCHEMA_VERSION == 5
+    url = f"sqlite:///{tmp_path / 'v4.db'}"
+    create_legacy_database(url, version=4)
+    store = Store(Store.open(url, migrate=False).engine)
+    assert store.migrate() == migrations.head()
     store.audit_add([record()])
     assert len(store.audit_list()) == 1
     store.close()

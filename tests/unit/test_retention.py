@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +11,8 @@ from sqlalchemy import update
 from agent.config import DataPaths, RetentionSettings
 from agent.purge import plan
 from agent.records import Delivery, InputKind, InputState, Instance, JobStatus
-from agent.store import Store, schema
+from agent.store import Store, migrations, schema
+from tests.support.store_v5 import create_legacy_database
 
 DAY = 86400.0
 LATER = time.time() + 3600  # a cutoff that every delivery so far passes
@@ -175,15 +175,10 @@ def test_high_water_purges_the_oldest_first_until_under_the_mark(store: Store, t
 
 
 def test_a_version_3_database_gains_the_purge_columns(tmp_path: Path) -> None:
-    db = tmp_path / "v3.db"
-    Store.open(f"sqlite:///{db}").close()
-    conn = sqlite3.connect(db)
-    conn.executescript("ALTER TABLE inputs DROP COLUMN purged_at; ALTER TABLE jobs DROP COLUMN purged_at;"
-                       "UPDATE schema_info SET version = 3;")
-    conn.commit()
-    conn.close()
-    store = Store.open(f"sqlite:///{db}")
-    assert store.migrate() == schema.SCHEMA_VERSION
-    processed(store, "11.1")
-    assert len(store.purgeable_inputs(LATER)) == 1
+    url = f"sqlite:///{tmp_path / 'v3.db'}"
+    create_legacy_database(url, version=3)  # with a delivered series of its own (input 7)
+    store = Store.open(url)
+    assert store.migrate() == migrations.head()
+    new_input, _, _ = processed(store, "11.1")
+    assert sorted(purge.input_id for purge in store.purgeable_inputs(LATER)) == [7, new_input]
     store.close()

@@ -1,17 +1,15 @@
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
 
 from agent.config import Priority
 from agent.errors import StoreError
 from agent.records import InputKind, InputState, Instance, JobStatus
-from agent.store import Store, schema
+from agent.store import Store
 
 
 def instance(sop: str, series: str = "1.2.3.4", study: str = "1.2.3") -> Instance:
@@ -30,23 +28,6 @@ def instance(sop: str, series: str = "1.2.3.4", study: str = "1.2.3") -> Instanc
 def slide_input(store: Store, name: str = "a.svs", fingerprint: str = "f1") -> int:
     inp, _ = store.upsert_file_input(InputKind.SLIDE, Path("/slides") / name, fingerprint, {"file_name": name})
     return inp.id
-
-
-def test_fresh_database_is_created_at_head_in_wal_mode(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    store = Store.open(f"sqlite:///{db}")
-    assert store.migrate() == schema.SCHEMA_VERSION  # idempotent
-    store.close()
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version FROM schema_info").fetchone()[0] == schema.SCHEMA_VERSION
-
-
-def test_database_from_a_newer_version_is_refused(store: Store, tmp_path: Path) -> None:
-    with store.engine.begin() as conn:
-        conn.execute(update(schema.schema_info).values(version=schema.SCHEMA_VERSION + 1))
-    with pytest.raises(StoreError, match="newer than this OncoAgent"):
-        store.migrate()
 
 
 def test_duplicate_instance_is_idempotent_and_new_instance_changes_fingerprint(store: Store) -> None:
@@ -212,31 +193,6 @@ def test_two_store_handles_share_one_database(database_url: Callable[[str], str]
     finally:
         a.close()
         b.close()
-
-
-def test_a_version_1_database_is_migrated(database_url: Callable[[str], str], tmp_path: Path) -> None:
-    """A database of the first release (no outbox notes, unsent reasons, purge columns or audit table) upgrades
-    in place to the current schema, rows intact."""
-    url = database_url("old")
-    old = Store.open(url)
-    inp, _ = old.upsert_file_input(InputKind.SLIDE, tmp_path / "s.svs", "f1", {})
-    job, _ = old.enqueue(inp.id, "p", "1")
-    old.outbox_add("pacs", Path("/r/sr.dcm"), "1.2", "2.25.1", job_id=job.id)
-    with old.engine.begin() as conn:
-        for statement in ("ALTER TABLE outbox DROP COLUMN note", "ALTER TABLE jobs DROP COLUMN unsent_reason",
-                          "ALTER TABLE jobs DROP COLUMN purged_at", "ALTER TABLE inputs DROP COLUMN purged_at",
-                          "DROP TABLE associations", "UPDATE schema_info SET version = 1"):
-            conn.exec_driver_sql(statement)
-    old.close()
-    store = Store(Store.open(url, migrate=False).engine)
-    assert store.migrate() == schema.SCHEMA_VERSION
-    (item,) = store.outbox_list()
-    assert item.sop_instance_uid == "2.25.1" and item.note is None and item.job_id == job.id
-    migrated = store.get_job(job.id)
-    assert migrated.status is JobStatus.QUEUED and migrated.unsent_reason is None
-    assert store.get_input(inp.id).fingerprint == "f1"
-    assert store.audit_list() == [] and store.purgeable_inputs(time.time()) == []
-    store.close()
 
 
 def test_a_result_kept_locally_is_counted_listed_and_can_be_retried(store: Store, tmp_path: Path) -> None:
