@@ -13,7 +13,7 @@ from agent.config import Settings
 from agent.dicom_wiring import outbox_sender, storage_scp
 from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
-from agent.executor import Executor
+from agent.executor import Executor, node_name
 from agent.ingest import FolderWatcher
 from agent.lockfile import DataDirLock
 from agent.ops.wiring import Operations
@@ -106,7 +106,7 @@ class Daemon:
         settings = self.settings
         ops.start()  # /metrics and /healthz (first: a port in use stops the start before anything runs)
         _remove_partial_writes(settings)
-        requeued = store.requeue_running("daemon restarted after an unclean stop")
+        requeued = store.requeue_running("daemon restarted after an unclean stop", owner=node_name(settings))
         if requeued:
             log.warning("re-queued %d job(s) left running by an earlier unclean stop: %s", len(requeued), requeued)
         sender = outbox_sender(store, settings.destinations, settings.outbox, settings.scp.ae_title)

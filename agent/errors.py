@@ -46,5 +46,10 @@ class StoreError(OncoAgentError):
     """The job store cannot do what was asked (unknown id, illegal state change, schema too new)."""
 
 
+class LeaseLost(StoreError):
+    """A daemon reported the outcome of a job it no longer holds: its lease expired and another daemon claimed
+    the job again. The outcome is not recorded (the other daemon's is)."""
+
+
 class DataDirLockedError(OncoAgentError):
     """Another daemon already runs on this data directory."""

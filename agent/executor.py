@@ -15,6 +15,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,7 +27,7 @@ from typing import Any
 
 from agent import failpoints
 from agent.config import Destination, Settings
-from agent.errors import OncoAgentError
+from agent.errors import LeaseLost, OncoAgentError
 from agent.records import Delivery, InputKind, Job, JobStatus
 from agent.store import Store
 from agent.worker import Failure, WorkerConfig, worker_main
@@ -64,6 +65,8 @@ class Executor:
         self._wake_r, self._wake_w = _ctx.Pipe(duplex=False)
         self._unrecorded: dict[int, Callable[[], None]] = {}  # job id -> recording its outcome, to try again
         self._claim_failing = False
+        self.node = node_name(settings)
+        self._renew_at = 0.0  # monotonic time of the next lease renewal
 
     # ------------------------------------------------------------------------------------- public
 
@@ -82,6 +85,7 @@ class Executor:
         """The dispatch loop; returns after :meth:`stop`, once running jobs finished or were re-queued."""
         while not self._stop.is_set():
             self._record_again()
+            self._renew_leases()
             self._dispatch()
             self._wait(self._next_wait())
             self._check_timeouts()
@@ -119,7 +123,7 @@ class Executor:
             if worker.job is not None or self._stop.is_set():
                 continue
             try:
-                job = self.store.claim()
+                job = self.store.claim(owner=self.node, lease_s=self.settings.executor.lease_s)
             except OncoAgentError as exc:
                 if not self._claim_failing:  # once per outage (a full disk), not once per loop
                     log.error("cannot claim a job (will keep trying): %s", exc)
@@ -166,8 +170,25 @@ class Executor:
     def result_dir(self, job_id: int) -> Path:
         return self.paths.results / f"job-{job_id:06d}"
 
+    def _renew_leases(self) -> None:
+        """Keep the claims of running jobs (every third of the lease); a job this daemon no longer holds (its
+        lease expired, another daemon claimed it) runs on, but its outcome will not be recorded."""
+        if time.monotonic() < self._renew_at:
+            return
+        running = [w.job.id for w in self._workers if w.job is not None]
+        lease_s = self.settings.executor.lease_s
+        try:
+            held = set(self.store.renew_leases(self.node, running, time.time() + lease_s))
+        except OncoAgentError as exc:
+            log.error("cannot renew the leases of running jobs (will keep trying): %s", exc)
+            return
+        for job_id in sorted(set(running) - held):
+            log.error("job %d is no longer this daemon's (%s): its lease expired and it was claimed again",
+                      job_id, self.node)
+        self._renew_at = time.monotonic() + lease_s / 3
+
     def _next_wait(self) -> float:
-        wait_s = self.settings.executor.poll_interval_s
+        wait_s = min(self.settings.executor.poll_interval_s, max(0.0, self._renew_at - time.monotonic()))
         if self._claim_failing or self._unrecorded:
             return wait_s  # the store refuses writes: try again a poll interval later, not at once
         if any(w.job is None for w in self._workers):
@@ -243,7 +264,7 @@ class Executor:
 
     def _succeed(self, job: Job, result_dir: Path, outcome: dict[str, Any], deliveries: list[Delivery]) -> None:
         done = self.store.succeed(job.id, result_dir, outcome["summary"], outcome["models"], deliveries,
-                                  outcome.get("unsent_reason"))
+                                  outcome.get("unsent_reason"), owner=self.node)
         failpoints.reached("executor.after-success")
         if deliveries:
             log.info("job %d succeeded; %d object(s) for %s", job.id, len(deliveries),
@@ -262,6 +283,8 @@ class Executor:
         the job does not stay ``running`` while the daemon runs on."""
         try:
             record()
+        except LeaseLost as exc:
+            log.error("job %d: %s not recorded: %s", job.id, what, exc)
         except OncoAgentError as exc:
             log.error("job %d: cannot record %s, will try again: %s", job.id, what, exc)
             self._unrecorded[job.id] = record
@@ -270,6 +293,8 @@ class Executor:
         for job_id, record in list(self._unrecorded.items()):
             try:
                 record()
+            except LeaseLost as exc:
+                log.error("job %d: outcome not recorded: %s", job_id, exc)
             except OncoAgentError as exc:
                 try:
                     still_running = self.store.get_job(job_id).status is JobStatus.RUNNING
@@ -284,7 +309,7 @@ class Executor:
 
     def _fail(self, job: Job, error: str, *, retry: bool) -> None:
         retry_at = self.retry.retry_at(job.attempts, time.time()) if retry else None
-        updated = self.store.fail(job.id, error, retry_at=retry_at)
+        updated = self.store.fail(job.id, error, retry_at=retry_at, owner=self.node)
         if updated.status is JobStatus.QUEUED:
             log.warning(
                 "job %d failed (attempt %d/%d), retry in %.0f s: %s",
@@ -340,10 +365,15 @@ class Executor:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=2)
-        ids = self.store.requeue_running("daemon stopped while the job ran")
+        ids = self.store.requeue_running("daemon stopped while the job ran", owner=self.node)
         if ids:
             log.info("re-queued %d running job(s): %s", len(ids), ids)
         self._workers = []
+
+
+def node_name(settings: Settings) -> str:
+    """This daemon's name on its job claims: ``executor.node``, else ``<host name>:<data dir>``."""
+    return settings.executor.node or f"{socket.gethostname()}:{settings.data_dir.resolve()}"
 
 
 def deliveries_for(destinations: Iterable[Destination], result_dir: Path,

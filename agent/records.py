@@ -102,6 +102,8 @@ class Job:
     result_path: Path | None = None
     models: list[dict[str, str]] = field(default_factory=list)
     unsent_reason: str | None = None  # succeeded, but its findings were not made for PACS (no patient context)
+    claimed_by: str | None = None  # the daemon (executor.node) running it, or that ran it last
+    lease_until: float | None = None  # while running: the claim holds until then unless renewed
 
     @property
     def ready(self) -> bool:

@@ -19,6 +19,16 @@ class ExecutorSettings(Section):
     job_timeout_s: float = Field(default=3600.0, gt=0)
     shutdown_grace_s: float = Field(default=5.0, ge=0, le=8, description="wait for running jobs on SIGTERM")
     poll_interval_s: float = Field(default=0.5, gt=0, le=10)
+    node: str = Field(
+        default="", max_length=200,
+        description="this daemon's name among daemons sharing one store (its job claims carry it); unique per "
+                    "daemon. Empty: <host name>:<data dir>",
+    )
+    lease_s: float = Field(
+        default=60.0, ge=5, le=3600,
+        description="a claimed job stays this daemon's this long unless renewed (every third of it while it runs);"
+                    " a daemon that died loses its running jobs to the others once their leases expire",
+    )
     gpus: list[Annotated[StrictInt, Field(ge=0)]] = Field(
         default_factory=list,
         description="GPU indices (as nvidia-smi numbers them); worker i is pinned to gpus[i % len(gpus)] with "

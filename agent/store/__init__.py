@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from agent.config import Priority
 from agent.records import Delivery, Input, InputKind, Instance, Job, JobStatus, OutboxItem, OutboxStatus
 from agent.store import audit as _audit
+from agent.store import claims as _claims
 from agent.store import counts as _counts
 from agent.store import engine as _engine
 from agent.store import events as _events
@@ -138,9 +139,14 @@ class Store:
             priority=priority, max_attempts=max_attempts, rule=rule, force=force,
         )
 
-    def claim(self, now: float | None = None) -> Job | None:
-        """Take the next runnable job (highest priority, then oldest) and mark it running."""
-        return _jobs.claim(self.engine, now)
+    def claim(self, now: float | None = None, owner: str | None = None, lease_s: float = 60.0) -> Job | None:
+        """Take the next runnable job (highest priority, then oldest; or one whose lease expired) and mark it
+        running, claimed by ``owner`` for ``lease_s`` seconds."""
+        return _claims.claim(self.engine, now, owner, lease_s)
+
+    def renew_leases(self, owner: str, job_ids: Sequence[int], until: float) -> list[int]:
+        """Extend ``owner``'s leases of running jobs; return the ids it still held."""
+        return _claims.renew(self.engine, owner, job_ids, until)
 
     def succeed(
         self,
@@ -150,17 +156,20 @@ class Store:
         models: Sequence[Mapping[str, str]],
         deliveries: Sequence[Delivery] = (),
         unsent_reason: str | None = None,
+        owner: str | None = None,
     ) -> Job:
-        """Record a job's success together with the outbox entries of its DICOM objects, in one transaction."""
-        return _jobs.succeed(self.engine, job_id, result_path, summary, models, deliveries, unsent_reason)
+        """Record a job's success together with the outbox entries of its DICOM objects, in one transaction;
+        with ``owner``, only while it holds the job's claim (LeaseLost otherwise)."""
+        return _jobs.succeed(self.engine, job_id, result_path, summary, models, deliveries, unsent_reason, owner)
 
-    def fail(self, job_id: int, error: str, *, retry_at: float | None = None) -> Job:
+    def fail(self, job_id: int, error: str, *, retry_at: float | None = None, owner: str | None = None) -> Job:
         """Record a failed attempt: re-queue at ``retry_at`` when attempts remain, else fail for good."""
-        return _jobs.fail(self.engine, job_id, error, retry_at=retry_at)
+        return _jobs.fail(self.engine, job_id, error, retry_at=retry_at, owner=owner)
 
-    def requeue_running(self, reason: str) -> list[int]:
-        """Put jobs left ``running`` (by a crash or a stop) back in the queue; return their ids."""
-        return _jobs.requeue_running(self.engine, reason)
+    def requeue_running(self, reason: str, owner: str | None = None) -> list[int]:
+        """Put jobs left ``running`` (by a crash or a stop) back in the queue (with ``owner``: only its own and
+        unnamed claims); return their ids."""
+        return _claims.requeue_running(self.engine, reason, owner)
 
     def retry(self, job_id: int) -> Job:
         """Manual retry of a failed or cancelled job, or of a succeeded one whose findings were not sent."""

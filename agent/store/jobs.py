@@ -17,10 +17,10 @@ from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 
 from agent.config import Priority
-from agent.errors import StoreError
+from agent.errors import LeaseLost, StoreError
 from agent.records import Delivery, Job, JobStatus
 from agent.store import events, inputs, outbox, schema
-from agent.store.engine import ERROR_TEXT_LIMIT, for_claim, greatest, grouped, insert_id, locked, read, write
+from agent.store.engine import ERROR_TEXT_LIMIT, grouped, insert_id, locked, read, write
 
 
 def enqueue(
@@ -102,34 +102,6 @@ def enqueue(
         return _job_in(conn, job_id), True
 
 
-def claim(engine: Engine, now: float | None = None) -> Job | None:
-    """Take the next runnable job (highest priority, then oldest) and mark it running."""
-    now = time.time() if now is None else now
-    with write(engine) as conn:
-        row = conn.execute(
-            for_claim(
-                select(schema.jobs.c.id)
-                .where(schema.jobs.c.status == JobStatus.QUEUED.value, schema.jobs.c.not_before <= now)
-                .order_by(schema.jobs.c.priority, schema.jobs.c.id)
-                .limit(1)
-            )
-        ).first()
-        if row is None:
-            return None
-        conn.execute(
-            update(schema.jobs)
-            .where(schema.jobs.c.id == row.id)
-            .values(
-                status=JobStatus.RUNNING.value,
-                attempts=schema.jobs.c.attempts + 1,
-                started_at=now,
-                updated_at=now,
-            )
-        )
-        events.record(conn, "started", job_id=row.id)
-        return _job_in(conn, row.id)
-
-
 def succeed(
     engine: Engine,
     job_id: int,
@@ -138,12 +110,13 @@ def succeed(
     models: Sequence[Mapping[str, str]],
     deliveries: Sequence[Delivery] = (),
     unsent_reason: str | None = None,
+    owner: str | None = None,
 ) -> Job:
     """Record a job's success together with the outbox entries of its DICOM objects, in one transaction:
-    a crash leaves either both or neither."""
+    a crash leaves either both or neither. With ``owner``: only while that daemon holds the job's claim."""
     now = time.time()
     with write(engine) as conn:
-        _require_status(conn, job_id, JobStatus.RUNNING)
+        _require_running(conn, job_id, owner)
         conn.execute(
             update(schema.jobs)
             .where(schema.jobs.c.id == job_id)
@@ -164,12 +137,14 @@ def succeed(
         return _job_in(conn, job_id)
 
 
-def fail(engine: Engine, job_id: int, error: str, *, retry_at: float | None = None) -> Job:
-    """Record a failed attempt: re-queue at ``retry_at`` when attempts remain, else fail for good."""
+def fail(engine: Engine, job_id: int, error: str, *, retry_at: float | None = None, owner: str | None = None
+         ) -> Job:
+    """Record a failed attempt: re-queue at ``retry_at`` when attempts remain, else fail for good. With
+    ``owner``: only while that daemon holds the job's claim."""
     now = time.time()
     error = error[:ERROR_TEXT_LIMIT]
     with write(engine) as conn:
-        job = _require_status(conn, job_id, JobStatus.RUNNING)
+        job = _require_running(conn, job_id, owner)
         retry = retry_at is not None and job.attempts < job.max_attempts
         values: dict[str, Any] = {"last_error": error, "updated_at": now}
         if retry:
@@ -179,29 +154,6 @@ def fail(engine: Engine, job_id: int, error: str, *, retry_at: float | None = No
         conn.execute(update(schema.jobs).where(schema.jobs.c.id == job_id).values(**values))
         events.record(conn, "retry" if retry else "failed", job_id=job_id, detail=error)
         return _job_in(conn, job_id)
-
-
-def requeue_running(engine: Engine, reason: str) -> list[int]:
-    """Put jobs left ``running`` (by a crash or a stop) back in the queue; return their ids."""
-    now = time.time()
-    with write(engine) as conn:
-        ids = list(
-            conn.execute(select(schema.jobs.c.id).where(schema.jobs.c.status == JobStatus.RUNNING.value)).scalars()
-        )
-        if ids:
-            conn.execute(
-                update(schema.jobs)
-                .where(schema.jobs.c.id.in_(ids))
-                .values(
-                    status=JobStatus.QUEUED.value,
-                    attempts=greatest(conn, schema.jobs.c.attempts - 1, 0),
-                    not_before=0.0,
-                    updated_at=now,
-                )
-            )
-            for job_id in ids:
-                events.record(conn, "requeued", job_id=job_id, detail=reason)
-        return ids
 
 
 def retry(engine: Engine, job_id: int) -> Job:
@@ -336,6 +288,20 @@ def _require_status(conn: Connection, job_id: int, status: JobStatus) -> Job:
     return job
 
 
+def _require_running(conn: Connection, job_id: int, owner: str | None) -> Job:
+    """The running job, locked; :class:`~agent.errors.LeaseLost` when ``owner`` no longer holds its claim (its
+    lease expired and another daemon took it: that daemon's outcome is the one recorded)."""
+    job = _require_status(conn, job_id, JobStatus.RUNNING)
+    if owner is not None and job.claimed_by not in (None, owner):
+        raise LeaseLost(f"job {job_id} was claimed again by {job.claimed_by} after the lease of {owner} expired")
+    return job
+
+
+def job_in(conn: Connection, job_id: int) -> Job:
+    """The job, read in the caller's transaction."""
+    return _job_in(conn, job_id)
+
+
 def _from_row(row: RowMapping) -> Job:
     return Job(
         id=row["id"],
@@ -357,4 +323,6 @@ def _from_row(row: RowMapping) -> Job:
         result_path=Path(row["result_path"]) if row["result_path"] else None,
         models=list(row["models"] or []),
         unsent_reason=row["unsent_reason"],
+        claimed_by=row["claimed_by"],
+        lease_until=row["lease_until"],
     )

@@ -105,6 +105,8 @@ jobs = Table(
     Column("models", JSON, nullable=False),
     Column("unsent_reason", FreeText),  # v3: why a succeeded job's findings were not made for PACS
     Column("purged_at", Float),  # v4: its result folder was deleted by retention
+    Column("claimed_by", String(200)),  # r0002: the daemon (executor.node) that claimed it last
+    Column("lease_until", Float),  # r0002: while running, its claim holds until then unless renewed
     UniqueConstraint("input_id", "pipeline", "pipeline_version", "input_fingerprint", name="uq_job_effect"),
     Index("ix_jobs_claim", "status", "priority", "not_before", "id"),
 )

@@ -25,6 +25,13 @@ from agent.store.engine import read
 from tests.support.postgres import PostgresServer
 from tests.support.store_v5 import ROWS, create_legacy_database, rows
 from tests.support.waiting import wait_for
+from tests.unit.test_job_claims import (  # noqa: F401
+    daemons,
+    test_a_claim_names_its_daemon_and_holds_for_the_lease,
+    test_a_daemon_puts_back_only_its_own_running_jobs,
+    test_a_job_whose_lease_expired_is_claimed_again_and_only_its_new_owner_records_it,
+    test_renewing_keeps_a_daemons_own_running_jobs_and_reports_the_lost_ones,
+)
 from tests.unit.test_ops_audit import (  # noqa: F401  (collected again here, on PostgreSQL)
     test_hostile_ae_titles_are_stored_escaped_and_bounded,
     test_records_come_back_newest_first_and_since_filters,

@@ -50,7 +50,7 @@ def test_a_new_database_is_created_at_head_in_wal_mode(tmp_path: Path) -> None:
 def test_a_new_database_reaches_head_matching_the_tables(database_url: Callable[[str], str]) -> None:
     store = Store.open(database_url("new"), migrate=False)
     try:
-        assert store.migrate() == migrations.head() == "0001"
+        assert store.migrate() == migrations.head() == "0002"
         assert at_head(store) and differences(store) == []
     finally:
         store.close()
@@ -109,13 +109,16 @@ def test_a_database_of_an_earlier_counter_version_is_upgraded_in_place(
         store.close()
 
 
+NEXT = f"{int(migrations.head()) + 1:04d}"  # the revision after the shipped head
+
+
 def next_revision(tmp_path: Path, upgrade: str) -> Path:
-    """A copy of the migrations with a revision 0002 after the baseline whose ``upgrade()`` runs ``upgrade``."""
+    """A copy of the migrations with a revision NEXT after the head whose ``upgrade()`` runs ``upgrade``."""
     folder = tmp_path / "migrations"
     shutil.copytree(migrations.FOLDER, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "versions" / "r0002_next.py").write_text(
+    (folder / "versions" / f"r{NEXT}_next.py").write_text(
         '"""The next revision."""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f'revision = "{NEXT}"\ndown_revision = "{migrations.head()}"\nbranch_labels = None\ndepends_on = None\n\n\n'
         f"def upgrade() -> None:{upgrade}", encoding="utf-8")
     return folder
 
@@ -137,7 +140,7 @@ def test_a_later_revision_that_rebuilds_a_referenced_table_keeps_every_row(
     try:
         before = rows(url)
         with migration(store.engine) as conn:  # the transaction Store.migrate runs migrations.upgrade in
-            assert migrations.upgrade(conn, folder) == "0002"
+            assert migrations.upgrade(conn, folder) == NEXT
         assert rows(url) == before
         with store.engine.connect() as conn:
             kind = next(c for c in inspect(conn).get_columns("inputs") if c["name"] == "kind")
@@ -165,7 +168,7 @@ def test_a_revision_that_leaves_rows_referring_to_missing_ones_is_rolled_back(
         with pytest.raises(StoreError, match=r"rows referring to missing rows|violates foreign key constraint"), \
                 migration(store.engine) as conn:
             migrations.upgrade(conn, folder)
-        assert rows(url) == before and at_head(store)  # still at the baseline, the head of the shipped scripts
+        assert rows(url) == before and at_head(store)  # still at the head of the shipped scripts
     finally:
         store.close()
 
@@ -173,7 +176,7 @@ def test_a_revision_that_leaves_rows_referring_to_missing_ones_is_rolled_back(
 def test_a_database_from_a_newer_release_is_refused_unchanged(store: Store) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    with pytest.raises(StoreError, match=r"database schema 9999 is newer than this OncoAgent \(0001\)"):
+    with pytest.raises(StoreError, match=rf"database schema 9999 is newer than this OncoAgent \({migrations.head()}\)"):
         store.migrate()
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "9999"
