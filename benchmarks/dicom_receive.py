@@ -303,7 +303,7 @@ def send(port: int, files: list[Path], senders: int) -> float:
             capture_output=True, text=True, check=False, env=NO_NAGLE,
         )
         if proc.returncode != 0:
-            failures.append(proc.stderr[-500:])
+            failures.append(f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-500:]}")
 
     threads = [threading.Thread(target=one, args=(c,)) for c in chunks]
     t0 = time.perf_counter()
