@@ -61,14 +61,13 @@ from dicom_node.storage import (
     HeaderValues,
     file_meta_bytes,
     instance_path,
-    make_folder_durably,
     routing_attrs,
     truncation,
     truncation_in_file,
     validate_uid,
 )
 from dicom_node.transport import server_ssl_context
-from pipelines.durable import write_bytes_durably
+from pipelines.durable import make_folder_durably, write_bytes_durably
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,6 @@ PROCESSING_FAILURE = 0x0110
 
 STREAM_THRESHOLD = 4 * 2**20  # a dataset up to this size is buffered and written once; a larger one is streamed
 INCOMING_PREFIX = ".incoming-"  # temporary files in the storage root (agent/daemon.py removes leftovers)
-_MAX_KNOWN_FOLDERS = 4096  # series folders remembered to exist; forgotten all at once past this
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -115,7 +113,6 @@ class StorageSCP:
         self._series_by_assoc: dict[int, set[str]] = {}
         self._known_series: set[str] = set()  # series whose routing attributes are already recorded
         self._recorder: InstanceRecorder | None = None
-        self._folders: set[Path] = set()  # series folders known to exist (a purge that removes one is noticed)
         self.free_space = FreeSpace(storage)
 
     # ----------------------------------------------------------------------------------- lifecycle
@@ -233,13 +230,9 @@ class StorageSCP:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
 
         def write(target: Path, replace: bool) -> int:
-            self._make_folder(target.parent)
-            try:  # the recorder fsyncs the folder
-                return write_bytes_durably(target, [meta, dataset], sync_dir=False, replace=replace)
-            except FileNotFoundError:  # its folder was purged meanwhile: make it again, durably
-                self._folders.discard(target.parent)
-                self._make_folder(target.parent)
-                return write_bytes_durably(target, [meta, dataset], sync_dir=False, replace=replace)
+            # a missing series folder (the first instance, or purged meanwhile) is made durably on the way; the
+            # recorder fsyncs the folder
+            return write_bytes_durably(target, [meta, dataset], sync_dir=False, replace=replace)
 
         return self._keep(assoc, sop_class, sop_uid, header, write)
 
@@ -257,23 +250,13 @@ class StorageSCP:
             raise _Refused(CANNOT_UNDERSTAND, f"dataset {sop_uid} is truncated: {cut}")
 
         def move(target: Path, replace: bool) -> int:
-            self._folders.discard(target.parent)  # a large instance is rare: look at the disk, not the cache
-            self._make_folder(target.parent)
+            make_folder_durably(target.parent)
             if not replace and target.exists():
                 raise FileExistsError(target)
             rename(target)  # same filesystem: atomic; the recorder fsyncs the folder
             return size
 
         return self._keep(assoc, sop_class, sop_uid, header, move)
-
-    def _make_folder(self, folder: Path) -> None:
-        """:func:`make_folder_durably`, remembered: the folder of a series is looked at once, not per instance."""
-        if folder not in self._folders:
-            make_folder_durably(folder)
-            with self._lock:
-                if len(self._folders) >= _MAX_KNOWN_FOLDERS:
-                    self._folders.clear()
-                self._folders.add(folder)
 
     def _keep(self, assoc: AssociationInfo, sop_class: str, sop_uid: str, header: HeaderValues,
               put: Callable[[Path, bool], int]) -> Received:

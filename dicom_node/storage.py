@@ -17,7 +17,6 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
 from dicom_node.errors import InvalidUIDError
-from pipelines.durable import fsync_dir
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _NOT_KEPT_VR = {"PN", "SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "UT", "LT", "ST"}
@@ -43,21 +42,6 @@ def instance_path(storage: Path, study_uid: str, series_uid: str, sop_uid: str) 
         / validate_uid(series_uid, "SeriesInstanceUID")
         / (validate_uid(sop_uid, "SOPInstanceUID") + ".dcm")
     )
-
-
-def make_folder_durably(folder: Path) -> None:
-    """Create ``folder`` and its missing parents, each new name fsynced into its parent (a new study or
-    series folder must survive a crash as much as the instance file in it). Free when it exists."""
-    if folder.is_dir():
-        return
-    missing = []
-    probe = folder
-    while not probe.exists():
-        missing.append(probe)
-        probe = probe.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    for created in reversed(missing):
-        fsync_dir(created.parent)
 
 
 def routing_attrs(ds: Dataset) -> dict[str, Any]:

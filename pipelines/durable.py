@@ -22,6 +22,21 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def make_folder_durably(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each new name fsynced into its parent (a new study or
+    series folder must survive a crash as much as the file in it). Free when it exists."""
+    if folder.is_dir():
+        return
+    missing = []
+    probe = folder
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        fsync_dir(created.parent)
+
+
 def write_bytes_durably(target: Path, chunks: list[bytes | memoryview] | bytes, *, sync_dir: bool = True,
                         replace: bool = True) -> int:
     """Write ``chunks`` to a new file, fsync it, give it the name ``target`` (atomically: a crash leaves no file
@@ -38,8 +53,8 @@ def write_bytes_durably(target: Path, chunks: list[bytes | memoryview] | bytes, 
     name once fsynced: one change to the folder instead of a create and a rename (concurrent writers into one
     series folder wait on its lock for each), and a crash leaves nothing to clean up. Elsewhere, or when the
     target exists already (it is replaced), a temporary name of this process and thread (no random name to
-    try) is renamed into place. The folder is created only when the file cannot be; the chunks go out in one
-    ``writev``.
+    try) is renamed into place. The folder is looked at only when the file cannot be made (then created with
+    :func:`make_folder_durably`); the chunks go out in one ``writev``.
     """
     parts: list[bytes | memoryview] = [chunks] if isinstance(chunks, bytes) else list(chunks)
     fd, tmp = _open_new(target)
@@ -73,12 +88,14 @@ _MODE = 0o600  # patient data: for the daemon's user only (as tempfile.mkstemp m
 
 class _Anonymous:
     flag = getattr(os, "O_TMPFILE", 0)  # 0: this platform or the storage's filesystem has none
+
+
 _NOT_SUPPORTED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}  # O_TMPFILE refused by the filesystem or kernel
 
 
 def _open_new(target: Path) -> tuple[int, Path | None]:
     """A new file for ``target``'s content: an anonymous one (None), or a named temporary one (its path). Its
-    folder is made when missing."""
+    folder is made, durably, when missing."""
     for _ in range(2):
         try:
             if _Anonymous.flag:
@@ -86,7 +103,7 @@ def _open_new(target: Path) -> tuple[int, Path | None]:
             tmp = _temporary_name(target)
             return _create(tmp), tmp
         except FileNotFoundError:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_folder_durably(target.parent)
         except OSError as exc:
             if exc.errno not in _NOT_SUPPORTED or not _Anonymous.flag:
                 raise
@@ -142,8 +159,8 @@ _IOV_MAX = 1024
 
 def copy_durably(source: Path, target: Path) -> int:
     """Copy ``source`` to ``target`` with the same guarantees as :func:`write_bytes_durably`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".incoming-", dir=target.parent)
+    make_folder_durably(target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, source.open("rb") as src:
