@@ -49,8 +49,8 @@ class DriverStatement:
 
     For the receive path only, where SQLAlchemy's work per execution (cache key, parameter and result
     processing) costs more than SQLite's: the columns it binds and reads must be of plain types (strings,
-    numbers; no JSON). ``column_keys`` names the columns an INSERT binds (one placeholder each); literal
-    values of the statement are bound as compiled. Driver errors become :class:`~agent.errors.StoreError`.
+    numbers; no JSON). Literal values of the statement are bound as compiled. Driver errors become
+    :class:`~agent.errors.StoreError`.
 
     Compiled per dialect, the SQL carries that driver's own placeholders, bound as it expects them: sqlite3's
     ``?`` by position (the compiler's ``positiontup`` orders the values), psycopg's ``%(name)s`` (with the casts
@@ -59,15 +59,14 @@ class DriverStatement:
     backend.
     """
 
-    def __init__(self, statement: ClauseElement, column_keys: Sequence[str] | None = None) -> None:
+    def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
-        self.column_keys = list(column_keys) if column_keys is not None else None
         self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
 
     def _for(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
-            done = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
+            done = self.statement.compile(dialect=dialect)
             assert isinstance(done, SQLCompiler)
             names = tuple(done.positiontup or ()) if dialect.positional else None
             compiled = self._compiled[dialect.name] = (done.string, names, dict(done.params))
@@ -85,17 +84,6 @@ class DriverStatement:
         finally:
             cursor.close()
 
-    def many(self, conn: DriverConnection, values: Sequence[Mapping[str, Any]]) -> None:
-        """Run once per mapping of ``values`` (the driver's executemany)."""
-        sql, names, defaults = self._for(conn.dialect)
-        cursor = conn.connection.cursor()
-        try:
-            cursor.executemany(sql, [_bound(conn.dialect, names, defaults, v) for v in values])
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise StoreError(f"job store write failed: {exc.__class__.__name__}: {exc}") from exc
-        finally:
-            cursor.close()
-
 
 def _bound(dialect: Dialect, names: tuple[str, ...] | None, defaults: dict[str, Any], values: Mapping[str, Any]
            ) -> Any:
@@ -103,7 +91,6 @@ def _bound(dialect: Dialect, names: tuple[str, ...] | None, defaults: dict[str, 
     if dialect.name == "postgresql":  # no column types bind these values: escape NUL as schema.FreeText does
         merged = {k: schema.escape_nul(v) if isinstance(v, str) else v for k, v in merged.items()}
     return merged if names is None else tuple(merged[name] for name in names)
-
 
 
 class HeldConnection:
@@ -120,15 +107,13 @@ class HeldConnection:
     def write(self) -> Iterator[Connection]:
         """A write transaction on the held connection, as :func:`write`."""
         with self._lock:
+            conn = self._connection()
             try:
-                if self._conn is None:
-                    self._conn = self.engine.connect()
-                with self._conn.begin():
-                    yield self._conn
+                with conn.begin():
+                    yield conn
             except SQLAlchemyError as exc:
                 self._drop()
-                raise StoreError(f"job store write failed: {exc.__class__.__name__}: "
-                                 f"{getattr(exc, 'orig', exc)}") from exc
+                raise _write_failed(exc) from exc
             except BaseException:
                 self._drop()
                 raise
@@ -139,20 +124,16 @@ class HeldConnection:
         :func:`~agent.store.engine.write`; psycopg: the transaction its first statement opens), for
         :class:`DriverStatement` only: no SQLAlchemy statement may run in it. An error rolls it back."""
         with self._lock:
+            conn = self._connection()
             try:
-                if self._conn is None:
-                    self._conn = self.engine.connect()
-                dbapi: Any = self._conn.connection.dbapi_connection
-                dialect = self._conn.dialect
-                if dbapi is None:
-                    raise StoreError("job store write failed: the held connection was invalidated")
-            except StoreError:
-                self._drop()
-                raise
+                dbapi: Any = conn.connection.dbapi_connection
             except SQLAlchemyError as exc:
                 self._drop()
-                raise StoreError(f"job store write failed: {exc.__class__.__name__}: "
-                                 f"{getattr(exc, 'orig', exc)}") from exc
+                raise _write_failed(exc) from exc
+            dialect = conn.dialect
+            if dbapi is None:
+                self._drop()
+                raise StoreError("job store write failed: the held connection was invalidated")
             error = dialect.loaded_dbapi.Error
             try:
                 if dialect.name == "sqlite":  # its connections run with the driver's own transactions off
@@ -175,6 +156,15 @@ class HeldConnection:
         with self._lock:
             self._drop()
 
+    def _connection(self) -> Connection:
+        """The held connection, opened when there is none (under the lock)."""
+        if self._conn is None:
+            try:
+                self._conn = self.engine.connect()
+            except SQLAlchemyError as exc:
+                raise _write_failed(exc) from exc
+        return self._conn
+
     def _drop(self) -> None:
         if self._conn is not None:
             with suppress(SQLAlchemyError):
@@ -182,3 +172,5 @@ class HeldConnection:
             self._conn = None
 
 
+def _write_failed(exc: SQLAlchemyError) -> StoreError:
+    return StoreError(f"job store write failed: {exc.__class__.__name__}: {getattr(exc, 'orig', exc)}")
