@@ -13,7 +13,7 @@ from agent.config import Settings
 from agent.dicom_wiring import outbox_sender, storage_scp
 from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
-from agent.executor import Executor, node_name
+from agent.executors import JobExecutor, executor_for
 from agent.ingest import FolderWatcher
 from agent.lockfile import DataDirLock
 from agent.ops.wiring import Operations
@@ -80,6 +80,11 @@ class FolderScans:
         return True
 
 
+def _jobs_on(settings: Settings) -> str:
+    cfg = settings.executor
+    return f"Dask at {cfg.dask.scheduler}" if cfg.backend == "dask" else f"{cfg.workers} local worker(s)"
+
+
 class Daemon:
     def __init__(self, settings: Settings, watcher_factory: WatcherFactory = FolderWatcher) -> None:
         self.settings = settings
@@ -106,9 +111,6 @@ class Daemon:
         settings = self.settings
         ops.start()  # /metrics and /healthz (first: a port in use stops the start before anything runs)
         _remove_partial_writes(settings)
-        requeued = store.requeue_running("daemon restarted after an unclean stop", owner=node_name(settings))
-        if requeued:
-            log.warning("re-queued %d job(s) left running by an earlier unclean stop: %s", len(requeued), requeued)
         sender = outbox_sender(store, settings.destinations, settings.outbox, settings.scp.ae_title)
 
         def finished(job: Job) -> None:
@@ -124,7 +126,7 @@ class Daemon:
                 raise OncoAgentError(
                     f"cannot listen for DICOM on {settings.scp.host}:{settings.scp.port}: {exc.strerror or exc}"
                 ) from exc
-        executor = Executor(store, settings, on_finished=finished)
+        executor = executor_for(store, settings, on_finished=finished)
         executor.start()
         exec_thread = threading.Thread(target=executor.run, name="executor", daemon=True)
         exec_thread.start()
@@ -141,8 +143,8 @@ class Daemon:
         ops.watch(exec_thread, scp.listening if scp else None, scp.active_associations if scp else lambda: 0)
 
         log.info(
-            "oncoagent running: data %s, %d worker(s), watching %s, DICOM %s",
-            settings.data_dir, settings.executor.workers, ", ".join(str(f) for f, _ in watcher.folders) or "nothing",
+            "oncoagent running: data %s, jobs on %s, watching %s, DICOM %s",
+            settings.data_dir, _jobs_on(settings), ", ".join(str(f) for f, _ in watcher.folders) or "nothing",
             f"{settings.scp.ae_title}@{settings.scp.host}:{settings.scp.port}" if scp else "off",
         )
         systemd.notify("READY=1\nSTATUS=running")
@@ -186,7 +188,7 @@ class Daemon:
         log.info("stopped")
         return status
 
-    def _route(self, dispatcher: Dispatcher, executor: Executor, now: float) -> None:
+    def _route(self, dispatcher: Dispatcher, executor: JobExecutor, now: float) -> None:
         try:
             if dispatcher.route_ready(now):
                 executor.wake()

@@ -87,14 +87,16 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
             return
         if payload is None:
             return
-        conn.send(run_payload(payload, config.pipeline_options, config.gpu))
+        placement = {} if config.gpu is None else {"worker_gpu": config.gpu}
+        conn.send(run_payload(payload, config.pipeline_options, placement))
         failpoints.reached("worker.after-outcome")
 
 
 def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, Any]],
-                gpu: int | None = None) -> dict[str, Any]:
-    """Run one job description; never raises, the outcome says what happened. ``gpu``, the device the worker
-    is pinned to, is logged and recorded in result.json as ``worker_gpu``.
+                placement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one job description; never raises, the outcome says what happened. ``placement`` says where it runs
+    (``worker_gpu``: the device a local worker is pinned to; ``dask_worker``: the Dask worker's address): it is
+    logged and recorded in result.json.
 
     This is where failures become job outcomes: an :class:`~pipelines.errors.InputError` (from the pipeline or
     the daemon's own result stage) fails the job as bad input, which the executor quarantines; a
@@ -116,11 +118,10 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
     with logs.job_context(job=job_id, study=inp.study_uid, series=inp.series_uid):
         try:
             pipeline = registry.get(payload["pipeline"], pipeline_options.get(payload["pipeline"]))
-            placement = "" if gpu is None else f" (worker on GPU {gpu})"
-            log.info("running %s %s%s", pipeline.name, pipeline.version, placement)
-            extra: dict[str, Any] = {"job_id": job_id, "supersedes_job_id": payload.get("previous_job_id")}
-            if gpu is not None:
-                extra["worker_gpu"] = gpu
+            where = ", ".join(f"{k} {v}" for k, v in (placement or {}).items())
+            log.info("running %s %s%s", pipeline.name, pipeline.version, f" ({where})" if where else "")
+            extra: dict[str, Any] = {"job_id": job_id, "supersedes_job_id": payload.get("previous_job_id"),
+                                     **(placement or {})}
             doc = execute(pipeline, inp, Path(payload["result_dir"]), Path(payload["staging_dir"]), extra=extra)
         except InputError as exc:
             log.warning("bad input: %s", exc)

@@ -4,15 +4,36 @@ batches)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, StrictInt, field_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from agent.config.section import Section
 
 
+class DaskSettings(Section):
+    scheduler: str = Field(
+        default="", max_length=500,
+        description="address of the dask.distributed scheduler, e.g. tcp://10.0.0.5:8786 (executor.backend: dask)",
+    )
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=300,
+                                     description="how long one attempt to reach the scheduler may take")
+    gpu_pipelines: list[str] = Field(
+        default_factory=lambda: ["wsi-ctc", "mri-tumour"],
+        description="pipelines whose tasks ask for one unit of gpu_resource, where any worker declares it",
+    )
+    gpu_resource: str = Field(default="GPU", pattern=r"^[A-Za-z0-9_.-]+$",
+                              description="the resource GPU workers declare (dask worker --resources GPU=1)")
+
+
 class ExecutorSettings(Section):
-    workers: int = Field(default=2, ge=1, le=64)
+    backend: Literal["local", "dask"] = Field(
+        default="local",
+        description="local: worker processes of this daemon; dask: tasks on a dask.distributed cluster",
+    )
+    dask: DaskSettings = Field(default_factory=DaskSettings)
+    workers: int = Field(default=2, ge=1, le=64,
+                         description="local worker processes (backend local); unused with backend dask")
     max_attempts: int = Field(default=3, ge=1, le=100)
     backoff_base_s: float = Field(default=5.0, gt=0)
     backoff_max_s: float = Field(default=600.0, gt=0)
@@ -34,6 +55,12 @@ class ExecutorSettings(Section):
         description="GPU indices (as nvidia-smi numbers them); worker i is pinned to gpus[i % len(gpus)] with "
                     "CUDA_VISIBLE_DEVICES. Empty: no pinning",
     )
+
+    @model_validator(mode="after")
+    def _dask_needs_a_scheduler(self) -> ExecutorSettings:
+        if self.backend == "dask" and not self.dask.scheduler:
+            raise ValueError("executor.backend dask needs executor.dask.scheduler (the scheduler's address)")
+        return self
 
     @field_validator("gpus")
     @classmethod

@@ -21,7 +21,7 @@ store's engine. A new store concept gets its own module here and its methods on 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,10 +166,10 @@ class Store:
         """Record a failed attempt: re-queue at ``retry_at`` when attempts remain, else fail for good."""
         return _jobs.fail(self.engine, job_id, error, retry_at=retry_at, owner=owner)
 
-    def requeue_running(self, reason: str, owner: str | None = None) -> list[int]:
+    def requeue_running(self, reason: str, owner: str | None = None, keep: Collection[int] = ()) -> list[int]:
         """Put jobs left ``running`` (by a crash or a stop) back in the queue (with ``owner``: only its own and
-        unnamed claims); return their ids."""
-        return _claims.requeue_running(self.engine, reason, owner)
+        unnamed claims; never those in ``keep``); return their ids."""
+        return _claims.requeue_running(self.engine, reason, owner, keep)
 
     def retry(self, job_id: int) -> Job:
         """Manual retry of a failed or cancelled job, or of a succeeded one whose findings were not sent."""

@@ -11,7 +11,7 @@ release that knew no names), never another daemon's.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import Engine, and_, or_, select, update
 
@@ -77,14 +77,18 @@ def renew(engine: Engine, owner: str, job_ids: Sequence[int], until: float) -> l
         return ids
 
 
-def requeue_running(engine: Engine, reason: str, owner: str | None = None) -> list[int]:
+def requeue_running(engine: Engine, reason: str, owner: str | None = None, keep: Collection[int] = ()
+                    ) -> list[int]:
     """Put jobs left ``running`` (by a crash or a stop) back in the queue; return their ids. With ``owner``:
-    only the jobs claimed under that name, or under none (claimed before daemons had names)."""
+    only the jobs claimed under that name, or under none (claimed before daemons had names). ``keep``: jobs that
+    stay running (a Dask executor took their tasks back)."""
     now = time.time()
     with write(engine) as conn:
         running = _jobs.c.status == JobStatus.RUNNING.value
         if owner is not None:
             running = running & (_jobs.c.claimed_by.is_(None) | (_jobs.c.claimed_by == owner))
+        if keep:
+            running = running & _jobs.c.id.not_in(list(keep))
         ids = list(conn.execute(select(_jobs.c.id).where(running)).scalars())
         if ids:
             conn.execute(

@@ -21,7 +21,7 @@ from pynetdicom import AE, evt
 
 from agent.config import Destination
 from agent.errors import StoreError
-from agent.executor import deliveries_for
+from agent.job_outcomes import deliveries_for
 from agent.records import Delivery, InputKind, OutboxStatus
 from agent.store import Store
 from dicom_node.scp import StorageSCP

@@ -158,3 +158,14 @@ def test_gpus_default_to_none_and_come_from_file_or_environment(tmp_path: Path) 
     assert load_settings(write(tmp_path, "executor:\n  gpus: [1, 0]\n"), environ={}).settings.executor.gpus == [1, 0]
     env = {"ONCOAGENT_EXECUTOR__GPUS": "[2, 3]"}
     assert load_settings(None, environ=env).settings.executor.gpus == [2, 3]
+
+
+def test_the_dask_backend_needs_a_scheduler_address(tmp_path: Path) -> None:
+    assert Settings().executor.backend == "local"
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "executor:\n  backend: dask\n"), environ={})
+    assert "executor.backend dask needs executor.dask.scheduler" in str(err.value)
+    env = {"ONCOAGENT_EXECUTOR__BACKEND": "dask", "ONCOAGENT_EXECUTOR__DASK__SCHEDULER": "tcp://10.0.0.5:8786"}
+    dask = load_settings(None, environ=env).settings.executor
+    assert dask.backend == "dask" and dask.dask.scheduler == "tcp://10.0.0.5:8786"
+    assert dask.dask.gpu_pipelines == ["wsi-ctc", "mri-tumour"]
