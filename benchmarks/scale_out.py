@@ -1,6 +1,14 @@
-"""Scaling out (issue 12): how fast concurrent claimers take jobs from the store, PostgreSQL against SQLite.
+"""Scaling out (issue 12): jobs on one Dask worker against two, the Dask path's cost per job against the local
+executor, and how fast concurrent claimers take jobs from the store, PostgreSQL against SQLite.
 
-Not a test: prints figures measured in one run on this machine. ``--jobs`` queued jobs (one slide input
+Not a test: prints figures measured in one run on this machine.
+
+Jobs on Dask (``--part dask``, see benchmarks/dask_jobs.py): ``--series`` generated MR series (128x128x24, one or
+two lesions) analysed by mri-tumour on one Dask worker, on two (a real ``dask scheduler`` and ``dask worker``
+processes, one thread each), and by the local executor with one worker process; the ratio one/two workers (goal
+>= 1.7, the limit being 2.0) and Dask on one worker against local (goal <= 1.1).
+
+Claims (``--part claims``): ``--jobs`` queued jobs (one slide input
 each) are claimed by 1 and by ``--claimers`` concurrent claimers, each a process of its own with its own
 store connection (as executors of several daemons are), until none is left; every job must be taken exactly
 once (the run fails otherwise). Both stores are durable as deployed: SQLite in WAL mode with synchronous
@@ -9,10 +17,8 @@ a Unix socket, with its default fsync and synchronous_commit on). A claim is one
 an immediate transaction (one writer at a time), on PostgreSQL ``SELECT … FOR UPDATE SKIP LOCKED`` (claimers
 pass over each other's locked rows).
 
-    .venv/bin/python benchmarks/scale_out.py [--jobs 2000] [--claimers 8] [--repeat 1]
-
-The Dask executor's comparison (one worker against two, and its overhead per job against the local executor)
-belongs here too once that backend exists.
+    .venv/bin/python benchmarks/scale_out.py [--part all|dask|claims] [--series 24] [--jobs 2000] [--claimers 8]
+                                             [--repeat 1]
 """
 
 from __future__ import annotations
@@ -79,12 +85,33 @@ def claims_per_second(url: str, jobs: list[int], claimers: int) -> float:
     return len(jobs) / elapsed
 
 
+def dask_part(series: int, repeat: int) -> None:
+    from benchmarks.dask_jobs import run_dask_comparison
+
+    print(f"{os.cpu_count()} CPUs; {series} generated MR series through mri-tumour, fresh workers per run")
+    seconds = run_dask_comparison(series, repeat, print)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    runs = f"median of {repeat} runs" if repeat > 1 else "one run"
+    print(f"\njobs on Dask ({runs})")
+    for name, value in median.items():
+        print(f"  {name:<10}{value:>8.1f} s{value / series:>8.2f} s/job")
+    print(f"  one Dask worker / two (goal >= 1.7):   {median['dask 1'] / median['dask 2']:.2f}")
+    print(f"  Dask on one worker / local (goal <= 1.1): {median['dask 1'] / median['local 1']:.2f}")
+    print(f"  Dask's overhead per job: {(median['dask 1'] - median['local 1']) / series * 1000:.0f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["all", "dask", "claims"], default="all")
+    parser.add_argument("--series", type=int, default=24)
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--claimers", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
+    if args.part in ("all", "dask"):
+        dask_part(args.series, args.repeat)
+    if args.part == "dask":
+        return 0
     try:
         server = PostgresServer.start(durable=True)
     except PostgresUnavailable as exc:

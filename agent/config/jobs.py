@@ -19,7 +19,7 @@ class DaskSettings(Section):
     connect_timeout_s: float = Field(default=10.0, gt=0, le=300,
                                      description="how long one attempt to reach the scheduler may take")
     gpu_pipelines: list[str] = Field(
-        default_factory=lambda: ["wsi-ctc", "mri-tumour"],
+        default_factory=lambda: ["wsi-ctc"],  # the MRI pipeline runs on the CPU
         description="pipelines whose tasks ask for one unit of gpu_resource, where any worker declares it",
     )
     gpu_resource: str = Field(default="GPU", pattern=r"^[A-Za-z0-9_.-]+$",

@@ -168,4 +168,4 @@ def test_the_dask_backend_needs_a_scheduler_address(tmp_path: Path) -> None:
     env = {"ONCOAGENT_EXECUTOR__BACKEND": "dask", "ONCOAGENT_EXECUTOR__DASK__SCHEDULER": "tcp://10.0.0.5:8786"}
     dask = load_settings(None, environ=env).settings.executor
     assert dask.backend == "dask" and dask.dask.scheduler == "tcp://10.0.0.5:8786"
-    assert dask.dask.gpu_pipelines == ["wsi-ctc", "mri-tumour"]
+    assert dask.dask.gpu_pipelines == ["wsi-ctc"]

@@ -1,0 +1,101 @@
+"""The Dask half of ``benchmarks/scale_out.py``: generated MR series analysed by mri-tumour through the executor,
+on one Dask worker, on two, and on the local executor with one worker process.
+
+Each configuration gets a fresh data folder and store with the same series recorded and queued (the batch path,
+``agent.batch.enqueue_paths``, not timed), fresh workers (so each loads its models once, as a deployment does),
+and is timed from the executor's start to the last job's recorded outcome. Every Dask worker has one thread and
+the pipeline one torch thread, as does the local worker: on a 2-core machine two workers can at most double.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.batch import enqueue_paths
+from agent.config import Settings
+from agent.executors import JobExecutor, executor_for
+from agent.records import JobStatus
+from agent.store import Store
+from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from tests.support.dask_cluster import DaskCluster
+from tests.support.waiting import wait_for
+
+ROUTING = [{"name": "mri", "pipeline": "mri-tumour",
+            "match": {"kind": "dicom-series", "dicom": {"Modality": "MR"}, "min_slices": 3}}]
+
+
+def write_series(folder: Path, count: int) -> Path:
+    for n in range(count):
+        write_mr_series(folder / f"s{n:03d}", MRSeriesSpec(rows=128, columns=128, slices=24, pixel_spacing_mm=2.8,
+                                                          slice_thickness_mm=4.0, lesions=1 + n % 2, seed=960_000 + n))
+    return folder
+
+
+def settings_for(data_dir: Path, executor: dict[str, Any]) -> Settings:
+    return Settings.model_validate({
+        "data_dir": str(data_dir),
+        "routing": {"rules": ROUTING},
+        "pipelines": {"mri-tumour": {"torch_threads": 1}},
+        "executor": {"poll_interval_s": 0.05, "job_timeout_s": 3600, **executor},
+        "log": {"level": "WARNING"},
+    })
+
+
+def timed_run(settings: Settings, series: Path) -> tuple[float, int]:
+    """Queue every series under ``series``, then run the executor until all jobs ended: (seconds, jobs)."""
+    settings.paths.create()
+    store = Store.open(settings.database_url)
+    try:
+        report = enqueue_paths(store, settings, [series])
+        executor: JobExecutor = executor_for(store, settings)
+        began = time.perf_counter()
+        executor.start()
+        thread = threading.Thread(target=executor.run, daemon=True)
+        thread.start()
+        jobs = report.queued
+
+        def all_ended() -> bool:
+            return all(store.get_job(j).status.finished for j in jobs)
+
+        wait_for(all_ended, 3600, interval=0.05, what="every job to end")
+        elapsed = time.perf_counter() - began
+        failed = [j for j in jobs if store.get_job(j).status is not JobStatus.SUCCEEDED]
+        executor.stop()
+        thread.join(timeout=60)
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(jobs)} jobs did not succeed: {failed}")
+        return elapsed, len(jobs)
+    finally:
+        store.close()
+
+
+def run_dask_comparison(count: int, repeat: int, log: Callable[[str], None]) -> dict[str, list[float]]:
+    """Seconds per configuration ('local 1', 'dask 1', 'dask 2'), one entry per repeat."""
+    seconds: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="oncoagent-scale-dask-") as tmp:
+        root = Path(tmp)
+        series = write_series(root / "series", count)
+        for run in range(repeat):
+            for name in ("local 1", "dask 1", "dask 2"):
+                data = root / f"{name.replace(' ', '')}-{run}"
+                if name.startswith("local"):
+                    elapsed, jobs = timed_run(settings_for(data, {"workers": 1}), series)
+                else:
+                    (data / "dask").mkdir(parents=True)
+                    cluster = DaskCluster(data / "dask")
+                    try:
+                        cluster.start(workers=int(name.split()[1]))
+                        settings = settings_for(data, {"backend": "dask", "dask": {"scheduler": cluster.address}})
+                        elapsed, jobs = timed_run(settings, series)
+                    finally:
+                        cluster.stop()
+                log(f"  run {run + 1}, {name}: {jobs} jobs in {elapsed:.1f} s")
+                seconds.setdefault(name, []).append(elapsed)
+                shutil.rmtree(data, ignore_errors=True)
+    return seconds
