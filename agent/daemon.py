@@ -10,11 +10,12 @@ from collections.abc import Callable
 
 from agent import systemd
 from agent.config import Settings
-from agent.dicom_wiring import outbox_sender, storage_scp
+from agent.dicom_wiring import NamedOutbox, outbox_sender, storage_scp
 from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
 from agent.executors import JobExecutor, executor_for
 from agent.ingest import FolderWatcher
+from agent.job_outcomes import node_name
 from agent.lockfile import DataDirLock
 from agent.ops.wiring import Operations
 from agent.purge import PeriodicPurge
@@ -111,7 +112,12 @@ class Daemon:
         settings = self.settings
         ops.start()  # /metrics and /healthz (first: a port in use stops the start before anything runs)
         _remove_partial_writes(settings)
-        sender = outbox_sender(store, settings.destinations, settings.outbox, settings.scp.ae_title)
+        node = node_name(settings)
+        released = store.outbox_release(node)
+        if released:
+            log.info("released %d outbox entries this daemon held when it stopped", released)
+        sender = outbox_sender(NamedOutbox(store, node, settings.outbox.lease_s), settings.destinations,
+                               settings.outbox, settings.scp.ae_title)
 
         def finished(job: Job) -> None:
             sender.wake()  # a success commits its outbox entries with it; the sender only needs to look

@@ -9,16 +9,21 @@ structurally. Every field is converted by name, so a setting added on one side a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from agent import failpoints
 from agent.config import Destination, OutboxSettings, ScpSettings, TlsSettings
-from dicom_node.records import AssociationObserver, InstanceRecords, Outbox
+from agent.errors import StoreError
+from agent.store import Store
+from dicom_node.records import AssociationObserver, InstanceRecords, Outbox, OutboxEntry
 from dicom_node.scp import Received, StorageSCP
 from dicom_node.scu import OutboxSender
 from dicom_node.settings import AllowedCaller, DestinationConfig, OutboxConfig, ScpConfig, TlsConfig
 from dicom_node.sop_classes import resolve_sop_classes
+
+log = logging.getLogger(__name__)
 
 
 def tls_config(tls: TlsSettings) -> TlsConfig:
@@ -64,8 +69,52 @@ def storage_scp(records: InstanceRecords, scp: ScpSettings, storage: Path,
     return StorageSCP(records, scp_config(scp), storage, on_received, observer)
 
 
+class NamedOutbox:
+    """The store as one daemon's outbox: its sender claims due entries under the daemon's name
+    (``executor.node``) for ``outbox.lease_s``, so the senders of daemons sharing the store never take the
+    same entry."""
+
+    def __init__(self, store: Store, owner: str, lease_s: float) -> None:
+        self.store = store
+        self.owner = owner
+        self.lease_s = lease_s
+        self._unclaimed = False  # the store refuses writes: due entries are sent without a claim
+
+    def outbox_claim(self) -> Sequence[OutboxEntry]:
+        """The due entries, claimed; when the store refuses the claim (a full data disk) but can still be read,
+        the due entries unclaimed: results keep reaching PACS (the sender keeps what it could not record), at
+        the cost that another daemon on the same store might send one of them too."""
+        try:
+            claimed = self.store.outbox_claim(self.owner, self.lease_s)
+        except StoreError as exc:
+            if not self._unclaimed:
+                log.warning("outbox entries cannot be claimed (%s); sending the due ones without a claim", exc)
+            self._unclaimed = True
+            return self.store.outbox_due()
+        if self._unclaimed:
+            log.info("outbox entries are claimed again")
+        self._unclaimed = False
+        return claimed
+
+    def outbox_next_due(self) -> float | None:
+        return self.store.outbox_next_due()
+
+    def outbox_sent(self, item_id: int, status: int, /) -> object:
+        self.store.outbox_sent(item_id, status)
+        return None
+
+    def outbox_failed(self, item_id: int, error: str, /, *, status: int | None = None,
+                      retry_at: float | None = None) -> object:
+        return self.store.outbox_failed(item_id, error, status=status, retry_at=retry_at)
+
+    def outbox_substitute(self, item_id: int, path: Path, sop_class_uid: str, sop_instance_uid: str, note: str, /,
+                          ) -> object:
+        return self.store.outbox_substitute(item_id, path, sop_class_uid, sop_instance_uid, note)
+
+
 def outbox_sender(outbox: Outbox, destinations: Iterable[Destination], settings: OutboxSettings,
                   calling_ae_title: str) -> OutboxSender:
-    """The outbox sender over ``outbox`` (the store) to the configured destinations; not running."""
+    """The outbox sender over ``outbox`` (the store, or a :class:`NamedOutbox` of it) to the configured
+    destinations; not running."""
     return OutboxSender(failpoints.outbox(outbox), [destination_config(d) for d in destinations],
                         outbox_config(settings), calling_ae_title)

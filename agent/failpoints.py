@@ -82,14 +82,14 @@ def outbox(store: Outbox) -> Outbox:
 
 class _OutboxPoints:
     """The outbox with the ``outbox.*`` points around the sender's calls; a round is the entries of one
-    :meth:`outbox_due` until each is resolved (sent, failed or substituted)."""
+    :meth:`outbox_claim` until each is resolved (sent, failed or substituted)."""
 
     def __init__(self, store: Outbox) -> None:
         self._store = store
         self._open = 0
 
-    def outbox_due(self) -> Sequence[OutboxEntry]:
-        due = self._store.outbox_due()
+    def outbox_claim(self) -> Sequence[OutboxEntry]:
+        due = self._store.outbox_claim()
         self._open = len(due)
         if due:
             reached("outbox.round-start")

@@ -144,3 +144,5 @@ class OutboxItem:
     updated_at: float
     sent_at: float | None
     note: str | None = None
+    claimed_by: str | None = None  # the daemon whose sender took it for a round, until lease_until
+    lease_until: float | None = None

@@ -66,8 +66,9 @@ class OutboxEntry(Protocol):
 class Outbox(Protocol):
     """The entries the sender delivers, and what it records of each attempt."""
 
-    def outbox_due(self) -> Sequence[OutboxEntry]:
-        """Pending entries whose next attempt is due."""
+    def outbox_claim(self) -> Sequence[OutboxEntry]:
+        """Pending entries whose next attempt is due, now this sender's to deliver: no other sender (of another
+        daemon on the same store) takes them until each is resolved or the claim lapses."""
         ...
 
     def outbox_next_due(self) -> float | None:

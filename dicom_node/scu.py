@@ -110,7 +110,7 @@ class OutboxSender:
                 del self._acknowledged[item_id]
                 log.info("outbox %d: its delivery is recorded now", item_id)
         by_destination: dict[str, list[OutboxEntry]] = defaultdict(list)
-        for item in self.outbox.outbox_due():
+        for item in self.outbox.outbox_claim():
             if item.id not in self._acknowledged:
                 by_destination[item.destination].append(item)
         totals = SendReport()

@@ -94,6 +94,16 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
+def daemons(database_url: Callable[[str], str]) -> Iterator[tuple[Store, Store]]:
+    """Two store handles on one database, one per daemon sharing it (claims of jobs and outbox entries)."""
+    url = database_url("claims")
+    a, b = Store.open(url), Store.open(url, migrate=False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
 def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "ledger"
     folder.mkdir()

@@ -83,3 +83,8 @@ class OutboxSettings(Section):
     backoff_max_s: float = Field(default=900.0, gt=0)
     scan_interval_s: float = Field(default=2.0, gt=0)
     timeout_s: float = Field(default=30.0, gt=0, description="association and DIMSE timeout")
+    lease_s: float = Field(
+        default=600.0, ge=5, le=86400,
+        description="the sender holds the due entries it took for a round this long (daemons sharing one store "
+                    "never send one entry twice); an entry a dead daemon held is sent by another after it",
+    )

@@ -217,7 +217,17 @@ class Store:
         return _outbox.add(self.engine, destination, path, sop_class_uid, sop_instance_uid, job_id)
 
     def outbox_due(self, now: float | None = None, limit: int = 500) -> list[OutboxItem]:
+        """Pending entries due and held by no sender (read only)."""
         return _outbox.due(self.engine, now, limit)
+
+    def outbox_claim(self, owner: str | None = None, lease_s: float = 600.0, now: float | None = None,
+                     limit: int = 500) -> list[OutboxItem]:
+        """Take the due entries for ``owner``'s sender for ``lease_s`` (see :mod:`agent.store.outbox`)."""
+        return _outbox.claim(self.engine, owner, lease_s, now, limit)
+
+    def outbox_release(self, owner: str) -> int:
+        """Give up ``owner``'s outbox claims (its daemon starts again); return how many there were."""
+        return _outbox.release(self.engine, owner)
 
     def outbox_sent(self, item_id: int, status: int) -> None:
         _outbox.sent(self.engine, item_id, status)

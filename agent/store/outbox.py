@@ -4,6 +4,12 @@
 Entries are queued by :func:`add`, or by :func:`put` inside a job's success transaction (see
 :func:`agent.store.jobs.succeed`), so that a job's success and its outbox entries commit together. An entry
 stays until the destination acknowledges it. All SQL on the ``outbox`` table is here.
+
+Several daemons may share one outbox: a sender takes due entries with :func:`claim`, under its daemon's name
+and a lease, so that no other sender takes them while it delivers; recording an attempt (:func:`sent`,
+:func:`failed`, :func:`substitute`) clears the claim. Entries a daemon claimed and never resolved (it died
+mid-round) are due again for any sender once the lease lapses, and at once for the same daemon restarted
+(:func:`release`).
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, func, insert, or_, select, update
 
 from agent.errors import StoreError
 from agent.records import Delivery, OutboxItem, OutboxStatus
 from agent.store import schema
-from agent.store.engine import ERROR_TEXT_LIMIT, grouped, insert_id, locked, read, write
+from agent.store.engine import ERROR_TEXT_LIMIT, for_claim, greatest, grouped, insert_id, locked, read, write
+
+_outbox = schema.outbox
+UNCLAIMED: dict[str, Any] = {"claimed_by": None, "lease_until": None}  # the values every recorded attempt sets
 
 
 def add(
@@ -83,16 +92,47 @@ def put(conn: Connection, d: Delivery, job_id: int | None, now: float) -> tuple[
 
 
 def due(engine: Engine, now: float | None = None, limit: int = 500) -> list[OutboxItem]:
-    """Pending entries whose next attempt is due, by destination then age."""
+    """Pending entries whose next attempt is due and that no sender holds, by destination then age (read only:
+    a sender takes them with :func:`claim`)."""
     now = time.time() if now is None else now
     with read(engine) as conn:
         rows = conn.execute(
-            select(schema.outbox)
-            .where(schema.outbox.c.status == OutboxStatus.PENDING.value, schema.outbox.c.next_attempt_at <= now)
-            .order_by(schema.outbox.c.destination, schema.outbox.c.id)
-            .limit(limit)
+            select(_outbox).where(_due(now)).order_by(_outbox.c.destination, _outbox.c.id).limit(limit)
         ).mappings()
         return [_from_row(r) for r in rows]
+
+
+def claim(engine: Engine, owner: str | None, lease_s: float, now: float | None = None, limit: int = 500
+          ) -> list[OutboxItem]:
+    """Take the due entries for ``owner``'s sender until ``now + lease_s``: those no sender holds, those whose
+    claim lapsed, and ``owner``'s own unresolved ones; by destination then age. On PostgreSQL rows another
+    claimer is taking at this moment are passed over (``SKIP LOCKED``)."""
+    now = time.time() if now is None else now
+    with write(engine) as conn:
+        takeable = _due(now) if owner is None else (_due(now) | (
+            (_outbox.c.status == OutboxStatus.PENDING.value) & (_outbox.c.next_attempt_at <= now)
+            & (_outbox.c.claimed_by == owner)))
+        ids = list(conn.execute(
+            for_claim(select(_outbox.c.id).where(takeable).order_by(_outbox.c.destination, _outbox.c.id).limit(limit))
+        ).scalars())
+        if not ids:
+            return []
+        conn.execute(update(_outbox).where(_outbox.c.id.in_(ids)).values(claimed_by=owner, lease_until=now + lease_s))
+        rows = conn.execute(
+            select(_outbox).where(_outbox.c.id.in_(ids)).order_by(_outbox.c.destination, _outbox.c.id)
+        ).mappings()
+        return [_from_row(r) for r in rows]
+
+
+def release(engine: Engine, owner: str) -> int:
+    """Give up ``owner``'s claims (its daemon starts again: what it held when it stopped is due at once)."""
+    with write(engine) as conn:
+        return conn.execute(update(_outbox).where(_outbox.c.claimed_by == owner).values(**UNCLAIMED)).rowcount
+
+
+def _due(now: float) -> ColumnElement[bool]:
+    unheld = or_(_outbox.c.lease_until.is_(None), _outbox.c.lease_until < now)
+    return (_outbox.c.status == OutboxStatus.PENDING.value) & (_outbox.c.next_attempt_at <= now) & unheld
 
 
 def sent(engine: Engine, item_id: int, status: int) -> None:
@@ -109,6 +149,7 @@ def sent(engine: Engine, item_id: int, status: int) -> None:
                 attempts=schema.outbox.c.attempts + 1,
                 sent_at=now,
                 updated_at=now,
+                **UNCLAIMED,
             )
         )
 
@@ -124,6 +165,7 @@ def failed(
             "last_status": status,
             "updated_at": now,
             "attempts": schema.outbox.c.attempts + 1,
+            **UNCLAIMED,
         }
         if retry_at is None:
             values["status"] = OutboxStatus.FAILED.value
@@ -144,7 +186,7 @@ def substitute(
             .values(
                 path=str(path), sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
                 status=OutboxStatus.PENDING.value, next_attempt_at=0.0, note=note[:ERROR_TEXT_LIMIT],
-                updated_at=time.time(),
+                updated_at=time.time(), **UNCLAIMED,
             )
         )
         return _item(conn, item_id)
@@ -158,7 +200,8 @@ def retry(engine: Engine, item_id: int) -> OutboxItem:
         conn.execute(
             update(schema.outbox)
             .where(schema.outbox.c.id == item_id)
-            .values(status=OutboxStatus.PENDING.value, attempts=0, next_attempt_at=0.0, updated_at=time.time())
+            .values(status=OutboxStatus.PENDING.value, attempts=0, next_attempt_at=0.0, updated_at=time.time(),
+                    **UNCLAIMED)
         )
         return _item(conn, item_id)
 
@@ -171,7 +214,7 @@ def cancel(engine: Engine, item_id: int) -> OutboxItem:
         conn.execute(
             update(schema.outbox)
             .where(schema.outbox.c.id == item_id)
-            .values(status=OutboxStatus.CANCELLED.value, updated_at=time.time())
+            .values(status=OutboxStatus.CANCELLED.value, updated_at=time.time(), **UNCLAIMED)
         )
         return _item(conn, item_id)
 
@@ -186,11 +229,11 @@ def newest(engine: Engine, status: OutboxStatus | None = None, limit: int = 100)
 
 
 def next_due(engine: Engine) -> float | None:
+    """When the next pending entry is due for a sender: its next attempt, or when another's claim lapses."""
     with read(engine) as conn:
+        when = greatest(conn, _outbox.c.next_attempt_at, func.coalesce(_outbox.c.lease_until, 0.0))
         value = conn.execute(
-            select(func.min(schema.outbox.c.next_attempt_at)).where(
-                schema.outbox.c.status == OutboxStatus.PENDING.value
-            )
+            select(func.min(when)).where(_outbox.c.status == OutboxStatus.PENDING.value)
         ).scalar()
         return None if value is None else float(value)
 
@@ -224,4 +267,6 @@ def _from_row(row: RowMapping) -> OutboxItem:
         updated_at=row["updated_at"],
         sent_at=row["sent_at"],
         note=row["note"],
+        claimed_by=row["claimed_by"],
+        lease_until=row["lease_until"],
     )

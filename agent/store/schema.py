@@ -141,6 +141,8 @@ outbox = Table(
     Column("updated_at", Float, nullable=False),
     Column("sent_at", Float),
     Column("note", FreeText),  # v2: what was sent instead (fallback) and why
+    Column("claimed_by", String(200)),  # r0003: the daemon whose sender took the entry for a round
+    Column("lease_until", Float),  # r0003: when that claim lapses unless the entry is resolved
     UniqueConstraint("destination", "sop_instance_uid", name="uq_outbox_object"),
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 
 from agent.config import Destination
+from agent.dicom_wiring import NamedOutbox
 from agent.errors import StoreError
 from agent.job_outcomes import deliveries_for
 from agent.records import Delivery, InputKind, OutboxStatus
@@ -258,3 +260,30 @@ def test_refused_3d_sr_falls_back_along_the_chain(
         assert f"sending {item.path.name}" in (item.note or "")
     finally:
         server.shutdown()
+
+
+def test_the_senders_of_two_daemons_on_one_store_send_each_object_once(tmp_path: Path) -> None:
+    """Two daemons' senders run side by side on one store (each with its own connection, claiming under its
+    daemon's name): every object reaches the peer once."""
+    peer = PeerScp()
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    stores = [Store.open(url), Store.open(url, migrate=False)]
+    files = write_mr_series(tmp_path / "mr", MRSeriesSpec(slices=40, rows=16, columns=16)).files
+    queue(stores[0], "peer", files)
+    senders = [OutboxSender(NamedOutbox(s, f"host-{n}", 600.0), [peer.destination()], FAST, f"SENDER{n}")
+               for n, s in enumerate(stores)]
+    threads = [threading.Thread(target=s.run, daemon=True) for s in senders]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: all(i.status is OutboxStatus.SENT for i in stores[0].outbox_list(limit=100)), 60,
+                 what="every object to be sent")
+        assert sorted(peer.received) == sorted(str(pydicom.dcmread(p).SOPInstanceUID) for p in files)  # once each
+    finally:
+        for sender in senders:
+            sender.stop()
+        for thread in threads:
+            thread.join(timeout=10)
+        for s in stores:
+            s.close()
+        peer.stop()

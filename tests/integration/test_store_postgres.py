@@ -26,7 +26,6 @@ from tests.support.postgres import PostgresServer
 from tests.support.store_v5 import ROWS, create_legacy_database, rows
 from tests.support.waiting import wait_for
 from tests.unit.test_job_claims import (  # noqa: F401
-    daemons,
     test_a_claim_names_its_daemon_and_holds_for_the_lease,
     test_a_daemon_puts_back_only_its_own_running_jobs,
     test_a_job_whose_lease_expired_is_claimed_again_and_only_its_new_owner_records_it,
@@ -35,6 +34,12 @@ from tests.unit.test_job_claims import (  # noqa: F401
 from tests.unit.test_ops_audit import (  # noqa: F401  (collected again here, on PostgreSQL)
     test_hostile_ae_titles_are_stored_escaped_and_bounded,
     test_records_come_back_newest_first_and_since_filters,
+)
+from tests.unit.test_outbox_claims import (  # noqa: F401
+    test_a_dead_daemons_claims_lapse_for_the_others_and_its_restart_releases_them,
+    test_a_sender_takes_back_its_own_unresolved_claims_at_once,
+    test_entries_a_sender_claimed_are_not_due_for_another_until_resolved,
+    test_retry_and_cancel_clear_a_claim,
 )
 from tests.unit.test_retention import (  # noqa: F401  (all but the SQLite-only version 3 database)
     test_a_failed_or_cancelled_outbox_entry_keeps_everything,

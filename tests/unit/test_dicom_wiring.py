@@ -23,7 +23,7 @@ TLS = TlsSettings(enabled=True, certificate=Path("/etc/oa/cert.pem"), private_ke
         (TlsSettings, TlsConfig, set()),
         (ScpSettings, ScpConfig, {"enabled"}),  # the daemon starts no SCP when it is off
         (Destination, DestinationConfig, {"send_results"}),  # the executor's: what it queues
-        (OutboxSettings, OutboxConfig, set()),
+        (OutboxSettings, OutboxConfig, {"lease_s"}),  # the daemon's claims, not the sender's
     ],
 )
 def test_every_setting_reaches_the_node(model: type[BaseModel], config: type, daemon_only: set[str]) -> None:

@@ -31,14 +31,14 @@ def test_a_round_of_the_outbox_is_traced_from_its_start_to_its_last_entry(
     second, _ = store.outbox_add("pacs", Path("/r/b.dcm"), "1.2", "2.25.2")
     outbox = failpoints.outbox(store)
     assert outbox is not store
-    assert [e.id for e in outbox.outbox_due()] == [first.id, second.id]
+    assert [e.id for e in outbox.outbox_claim()] == [first.id, second.id]
     outbox.outbox_sent(first.id, 0)
     assert _names(trace) == ["outbox.round-start", "outbox.before-sent", "outbox.after-sent"]
     outbox.outbox_failed(second.id, "peer gone", retry_at=None)
     assert _names(trace)[-1] == "outbox.round-end"
     assert {i.sop_instance_uid: i.status for i in store.outbox_list()} == {
         "2.25.1": OutboxStatus.SENT, "2.25.2": OutboxStatus.FAILED}
-    assert outbox.outbox_due() == [] and _names(trace)[-1] == "outbox.round-end"  # an empty round is no round
+    assert outbox.outbox_claim() == [] and _names(trace)[-1] == "outbox.round-end"  # an empty round is no round
 
 
 def test_each_trace_line_names_the_time_the_process_and_the_point(
