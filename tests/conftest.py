@@ -106,3 +106,13 @@ def shared(path: str) -> Path:
     if not target.exists():
         pytest.skip(f"shared test data {path} is not available beside this checkout")
     return target
+
+
+@pytest.fixture
+def daemons(database_url: Callable[[str], str]) -> Iterator[tuple[Store, Store]]:
+    """Two store handles on one fresh database, one per daemon sharing it (the first migrates it)."""
+    url = database_url("daemons")
+    a, b = Store.open(url), Store.open(url, migrate=False)
+    yield a, b
+    a.close()
+    b.close()

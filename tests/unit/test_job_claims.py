@@ -5,7 +5,6 @@ real PostgreSQL server."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ from agent.store import Store
 from tests.unit.test_store import slide_input
 
 LEASE_S = 30.0
-
-
-@pytest.fixture
-def daemons(database_url: Callable[[str], str]) -> Iterator[tuple[Store, Store]]:
-    url = database_url("claims")
-    a, b = Store.open(url), Store.open(url, migrate=False)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def test_a_claim_names_its_daemon_and_holds_for_the_lease(daemons: tuple[Store, Store]) -> None:
