@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import failpoints
 from agent.config import Settings
 from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
@@ -117,6 +118,7 @@ def enqueue_paths(store: Store, settings: Settings, paths: Iterable[Path], *, re
             report.queued.append(job.id)
             if held is not None:
                 held.queued(inp.id, job.id)
+                failpoints.reached("batch.after-queued")
     return report
 
 

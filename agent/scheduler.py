@@ -120,8 +120,8 @@ class BatchScheduler:
             "batch %s: %d file(s), %d input(s), %d job(s) queued",
             run.batch, report.files, report.inputs, len(report.queued),
         )
-        log.info("batch %s: run %d %s (%d input(s) taken before a restart not queued again)", run.batch, run.id,
-                 held.run.status.value, report.already_taken)
+        log.info("batch %s: run %d %s (%d input(s) it took before it was resumed, not queued again)", run.batch,
+                 run.id, held.run.status.value, report.already_taken)
         if report.queued:
             self.on_queued()
 
