@@ -3,8 +3,9 @@
 A slot's run is a record in the store (:mod:`agent.store.batch_runs`): of the daemons sharing a store, the one
 that records it runs it and the others skip it. A slot missed while the daemon was down runs once when it
 starts: the latest slot due since the batch's last recorded run, not one per missed slot (apscheduler forgets
-its schedule at exit, so this is worked out from the cron and the store). A run cut off by a crash is resumed:
-at start for this daemon's own (``executor.node``), and, every half lease, for any whose holder's lease expired.
+its schedule at exit, so this is worked out from the cron and the store). A run cut off by a stop or a crash is
+resumed: at start for this daemon's own (``executor.node``), and, every half lease, any whose holder's lease
+expired or that another daemon's stop interrupted.
 """
 
 from __future__ import annotations
@@ -59,8 +60,17 @@ class BatchScheduler:
                 log.info("batch %s next runs at %s", job.id, job.next_run_time)
 
     def stop(self) -> None:
+        """Stop scheduling; a run in progress is marked interrupted, for whichever daemon looks next to resume
+        (its thread, which ends with the process, is refused its next input)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        try:
+            interrupted = self.store.batch_runs_interrupt(self.node)
+        except OncoAgentError as exc:  # the store is gone: the next start, or a lease expiry, finds the run
+            log.warning("could not mark this daemon's batch runs interrupted: %s", exc)
+            return
+        if interrupted:
+            log.info("batch run(s) %s interrupted by the stop: the next start resumes them", interrupted)
 
     # ------------------------------------------------------------------------------------------- when to run
 
@@ -111,7 +121,7 @@ class BatchScheduler:
         try:
             report = run_held(self.store, self.settings, held)
         except LeaseLost as exc:
-            log.warning("batch %s: run %d was taken over by another daemon (%s)", run.batch, run.id, exc)
+            log.warning("batch %s: run %d is no longer this daemon's (%s)", run.batch, run.id, exc)
             return
         except (OncoAgentError, OSError) as exc:
             log.error("batch %s: run %d failed: %s", run.batch, run.id, exc)

@@ -163,3 +163,20 @@ def test_two_daemons_firing_one_slot_run_it_once(settings: Settings, caplog: pyt
     finally:
         a.close()
         b.close()
+
+
+def test_a_stop_interrupts_the_daemons_own_run_and_the_next_start_resumes_it(
+        settings: Settings, store: Store, archive: Path) -> None:
+    clock = Clock(local(2030, 12, 3, 2, 0, 2))
+    run = store.batch_run_begin("nightly", local(2030, 12, 3, 2, 0), [archive], False, owner="node-a",
+                                lease_s=LEASE_S, now=clock())
+    theirs = store.batch_run_begin("nightly", local(2030, 12, 2, 2, 0), [archive], False, owner="node-b",
+                                   lease_s=LEASE_S, now=clock())
+    assert run is not None and theirs is not None
+    BatchScheduler(store, settings, on_queued=lambda: None, clock=clock).stop()  # SIGTERM mid-run
+    assert store.get_batch_run(run.id).status is BatchRunStatus.INTERRUPTED
+    assert store.get_batch_run(theirs.id).status is BatchRunStatus.RUNNING  # another daemon's, still held
+    BatchScheduler(store, settings, on_queued=lambda: None, clock=clock).catch_up()  # the next start
+    resumed = store.batch_run_progress(run.id)
+    assert resumed.run.status is BatchRunStatus.DONE and resumed.run.resumed == 1 and resumed.inputs == 3
+    assert store.get_batch_run(theirs.id).status is BatchRunStatus.RUNNING
