@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from agent.config import LoadedSettings
@@ -46,8 +47,6 @@ def cmd_batch(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_batch_queue(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from pathlib import Path
-
     from agent.batch import HeldRun, run_held
     from agent.executor import node_name
     from agent.router import Router
