@@ -1,21 +1,25 @@
 """Batch (re)processing of archives: every slide and DICOM series under some paths becomes a job.
 
 Used by ``oncoagent batch`` and by the nightly schedules. Files are read in place (copied into storage for
-DICOM); nothing in the archive is moved or deleted.
+DICOM); nothing in the archive is moved or deleted. Each run is a record in the store (:class:`HeldRun`): the
+inputs it took and the job it queued for each, so that a run cut off by a crash is resumed by whoever holds it
+next without queueing anything twice.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import failpoints
 from agent.config import Settings
 from agent.dispatch import Dispatcher
+from agent.errors import OncoAgentError
 from agent.ingest import FolderWatcher, files_under
-from agent.records import Input, Job
+from agent.records import BatchRun, BatchRunStatus, Input, Job
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -27,13 +31,62 @@ class BatchReport:
     inputs: int = 0
     queued: list[int] = field(default_factory=list)  # jobs queued for the batch's inputs while it ran
     missing: list[str] = field(default_factory=list)
+    already_taken: int = 0  # inputs a resumed run had taken before it was cut off (not queued again)
 
 
-def enqueue_paths(store: Store, settings: Settings, paths: Iterable[Path], *, reprocess: bool = False) -> BatchReport:
+class HeldRun:
+    """A batch run this process holds: it records each input the run takes (renewing its lease there, and at
+    least every third of the lease while it reads files) and the job it queued for it."""
+
+    def __init__(self, store: Store, run: BatchRun, owner: str, lease_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self.run, self.owner, self.lease_s, self.clock = store, run, owner, lease_s, clock
+        self.taken = store.batch_run_taken(run.id)  # what it took before it was cut off, if it was
+        self._renew_at = clock() + lease_s / 3
+
+    def keep(self) -> None:
+        """Renew the lease when a third of it has passed (LeaseLost when another holder took the run over)."""
+        now = self.clock()
+        if now >= self._renew_at:
+            self.store.batch_run_renew(self.run.id, self.owner, now + self.lease_s)
+            self._renew_at = now + self.lease_s / 3
+
+    def take(self, input_id: int) -> bool:
+        now = self.clock()
+        self._renew_at = now + self.lease_s / 3
+        return self.store.batch_run_take(self.run.id, self.owner, input_id, until=now + self.lease_s, now=now)
+
+    def queued(self, input_id: int, job_id: int) -> None:
+        self.store.batch_run_set_job(self.run.id, input_id, job_id)
+
+    def finish(self, status: BatchRunStatus, error: str | None = None) -> BatchRun:
+        self.run = self.store.batch_run_finish(self.run.id, self.owner, status, error, self.clock())
+        return self.run
+
+
+def run_held(store: Store, settings: Settings, held: HeldRun) -> BatchReport:
+    """Run (or resume) a held run over its paths, and record how it ended: done, or failed with the reason (a
+    path missing, a file unreadable). LeaseLost propagates: another holder has the run, and records its end."""
+    run = held.run
+    try:
+        report = enqueue_paths(store, settings, run.paths, reprocess=run.reprocess, held=held)
+    except (OncoAgentError, OSError) as exc:
+        held.finish(BatchRunStatus.FAILED, str(exc))
+        raise
+    if report.missing:
+        held.finish(BatchRunStatus.FAILED, "missing: " + ", ".join(report.missing))
+    else:
+        held.finish(BatchRunStatus.DONE)
+    return report
+
+
+def enqueue_paths(store: Store, settings: Settings, paths: Iterable[Path], *, reprocess: bool = False,
+                  held: HeldRun | None = None) -> BatchReport:
     """Record every input under ``paths`` and route it. ``reprocess`` runs again what already had a job for the
     same content before this batch; content new to the store is routed once, by whoever comes first: this
-    batch, or a running daemon's own loop, which routes a slide as soon as it is recorded."""
-    started = time.time()
+    batch, or a running daemon's own loop, which routes a slide as soon as it is recorded. With ``held``, each
+    input is recorded as taken by the run before it is routed, and one the run took before is not routed again."""
+    started = time.time() if held is None else held.run.started_at
     watcher = FolderWatcher(store, settings)
     dispatcher = Dispatcher(store, settings)
     report = BatchReport()
@@ -44,6 +97,8 @@ def enqueue_paths(store: Store, settings: Settings, paths: Iterable[Path], *, re
             log.error("batch path %s does not exist", root)
             continue
         for path in [root] if root.is_file() else files_under(root):
+            if held is not None:
+                held.keep()
             report.files += 1
             key = watcher.take(path, consumed=False)
             if key is not None:
@@ -53,13 +108,35 @@ def enqueue_paths(store: Store, settings: Settings, paths: Iterable[Path], *, re
         if inp is None:
             continue
         report.inputs += 1
+        if held is not None and not _take(held, inp, started, report):
+            continue
         done_before = any(j.created_at < started for j in _jobs_for_content(store, inp))
         job = dispatcher.route(inp, force=reprocess and done_before)
         if job is None:  # routed meanwhile by the daemon's loop, or earlier, or ignored
             job = next((j for j in _jobs_for_content(store, inp) if j.created_at >= started), None)
         if job is not None:
             report.queued.append(job.id)
+            if held is not None:
+                held.queued(inp.id, job.id)
+                failpoints.reached("batch.after-queued")
     return report
+
+
+def _take(held: HeldRun, inp: Input, started: float, report: BatchReport) -> bool:
+    """Whether the run is to route the input now: not when it took it before and queued its job; an input it
+    took but was cut off before recording a job for is routed only if no job was queued for it meanwhile."""
+    if inp.id not in held.taken:
+        if held.take(inp.id):
+            return True
+    elif held.taken[inp.id] is None:
+        since = [j for j in _jobs_for_content(held.store, inp) if j.updated_at >= started]
+        if not since:
+            return True
+        report.queued.append(since[0].id)
+        held.queued(inp.id, since[0].id)
+        return False
+    report.already_taken += 1
+    return False
 
 
 def _jobs_for_content(store: Store, inp: Input) -> list[Job]:

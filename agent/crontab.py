@@ -3,13 +3,14 @@ validation of ``scheduler.batches``, so that a schedule that validates is the sc
 
 from __future__ import annotations
 
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab(5): 0 (and 7) is Sunday
+_LONGEST_GAP_S = 5 * 366 * 86400.0  # a schedule that fires less often than this is taken never to fire
 
 
 def crontab_trigger(expr: str, timezone: tzinfo | str | None = None) -> BaseTrigger:
@@ -55,3 +56,28 @@ def _weekday(text: str) -> int:
     if text.isdigit() and 0 <= int(text) <= 7:
         return int(text)
     raise ValueError(f"weekday {text!r} is not 0-7 or sun-sat")
+
+
+def last_fire(trigger: BaseTrigger, now: float, after: float | None = None) -> float | None:
+    """The latest time the trigger fired at or before ``now`` (and after ``after``), as epoch seconds; None when
+    it did not fire in that span. Searched backwards from ``now`` in doubling spans, so a minutely schedule and a
+    yearly one cost the same few steps, however long ago ``after`` is."""
+    span = 60.0
+    while True:
+        start = now - span
+        if after is not None and start <= after:
+            start = after + 1.0  # fire times are whole minutes: one second after is strictly after
+        fired = _next_fire(trigger, start)
+        if fired is not None and fired <= now:
+            break
+        if (after is not None and start == after + 1.0) or span > _LONGEST_GAP_S:
+            return None
+        span *= 2
+    while (later := _next_fire(trigger, fired + 1.0)) is not None and later <= now:
+        fired = later
+    return fired
+
+
+def _next_fire(trigger: BaseTrigger, at_or_after: float) -> float | None:
+    fire = trigger.get_next_fire_time(None, datetime.fromtimestamp(at_or_after, UTC))
+    return None if fire is None else fire.timestamp()

@@ -19,6 +19,8 @@ Unarmed and untraced (the default, and in production) a point costs one dictiona
   window where a crash makes an object reach PACS twice: at-least-once delivery);
 * ``outbox.after-sent`` — an entry's sent state is committed;
 * ``outbox.round-end`` — every entry of the round is sent, failed or substituted.
+* ``batch.after-queued`` — a batch run has recorded an input it took and the job it queued for it, before it
+  takes the next input (a crash here leaves a run to resume).
 
 The ``outbox.*`` points are reached through :func:`outbox`, the store wrapped for the sender (the DICOM node
 never imports the daemon); it wraps only when points are armed or traced.

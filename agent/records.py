@@ -18,6 +18,10 @@ from dicom_node import assembly
 from dicom_node.records import Instance
 
 __all__ = [
+    "BatchRun",
+    "BatchRunFailure",
+    "BatchRunProgress",
+    "BatchRunStatus",
     "Delivery",
     "Input",
     "InputKind",
@@ -146,3 +150,75 @@ class OutboxItem:
     note: str | None = None
     claimed_by: str | None = None  # the daemon whose sender took it for a round, until lease_until
     lease_until: float | None = None
+
+
+class BatchRunStatus(StrEnum):
+    RUNNING = "running"  # its holder is taking its inputs and queueing their jobs
+    DONE = "done"  # every input under its paths was taken (its jobs may still run: see BatchRunProgress)
+    FAILED = "failed"  # it stopped with an error (a path missing or unreadable)
+    INTERRUPTED = "interrupted"  # its holder stopped or died before it was done: the next holder resumes it
+
+
+MANUAL_BATCH = "(manual)"
+"""The batch name of runs started by hand (``oncoagent batch PATHS``); configured names cannot hold brackets."""
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One run of a batch for one scheduled slot (a hand-run batch: the time it started)."""
+
+    id: int
+    batch: str
+    slot: float
+    status: BatchRunStatus
+    paths: tuple[Path, ...]
+    reprocess: bool
+    owner: str | None
+    lease_until: float | None
+    started_at: float
+    finished_at: float | None
+    resumed: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class BatchRunFailure:
+    job_id: int
+    input_id: int
+    input_path: Path
+    error: str | None
+
+
+@dataclass(frozen=True)
+class BatchRunProgress:
+    """A run and how far its jobs are, read from the jobs table: ``inputs`` taken, ``jobs`` by status."""
+
+    run: BatchRun
+    inputs: int
+    jobs: dict[JobStatus, int]
+    mean_job_s: float | None  # the mean duration of its finished jobs (None before the first)
+    failures: tuple[BatchRunFailure, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(self.jobs.values())
+
+    @property
+    def done(self) -> int:
+        return sum(n for status, n in self.jobs.items() if status.finished)
+
+    @property
+    def failed(self) -> int:
+        return self.jobs.get(JobStatus.FAILED, 0)
+
+    @property
+    def finished(self) -> bool:
+        """Every input taken and every job of it ended."""
+        return self.run.status is not BatchRunStatus.RUNNING and self.done == self.total
+
+    def eta_s(self, workers: int) -> float | None:
+        """Seconds until its queued and running jobs are done, from the mean duration of those that finished,
+        with ``workers`` of them at a time (None while none has finished)."""
+        if self.mean_job_s is None:
+            return None
+        return (self.total - self.done) * self.mean_job_s / max(1, workers)

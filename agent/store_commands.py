@@ -1,11 +1,10 @@
-"""``oncoagent status``, ``jobs``, ``outbox`` and ``batch``: the commands that read or adjust the store of an
+"""``oncoagent status``, ``jobs`` and ``outbox``: the commands that read or adjust the store of an
 existing data directory (the daemon may be running; the store's transactions keep both consistent)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,10 +67,6 @@ def add_parsers(sub: Any) -> None:
     oa.add_argument("files", nargs="+", type=Path, metavar="FILE")
     oa.set_defaults(handler=cmd_outbox_add)
 
-    batch = sub.add_parser("batch", help="queue every slide and DICOM series under PATHs for the daemon")
-    batch.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    batch.add_argument("--reprocess", action="store_true", help="run again where a result already exists")
-    batch.set_defaults(handler=cmd_batch)
     purge.add_parser(sub)  # oncoagent purge: retention's own module
 
 
@@ -272,22 +267,3 @@ def cmd_outbox_add(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             print(f"{'queued ' if new else 'already'} {path} as outbox entry {item.id}")
     return EXIT_FAILED if failed else 0
 
-
-def cmd_batch(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from agent.batch import enqueue_paths
-    from agent.router import Router
-    from agent.store import Store
-    from pipelines import registry
-
-    settings = loaded.settings
-    Router(settings.routing.rules).check_pipelines(registry.names())
-    settings.paths.create()
-    store = Store.open(settings.database_url)
-    try:
-        report = enqueue_paths(store, settings, args.paths, reprocess=args.reprocess)
-    finally:
-        store.close()
-    for missing in report.missing:
-        print(f"missing: {missing}", file=sys.stderr)
-    print(f"{report.files} file(s), {report.inputs} input(s), {len(report.queued)} job(s) queued")
-    return EXIT_FAILED if report.missing else 0

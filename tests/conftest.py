@@ -95,7 +95,8 @@ def postgres() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def daemons(database_url: Callable[[str], str]) -> Iterator[tuple[Store, Store]]:
-    """Two store handles on one database, one per daemon sharing it (claims of jobs and outbox entries)."""
+    """Two store handles on one fresh database, one per daemon sharing it (the first migrates it): claims of
+    jobs, outbox entries and batch runs."""
     url = database_url("claims")
     a, b = Store.open(url), Store.open(url, migrate=False)
     yield a, b

@@ -13,7 +13,8 @@ One module per concept, each holding that concept's SQL, row mapping and transac
 - :mod:`~agent.store.instances`, :mod:`~agent.store.inputs`, :mod:`~agent.store.jobs`,
   :mod:`~agent.store.outbox`, :mod:`~agent.store.events` (the journal), :mod:`~agent.store.counts`,
   :mod:`~agent.store.retention` (what may be purged, and recording that it was), :mod:`~agent.store.audit` (the
-  DICOM port's associations).
+  DICOM port's associations), :mod:`~agent.store.batch_runs` (runs of batches, once per slot, and what each
+  took).
 
 :class:`Store` is the façade the rest of the daemon holds: each method runs one concept function on the
 store's engine. A new store concept gets its own module here and its methods on the façade.
@@ -28,8 +29,21 @@ from typing import Any
 from sqlalchemy import Engine
 
 from agent.config import Priority
-from agent.records import Delivery, Input, InputKind, Instance, Job, JobStatus, OutboxItem, OutboxStatus
+from agent.records import (
+    BatchRun,
+    BatchRunProgress,
+    BatchRunStatus,
+    Delivery,
+    Input,
+    InputKind,
+    Instance,
+    Job,
+    JobStatus,
+    OutboxItem,
+    OutboxStatus,
+)
 from agent.store import audit as _audit
+from agent.store import batch_runs as _batch_runs
 from agent.store import claims as _claims
 from agent.store import counts as _counts
 from agent.store import engine as _engine
@@ -283,6 +297,57 @@ class Store:
     def audit_list(self, since: float | None = None, limit: int = 100) -> list[AssociationRecord]:
         """The latest associations, newest first (started at or after ``since`` when given)."""
         return _audit.newest(self.engine, since, limit)
+
+    # ----------------------------------------------------------------------------------- batch runs
+
+    def batch_run_begin(self, batch: str, slot: float, paths: Sequence[Path], reprocess: bool, *, owner: str,
+                        lease_s: float, now: float) -> BatchRun | None:
+        """Hold the run of ``batch`` for ``slot`` (new, or taken over from a holder that is gone); None when it
+        is another's or has ended: the slot runs once."""
+        return _batch_runs.begin(self.engine, batch, slot, paths, reprocess, owner=owner, lease_s=lease_s, now=now)
+
+    def batch_run_take_over(self, run_id: int, owner: str, lease_s: float, now: float) -> BatchRun | None:
+        """Hold an interrupted run, or one whose holder's lease expired, to resume it; None if not resumable."""
+        return _batch_runs.take_over(self.engine, run_id, owner, lease_s, now)
+
+    def batch_runs_resumable(self, now: float) -> list[BatchRun]:
+        return _batch_runs.resumable(self.engine, now)
+
+    def batch_runs_interrupt(self, owner: str) -> list[int]:
+        """Mark the runs ``owner`` holds interrupted (it stops, or starts after a crash); return their ids."""
+        return _batch_runs.interrupt(self.engine, owner)
+
+    def batch_run_take(self, run_id: int, owner: str, input_id: int, *, until: float, now: float) -> bool:
+        """Record that the run takes an input, renewing the holder's lease; False when it took it before."""
+        return _batch_runs.take(self.engine, run_id, owner, input_id, until=until, now=now)
+
+    def batch_run_set_job(self, run_id: int, input_id: int, job_id: int) -> None:
+        _batch_runs.set_job(self.engine, run_id, input_id, job_id)
+
+    def batch_run_renew(self, run_id: int, owner: str, until: float) -> None:
+        _batch_runs.renew(self.engine, run_id, owner, until)
+
+    def batch_run_finish(self, run_id: int, owner: str, status: BatchRunStatus, error: str | None, now: float
+                         ) -> BatchRun:
+        return _batch_runs.finish(self.engine, run_id, owner, status, error, now)
+
+    def batch_run_taken(self, run_id: int) -> dict[int, int | None]:
+        """The inputs the run took, each with the job it queued for it (None: none)."""
+        return _batch_runs.taken(self.engine, run_id)
+
+    def batch_run_latest(self, batch: str) -> BatchRun | None:
+        return _batch_runs.latest(self.engine, batch)
+
+    def get_batch_run(self, run_id: int) -> BatchRun:
+        return _batch_runs.get(self.engine, run_id)
+
+    def batch_runs(self, limit: int = 50) -> list[BatchRunProgress]:
+        """The latest runs, newest first, with their inputs and jobs counted."""
+        return _batch_runs.newest(self.engine, limit)
+
+    def batch_run_progress(self, run_id: int) -> BatchRunProgress:
+        """One run, its jobs by status, their mean duration and its failures with their reasons."""
+        return _batch_runs.progress(self.engine, run_id)
 
     # ----------------------------------------------------------------------------------- status
 

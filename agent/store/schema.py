@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -159,4 +160,31 @@ associations = Table(  # v5: the audit trail, one row per association or refused
     Column("detail", Text),
     Column("instances_stored", Integer, nullable=False, default=0),
     Index("ix_associations_started", "started_at"),
+)
+
+batch_runs = Table(  # r0004: one row per run of a batch (agent.store.batch_runs); one run per (batch, slot)
+    "batch_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("batch", String(128), nullable=False),  # scheduler.batches[].name, or "(manual)" for oncoagent batch
+    Column("slot", Float, nullable=False),  # the scheduled time it is for (a hand-run batch: when it started)
+    Column("status", String(16), nullable=False),  # a BatchRunStatus
+    Column("paths", JSON, nullable=False),  # what it reads, as it was when it started (a resumed run reads these)
+    Column("reprocess", Boolean, nullable=False),
+    Column("owner", String(200)),  # the process (executor.node) that holds it while it runs
+    Column("lease_until", Float),  # while running, its holder's claim holds until then unless renewed
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("resumed", Integer, nullable=False, default=0),  # how many times it was taken over after a crash
+    Column("error", FreeText),
+    UniqueConstraint("batch", "slot", name="uq_batch_run_slot"),
+)
+
+batch_run_inputs = Table(  # r0004: the inputs a run took, and the job it queued for each (NULL: none)
+    "batch_run_inputs",
+    metadata,
+    Column("run_id", Integer, ForeignKey("batch_runs.id"), primary_key=True),
+    Column("input_id", Integer, ForeignKey("inputs.id"), primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id")),
+    Column("taken_at", Float, nullable=False),
 )

@@ -25,7 +25,7 @@ from agent.records import OutboxStatus
 from agent.store import Store
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.e2e.test_mri_daemon import drop
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, stopped
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
 
@@ -77,13 +77,6 @@ def _daemon(tmp_path: Path, pacs: Pacs, failpoint: str) -> DaemonProcess:
     return DaemonProcess(tmp_path, config, env={ENV_POINTS: failpoint, ENV_STATE: str(state)})
 
 
-def _stopped(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_STOPPED
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _store(daemon: DaemonProcess) -> Store:
     return Store.open(f"sqlite:///{daemon.data_dir / 'oncoagent.db'}", migrate=False)
 
@@ -122,7 +115,7 @@ def test_worker_killed_after_writing_outputs_before_the_commit(tmp_path: Path, p
         drop(daemon, series.files, "mr")
         assert daemon.proc is not None
         parent = psutil.Process(daemon.proc.pid)
-        worker = wait_for(lambda: next((c.pid for c in parent.children() if _stopped(c.pid)), None), 300,
+        worker = wait_for(lambda: next((c.pid for c in parent.children() if stopped(c.pid)), None), 300,
                           interval=0.2, what="the worker frozen after writing its result")
         # the outputs are on disk, the success is not recorded, nothing is in the outbox yet
         assert list((daemon.data_dir / "results").glob("job-*/sr.dcm"))
@@ -150,7 +143,7 @@ def test_daemon_killed_right_after_the_commit(tmp_path: Path, pacs: Pacs) -> Non
         drop(daemon, series.files, "mr")
         assert daemon.proc is not None
         pid = daemon.proc.pid
-        wait_for(lambda: _stopped(pid), 300, interval=0.2, what="the daemon frozen after the success commit")
+        wait_for(lambda: stopped(pid), 300, interval=0.2, what="the daemon frozen after the success commit")
         daemon.signal(signal.SIGKILL)
         assert daemon.wait(30) == -signal.SIGKILL
         assert pacs.received == Counter()  # frozen before the sender could look

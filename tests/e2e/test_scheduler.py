@@ -1,11 +1,13 @@
 """Scheduled batches (``scheduler.batches``) inside ``oncoagent run``: the cron fires in the running daemon and
-every input under the batch's paths becomes a job, with nothing dropped in a watched folder."""
+every input under the batch's paths becomes a job, with nothing dropped in a watched folder; the run is a record
+that shows done (``oncoagent batch runs``)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,14 @@ def test_a_cron_batch_queues_the_archive_inside_the_running_daemon(tmp_path: Pat
         assert fired.groups() == (str(len(archived)), "3", "3")  # two slides and one series
         counts = wait_for(lambda: settled(daemon), 60, interval=0.5, what="the batch's jobs to finish")
         assert counts["succeeded"] == sum(counts.values()) == 3
+        # the run is a record: its slot is the minute the cron named, and it shows done, every job finished
+        listed = daemon.cli("batch", "runs", "--json")
+        assert listed.returncode == 0, listed.stderr
+        [run] = json.loads(listed.stdout)
+        assert (run["batch"], run["status"], run["done"], run["total"], run["failed"]) == (BATCH, "done", 3, 3, 0)
+        assert run["slot"] == first_run.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        shown = daemon.cli("batch", "show", str(run["id"]))
+        assert shown.returncode == 0 and "jobs        done 3/3: queued 0, running 0, succeeded 3" in shown.stdout
 
         store = Store.open(f"sqlite:///{daemon.data_dir / 'oncoagent.db'}", migrate=False)
         try:

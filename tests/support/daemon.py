@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from tests.conftest import REPO
@@ -105,3 +106,11 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.signal(signal.SIGKILL)
                 self.wait(10)
+
+
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is frozen (SIGSTOP: an armed failpoint fired in it); False once it is gone."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_STOPPED)
+    except psutil.NoSuchProcess:
+        return False

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config import BatchSettings
-from agent.crontab import crontab_trigger
+from agent.crontab import crontab_trigger, last_fire
 
 SATURDAY = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -41,3 +41,24 @@ def test_the_config_accepts_what_the_scheduler_runs(expr: str) -> None:
 def test_the_config_refuses_what_is_not_crontab(expr: str) -> None:
     with pytest.raises(ValidationError, match="crontab expression"):
         BatchSettings(name="nightly", cron=expr, paths=[])
+
+
+@pytest.mark.parametrize(
+    ("expr", "now", "after", "expected"),
+    [
+        ("0 2 * * *", datetime(2026, 11, 28, 12, 0, tzinfo=UTC), None, datetime(2026, 11, 28, 2, 0, tzinfo=UTC)),
+        ("0 2 * * *", datetime(2026, 11, 28, 2, 0, tzinfo=UTC), None, datetime(2026, 11, 28, 2, 0, tzinfo=UTC)),
+        ("0 2 * * *", datetime(2026, 11, 28, 12, 0, tzinfo=UTC), datetime(2026, 11, 28, 2, 0, tzinfo=UTC), None),
+        ("0 2 * * *", datetime(2026, 11, 28, 12, 0, tzinfo=UTC), datetime(2026, 11, 1, 2, 0, tzinfo=UTC),
+         datetime(2026, 11, 28, 2, 0, tzinfo=UTC)),  # four weeks missed: the latest slot only
+        ("* * * * *", datetime(2026, 11, 28, 12, 0, 30, tzinfo=UTC), datetime(2025, 11, 28, tzinfo=UTC),
+         datetime(2026, 11, 28, 12, 0, tzinfo=UTC)),  # a year of minutes, found without stepping through them
+        ("0 0 1 1 *", datetime(2026, 11, 28, tzinfo=UTC), None, datetime(2026, 1, 1, tzinfo=UTC)),
+        ("0 2 * * 1-5", SATURDAY, None, datetime(2026, 11, 27, 2, 0, tzinfo=UTC)),  # Friday's, crontab weekdays
+    ],
+)
+def test_last_fire_is_the_latest_slot_due(expr: str, now: datetime, after: datetime | None,
+                                          expected: datetime | None) -> None:
+    since = None if after is None else after.timestamp()
+    fired = last_fire(crontab_trigger(expr, timezone=UTC), now.timestamp(), since)
+    assert fired == (None if expected is None else expected.timestamp())
