@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import failpoints
-from agent.config import Settings
+from agent.config import Priority, Settings
 from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
 from agent.ingest import FolderWatcher, files_under
@@ -111,7 +111,7 @@ def enqueue_paths(store: Store, settings: Settings, paths: Iterable[Path], *, re
         if held is not None and not _take(held, inp, started, report):
             continue
         done_before = any(j.created_at < started for j in _jobs_for_content(store, inp))
-        job = dispatcher.route(inp, force=reprocess and done_before)
+        job = dispatcher.route(inp, force=reprocess and done_before, priority=Priority.BATCH)
         if job is None:  # routed meanwhile by the daemon's loop, or earlier, or ignored
             job = next((j for j in _jobs_for_content(store, inp) if j.created_at >= started), None)
         if job is not None:

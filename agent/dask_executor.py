@@ -176,7 +176,7 @@ class DaskExecutor:
             log.error("cannot ask the Dask scheduler for its workers: %s", exc)
             return
         while len(self._tasks) < self._threads and not self._stopping:
-            job = self.outcomes.claim()
+            job = self.outcomes.claim([t.job for t in self._tasks.values()])
             if job is None:
                 return
             self._submit(client, job)
@@ -207,7 +207,7 @@ class DaskExecutor:
         if (self.outcomes.claim_failing or self.outcomes.has_unrecorded or self.client is None
                 or len(self._tasks) >= self._threads):
             return wait_s
-        due = self.store.next_due()
+        due = self.outcomes.next_due([t.job for t in self._tasks.values()])
         return wait_s if due is None else min(wait_s, max(0.0, due - time.time()))
 
     def _wait(self, timeout: float) -> None:

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Set
 
-from agent.config import Settings
+from agent.config import Priority, Settings
 from agent.logs import job_context
 from agent.records import Input, Job
 from agent.router import Ignored, Router
@@ -45,7 +45,8 @@ class Dispatcher:
                     queued.append(job)
         return queued
 
-    def route(self, inp: Input, *, force: bool = False) -> Job | None:
+    def route(self, inp: Input, *, force: bool = False, priority: Priority | None = None) -> Job | None:
+        """Queue the job the routing rules call for (at ``priority`` instead of the rule's, when given)."""
         with job_context(input=inp.id, series=inp.series_uid):
             decision = self.router.route(inp)
             if isinstance(decision, Ignored):
@@ -62,7 +63,7 @@ class Dispatcher:
                 inp.id,
                 decision.pipeline,
                 version,
-                priority=decision.priority,
+                priority=decision.priority if priority is None else priority,
                 max_attempts=self.max_attempts,
                 rule=decision.rule,
                 force=force,

@@ -73,11 +73,14 @@ class Executor:
         """The dispatch loop; returns after :meth:`stop`, once running jobs finished or were re-queued."""
         while not self._stop.is_set():
             self.outcomes.record_again()
-            self.outcomes.renew([w.job.id for w in self._workers if w.job is not None])
+            self.outcomes.renew([job.id for job in self._running()])
             self._dispatch()
             self._wait(self._next_wait())
             self._check_timeouts()
         self._shutdown()
+
+    def _running(self) -> list[Job]:
+        return [w.job for w in self._workers if w.job is not None]
 
     @property
     def busy(self) -> int:
@@ -110,7 +113,7 @@ class Executor:
         for worker in self._workers:
             if worker.job is not None or self._stop.is_set():
                 continue
-            job = self.outcomes.claim()
+            job = self.outcomes.claim(self._running())
             if job is None:
                 return
             try:
@@ -128,7 +131,7 @@ class Executor:
         if self.outcomes.claim_failing or self.outcomes.has_unrecorded:
             return wait_s  # the store refuses writes: try again a poll interval later, not at once
         if any(w.job is None for w in self._workers):
-            due = self.store.next_due()
+            due = self.outcomes.next_due(self._running())
             if due is not None:
                 wait_s = min(wait_s, max(0.0, due - time.time()))
         return wait_s

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import failpoints
-from agent.config import Destination, Settings
+from agent.batch_gate import BatchGate
+from agent.config import Destination, Priority, Settings
 from agent.errors import LeaseLost, OncoAgentError
 from agent.records import Delivery, InputKind, Job, JobStatus
 from agent.store import Store
@@ -43,14 +44,17 @@ class JobOutcomes:
         self._unrecorded: dict[int, Callable[[], None]] = {}  # job id -> recording its outcome, to try again
         self._renew_at = 0.0  # monotonic time of the next lease renewal
         self.claim_failing = False  # the store refuses claims (a full disk): the loop waits a poll interval
+        self.batch = BatchGate.of(cfg)
 
     # ------------------------------------------------------------------------------------- before
 
-    def claim(self) -> Job | None:
+    def claim(self, running: Iterable[Job]) -> Job | None:
         """The next job to run, claimed under this daemon's name; None when there is none, or when the store
-        refuses (logged once per outage, not once per loop)."""
+        refuses (logged once per outage, not once per loop). A batch job only while fewer than
+        ``executor.batch_workers`` of the ``running`` jobs are batch jobs, inside ``executor.batch_window``."""
         try:
-            job = self.store.claim(owner=self.node, lease_s=self.settings.executor.lease_s)
+            job = self.store.claim(owner=self.node, lease_s=self.settings.executor.lease_s,
+                                   max_priority=self._max_priority(running))
         except OncoAgentError as exc:
             if not self.claim_failing:
                 log.error("cannot claim a job (will keep trying): %s", exc)
@@ -60,6 +64,13 @@ class JobOutcomes:
             log.info("claiming jobs works again")
             self.claim_failing = False
         return job
+
+    def next_due(self, running: Iterable[Job]) -> float | None:
+        """When the next job this daemon may claim (see :meth:`claim`) becomes runnable."""
+        return self.store.next_due(self._max_priority(running))
+
+    def _max_priority(self, running: Iterable[Job]) -> Priority:
+        return self.batch.max_priority(sum(1 for j in running if j.priority is Priority.BATCH), time.time())
 
     def payload(self, job: Job, staging_dir: Path) -> dict[str, Any]:
         """The job as the process that runs it needs it (plain data: it crosses a pipe or the network)."""

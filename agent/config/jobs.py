@@ -50,6 +50,16 @@ class ExecutorSettings(Section):
         description="a claimed job stays this daemon's this long unless renewed (every third of it while it runs);"
                     " a daemon that died loses its running jobs to the others once their leases expire",
     )
+    batch_workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="how many workers (or Dask tasks) batch jobs may hold at once; the rest stay free for new "
+                    "work. Empty: all",
+    )
+    batch_window: str | None = Field(
+        default=None,
+        description="local hours in which batch jobs start, HH:MM-HH:MM (20:00-06:00 spans midnight); outside it "
+                    "queued batch jobs wait. Empty: any time",
+    )
     gpus: list[Annotated[StrictInt, Field(ge=0)]] = Field(
         default_factory=list,
         description="GPU indices (as nvidia-smi numbers them); worker i is pinned to gpus[i % len(gpus)] with "
@@ -61,6 +71,15 @@ class ExecutorSettings(Section):
         if self.backend == "dask" and not self.dask.scheduler:
             raise ValueError("executor.backend dask needs executor.dask.scheduler (the scheduler's address)")
         return self
+
+    @field_validator("batch_window")
+    @classmethod
+    def _valid_window(cls, value: str | None) -> str | None:
+        if value:
+            from agent.batch_gate import window_minutes
+
+            window_minutes(value)
+        return value or None
 
     @field_validator("gpus")
     @classmethod

@@ -17,6 +17,7 @@ class Priority(IntEnum):
     STAT = 0
     URGENT = 1
     ROUTINE = 2
+    BATCH = 3  # reprocessing queued by a batch: after all new work, and bounded (executor.batch_workers/window)
 
 
 MatchValue = str | int | float | list[str | int | float] | dict[str, str]

@@ -153,10 +153,11 @@ class Store:
             priority=priority, max_attempts=max_attempts, rule=rule, force=force,
         )
 
-    def claim(self, now: float | None = None, owner: str | None = None, lease_s: float = 60.0) -> Job | None:
+    def claim(self, now: float | None = None, owner: str | None = None, lease_s: float = 60.0,
+              max_priority: Priority = Priority.BATCH) -> Job | None:
         """Take the next runnable job (highest priority, then oldest; or one whose lease expired) and mark it
-        running, claimed by ``owner`` for ``lease_s`` seconds."""
-        return _claims.claim(self.engine, now, owner, lease_s)
+        running, claimed by ``owner`` for ``lease_s`` seconds; ``max_priority`` ROUTINE leaves batch jobs."""
+        return _claims.claim(self.engine, now, owner, lease_s, max_priority)
 
     def renew_leases(self, owner: str, job_ids: Sequence[int], until: float) -> list[int]:
         """Extend ``owner``'s leases of running jobs; return the ids it still held."""
@@ -213,9 +214,9 @@ class Store:
         """The most recently finished successful job of ``pipeline`` on the input (other than ``before_job_id``)."""
         return _jobs.latest_success(self.engine, input_id, pipeline, before_job_id)
 
-    def next_due(self) -> float | None:
-        """When the earliest queued job becomes runnable (None when the queue is empty)."""
-        return _jobs.next_due(self.engine)
+    def next_due(self, max_priority: Priority = Priority.BATCH) -> float | None:
+        """When the earliest queued job (``max_priority`` or higher) becomes runnable (None: there is none)."""
+        return _jobs.next_due(self.engine, max_priority)
 
     # ----------------------------------------------------------------------------------- journal
 

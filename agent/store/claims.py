@@ -15,6 +15,7 @@ from collections.abc import Collection, Sequence
 
 from sqlalchemy import Engine, and_, or_, select, update
 
+from agent.config import Priority
 from agent.records import Job, JobStatus
 from agent.store import events, schema
 from agent.store.engine import for_claim, greatest, write
@@ -23,11 +24,12 @@ from agent.store.jobs import job_in
 _jobs = schema.jobs
 
 
-def claim(engine: Engine, now: float | None = None, owner: str | None = None, lease_s: float = 60.0
-          ) -> Job | None:
+def claim(engine: Engine, now: float | None = None, owner: str | None = None, lease_s: float = 60.0,
+          max_priority: Priority = Priority.BATCH) -> Job | None:
     """Take the next runnable job (highest priority, then oldest) and mark it running, claimed by ``owner``
     until ``now + lease_s``. Runnable: queued and due, or running under a lease that expired (its daemon is
-    gone: the run that was cut off does not count as an attempt)."""
+    gone: the run that was cut off does not count as an attempt); of priority ``max_priority`` or higher
+    (``ROUTINE``: no batch job)."""
     now = time.time() if now is None else now
     with write(engine) as conn:
         row = conn.execute(
@@ -36,7 +38,7 @@ def claim(engine: Engine, now: float | None = None, owner: str | None = None, le
                 .where(or_(
                     and_(_jobs.c.status == JobStatus.QUEUED.value, _jobs.c.not_before <= now),
                     and_(_jobs.c.status == JobStatus.RUNNING.value, _jobs.c.lease_until < now),
-                ))
+                ), _jobs.c.priority <= int(max_priority))
                 .order_by(_jobs.c.priority, _jobs.c.id)
                 .limit(1)
             )

@@ -248,11 +248,13 @@ def latest_success(engine: Engine, input_id: int, pipeline: str, before_job_id: 
         return None if row is None else _from_row(row)
 
 
-def next_due(engine: Engine) -> float | None:
-    """When the earliest queued job becomes runnable (None when the queue is empty)."""
+def next_due(engine: Engine, max_priority: Priority = Priority.BATCH) -> float | None:
+    """When the earliest queued job (of priority ``max_priority`` or higher) becomes runnable (None when there
+    is none)."""
     with read(engine) as conn:
         value = conn.execute(
-            select(func.min(schema.jobs.c.not_before)).where(schema.jobs.c.status == JobStatus.QUEUED.value)
+            select(func.min(schema.jobs.c.not_before)).where(
+                schema.jobs.c.status == JobStatus.QUEUED.value, schema.jobs.c.priority <= int(max_priority))
         ).scalar()
         return None if value is None else float(value)
 

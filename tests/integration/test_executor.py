@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import Settings
+from agent.config import Priority, Settings
 from agent.executor import Executor
 from agent.records import InputKind, Job, JobStatus
 from agent.store import Store
@@ -26,12 +26,12 @@ class Running:
         self.thread = threading.Thread(target=self.executor.run, daemon=True)
         self.thread.start()
 
-    def submit(self, name: str, max_attempts: int = 3) -> int:
+    def submit(self, name: str, max_attempts: int = 3, priority: Priority = Priority.ROUTINE) -> int:
         path = self.settings.data_dir / "in" / name
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"x")
         inp, _ = self.store.upsert_file_input(InputKind.SLIDE, path, name, {})
-        job, _ = self.store.enqueue(inp.id, "test-scripted", "1.0", max_attempts=max_attempts)
+        job, _ = self.store.enqueue(inp.id, "test-scripted", "1.0", max_attempts=max_attempts, priority=priority)
         self.executor.wake()
         return job.id
 
