@@ -7,6 +7,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from agent import systemd
 from agent.config import Settings
@@ -30,9 +31,16 @@ log = logging.getLogger(__name__)
 
 
 def _remove_partial_writes(settings: Settings) -> None:
-    """Files a crash left half-written (never acknowledged, never recorded) are removed at start."""
+    """Files a crash left half-written (never acknowledged, never recorded) are removed at start. In a shared
+    root (``storage.shared_root``, the Dask staging folder) other hosts write too: there only what is older
+    than the longest a job may run is this start's to remove."""
     paths = settings.paths
-    leftovers = [*paths.storage.rglob(".incoming-*"), *paths.tmp.glob("*.partial")]
+    shared = [*paths.results.glob(".staging/*.partial")]
+    if paths.shared is not None:
+        shared += paths.storage.rglob(".incoming-*")
+    old = time.time() - settings.executor.job_timeout_s
+    leftovers = [*(p for p in shared if _mtime(p) < old),
+                 *paths.tmp.glob("*.partial"), *([] if paths.shared else paths.storage.rglob(".incoming-*"))]
     for path in leftovers:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -40,6 +48,13 @@ def _remove_partial_writes(settings: Settings) -> None:
             path.unlink(missing_ok=True)
     if leftovers:
         log.info("removed %d partial write(s) left by an earlier stop", len(leftovers))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")  # gone already
 
 
 # How long a stop waits for a folder scan in progress (taking a file) before leaving it to the process's end.

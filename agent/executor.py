@@ -117,7 +117,7 @@ class Executor:
             if job is None:
                 return
             try:
-                payload = self.outcomes.payload(job, self.settings.paths.tmp)
+                payload = self.outcomes.payload(job, self.settings.paths.staging)
             except (OncoAgentError, OSError) as exc:
                 self.outcomes.record_failure(job, f"cannot prepare job: {exc}", retry=False)
                 continue

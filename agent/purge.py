@@ -126,7 +126,7 @@ def plan(store: Store, retention: RetentionSettings, paths: DataPaths, now: floa
                                                             inputs=what == "input", results=what == "results")]
     if retention.high_water_percent is None:
         return chosen
-    total, used = usage(paths.root)
+    total, used = usage(paths.storage)  # the disk received instances and results fill (a shared one, if set)
     mark = total * retention.high_water_percent / 100
     used -= sum(i.size for i in chosen)
     taken = {(i.what, i.ident) for i in chosen}
@@ -243,7 +243,8 @@ def _delete(targets: Iterable[Path], paths: DataPaths) -> int:
     for deepest in sorted(parents, key=lambda p: len(p.parts), reverse=True):
         folder = deepest
         while folder.resolve() not in (paths.storage.resolve(), paths.storage.resolve() / "slides",
-                                       paths.results.resolve()) and _inside(folder, paths.root):
+                                       paths.results.resolve()) and (
+                                       _inside(folder, paths.storage) or _inside(folder, paths.results)):
             try:
                 folder.rmdir()  # only when empty: a series receiving again keeps its folder
             except OSError:

@@ -3,12 +3,15 @@ on one Dask worker, on two, and on the local executor with one worker process.
 
 Each configuration gets a fresh data folder and store with the same series recorded and queued (the batch path,
 ``agent.batch.enqueue_paths``, not timed), fresh workers (so each loads its models once, as a deployment does),
-and is timed from the executor's start to the last job's recorded outcome. Every Dask worker has one thread and
-the pipeline one torch thread, as does the local worker: on a 2-core machine two workers can at most double.
+and is timed from the executor's start to the last job's recorded outcome. Every worker runs one job at a time
+on one thread: one Dask thread (``--nthreads 1``), one torch thread (``torch_threads``), and one thread for ITK
+(SimpleITK, pyradiomics) and the BLAS libraries (the environment below, given to the local worker and the Dask
+workers alike), so that on a 2-core machine two workers can at most double.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -26,6 +29,8 @@ from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.support.dask_cluster import DaskCluster
 from tests.support.waiting import wait_for
 
+ONE_THREAD = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "OPENBLAS_NUM_THREADS": "1"}
 ROUTING = [{"name": "mri", "pipeline": "mri-tumour",
             "match": {"kind": "dicom-series", "dicom": {"Modality": "MR"}, "min_slices": 3}}]
 
@@ -78,6 +83,7 @@ def timed_run(settings: Settings, series: Path) -> tuple[float, int]:
 def run_dask_comparison(count: int, repeat: int, log: Callable[[str], None]) -> dict[str, list[float]]:
     """Seconds per configuration ('local 1', 'dask 1', 'dask 2'), one entry per repeat."""
     seconds: dict[str, list[float]] = {}
+    os.environ.update(ONE_THREAD)  # the local worker is spawned from this process, with its environment
     with tempfile.TemporaryDirectory(prefix="oncoagent-scale-dask-") as tmp:
         root = Path(tmp)
         series = write_series(root / "series", count)
@@ -88,7 +94,7 @@ def run_dask_comparison(count: int, repeat: int, log: Callable[[str], None]) -> 
                     elapsed, jobs = timed_run(settings_for(data, {"workers": 1}), series)
                 else:
                     (data / "dask").mkdir(parents=True)
-                    cluster = DaskCluster(data / "dask")
+                    cluster = DaskCluster(data / "dask", env=ONE_THREAD)
                     try:
                         cluster.start(workers=int(name.split()[1]))
                         settings = settings_for(data, {"backend": "dask", "dask": {"scheduler": cluster.address}})

@@ -38,8 +38,18 @@ class StoreSettings(Section):
         return value
 
 
+class StorageSettings(Section):
+    shared_root: Path | None = Field(
+        default=None,
+        description="a folder on a file system every host sees at this path (NFS): received instances "
+                    "(storage/) and result folders (results/) go there instead of under the data directory, for "
+                    "Dask workers and daemons on several hosts. Empty: under the data directory",
+    )
+
+
 class Settings(Section):
     data_dir: Path = Path("var")
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
@@ -76,14 +86,16 @@ class Settings(Section):
 
     @property
     def paths(self) -> DataPaths:
-        return DataPaths(self.data_dir)
+        return DataPaths(self.data_dir, self.storage.shared_root)
 
 
 @dataclass(frozen=True)
 class DataPaths:
-    """Folders under the data directory; everything the daemon writes lives here."""
+    """The folders the daemon writes: under the data directory, except received instances and results, which go
+    under ``storage.shared_root`` when one is set."""
 
     root: Path
+    shared: Path | None = None  # storage.shared_root
 
     @property
     def inbox(self) -> Path:
@@ -91,11 +103,17 @@ class DataPaths:
 
     @property
     def storage(self) -> Path:
-        return self.root / "storage"
+        return (self.shared or self.root) / "storage"
 
     @property
     def results(self) -> Path:
-        return self.root / "results"
+        return (self.shared or self.root) / "results"
+
+    @property
+    def staging(self) -> Path:
+        """Where result folders are built before they are renamed into ``results/``: on the same file system.
+        Under ``results/`` (shared by every host) when ``shared`` is set, else the daemon's own ``tmp/``."""
+        return self.results / ".staging" if self.shared else self.tmp
 
     @property
     def quarantine(self) -> Path:

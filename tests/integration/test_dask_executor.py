@@ -76,9 +76,9 @@ def run_on(make_settings: Callable[..., Settings], ledger_dir: Path, monkeypatch
     monkeypatch.setenv("OA_TEST_LEDGER", str(ledger_dir))  # the executor's side reads it too (placement)
     started: list[Running] = []
 
-    def run(address: str, **dask: Any) -> Running:
+    def run(address: str, sections: dict[str, Any] | None = None, **dask: Any) -> Running:
         settings = make_settings(executor={"backend": "dask", "dask": {"scheduler": address, **dask},
-                                           "shutdown_grace_s": 1.0})
+                                           "shutdown_grace_s": 1.0}, **(sections or {}))
         started.append(Running(settings))
         return started[-1]
 
@@ -194,3 +194,14 @@ def test_an_unreachable_scheduler_keeps_jobs_queued_until_it_is_there(
     finally:
         running.stop()
         late.stop()
+
+
+def test_with_a_shared_root_results_are_written_there_and_nothing_under_the_data_directory(
+        cluster: DaskCluster, run_on: Callable[..., Running], tmp_path: Path) -> None:
+    shared = tmp_path / "nfs"
+    running = run_on(cluster.address, {"storage": {"shared_root": str(shared)}})
+    job = running.wait_done(running.submit("onshare.tiff"))
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.result_path == shared / "results" / f"job-{job.id:06d}"
+    assert (job.result_path / "output.txt").read_text() == "processed onshare.tiff\n"
+    assert not (running.settings.data_dir / "results").exists()

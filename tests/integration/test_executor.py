@@ -251,3 +251,16 @@ def test_without_gpus_workers_keep_the_daemons_cuda_environment(
         assert "worker_gpu" not in json.loads((job.result_path / "result.json").read_text())
     finally:
         r.stop()
+
+
+def test_with_a_shared_root_results_are_staged_and_renamed_there(
+        make_settings: Callable[..., Settings], ledger: Path, tmp_path: Path) -> None:
+    running = Running(make_settings(storage={"shared_root": str(tmp_path / "nfs")}))
+    try:
+        job = running.wait_done(running.submit("onshare.tiff"))
+        assert job.status is JobStatus.SUCCEEDED
+        assert job.result_path == tmp_path / "nfs" / "results" / f"job-{job.id:06d}"
+        assert list((tmp_path / "nfs" / "results" / ".staging").iterdir()) == []  # built there, then renamed
+        assert list(running.settings.paths.tmp.iterdir()) == []
+    finally:
+        running.stop()

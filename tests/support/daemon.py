@@ -24,8 +24,10 @@ class DaemonProcess:
     """``oncoagent run`` with its own data folder; its DICOM SCP and its HTTP endpoint (``/metrics``,
     ``/healthz``) on free ports unless the config sets them."""
 
-    def __init__(self, root: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, config: dict[str, Any], env: dict[str, str] | None = None,
+                 wrap: list[str] | None = None) -> None:
         self.root = root
+        self.wrap = wrap or []  # a command the daemon runs under (a network namespace of its own)
         self.data_dir = root / "data"
         self.config_file = root / "oncoagent.yaml"
         config = {**config, "scp": {"port": free_port(), **config.get("scp", {})},
@@ -52,8 +54,8 @@ class DaemonProcess:
         log.write(f"---- start {self.starts} ----\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "--config", str(self.config_file), "--data-dir", str(self.data_dir),
-             "run"],
+            [*self.wrap, sys.executable, "-m", "agent.cli", "--config", str(self.config_file), "--data-dir",
+             str(self.data_dir), "run"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()

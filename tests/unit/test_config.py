@@ -169,3 +169,15 @@ def test_the_dask_backend_needs_a_scheduler_address(tmp_path: Path) -> None:
     dask = load_settings(None, environ=env).settings.executor
     assert dask.backend == "dask" and dask.dask.scheduler == "tcp://10.0.0.5:8786"
     assert dask.dask.gpu_pipelines == ["wsi-ctc"]
+
+
+def test_a_shared_root_takes_received_instances_and_results_and_leaves_the_rest_local(tmp_path: Path) -> None:
+    local = Settings.model_validate({"data_dir": str(tmp_path / "var")}).paths
+    assert (local.storage, local.results, local.staging) == (
+        tmp_path / "var" / "storage", tmp_path / "var" / "results", tmp_path / "var" / "tmp")
+    env = {"ONCOAGENT_STORAGE__SHARED_ROOT": str(tmp_path / "nfs")}
+    paths = load_settings(write(tmp_path, f"data_dir: {tmp_path / 'var'}\n"), environ=env).settings.paths
+    assert paths.storage == tmp_path / "nfs" / "storage" and paths.results == tmp_path / "nfs" / "results"
+    assert paths.staging == tmp_path / "nfs" / "results" / ".staging"  # renamed into results/: the same disk
+    assert (paths.inbox, paths.tmp, paths.quarantine, paths.lock) == (
+        local.inbox, local.tmp, local.quarantine, local.lock)
