@@ -124,8 +124,16 @@ class DaskExecutor:
         self._unreachable = None
         self.client = client
         log.info("connected to the Dask scheduler at %s", self.cfg.scheduler)
-        kept = self._reattach(client)
-        requeued = self.store.requeue_running("daemon restarted after an unclean stop", owner=self.node, keep=kept)
+        try:
+            kept = self._reattach(client)
+            requeued = self.store.requeue_running("daemon restarted after an unclean stop", owner=self.node,
+                                                  keep=kept)
+        except (OSError, TimeoutError, OncoAgentError) as exc:  # the scheduler went, or the store refuses
+            log.error("cannot take back this daemon's tasks (will connect again): %s", exc)
+            self._tasks.clear()
+            self.client = None
+            client.close(timeout=self.cfg.connect_timeout_s)
+            return
         if requeued:
             log.warning("re-queued %d job(s) left running by an earlier unclean stop: %s", len(requeued), requeued)
 
@@ -189,11 +197,15 @@ class DaskExecutor:
             return
         name = f"{self.prefix}job{job.id}-a{job.attempts}"
         wants_gpu = job.pipeline in self.cfg.gpu_pipelines and self._gpu_workers > 0
-        future: Future[dict[str, Any]] = client.submit(
-            run_job, payload, self.settings.pipelines, list(self.settings.plugins),
-            key=name, pure=False, resources={self.cfg.gpu_resource: 1} if wants_gpu else None,
-        )
-        client.publish_dataset(future, name=name, override=True)  # outlives this client: see the module's note
+        try:
+            future: Future[dict[str, Any]] = client.submit(
+                run_job, payload, self.settings.pipelines, list(self.settings.plugins),
+                key=name, pure=False, resources={self.cfg.gpu_resource: 1} if wants_gpu else None,
+            )
+            client.publish_dataset(future, name=name, override=True)  # outlives this client: see the module note
+        except (OSError, TimeoutError) as exc:  # the scheduler went away between the claim and the submission
+            self.outcomes.record_failure(job, f"cannot submit to the Dask scheduler: {exc}", retry=True)
+            return
         log.info("job %d (%s) -> Dask task %s%s", job.id, job.pipeline, name, " (GPU)" if wants_gpu else "")
         self._follow(_Task(job, future, name, time.monotonic()))
 

@@ -90,7 +90,7 @@ class NamedOutbox:
             if not self._unclaimed:
                 log.warning("outbox entries cannot be claimed (%s); sending the due ones without a claim", exc)
             self._unclaimed = True
-            return self.store.outbox_due()
+            return self.store.outbox_due(owner=self.owner)  # its own claims too: their release may have failed
         if self._unclaimed:
             log.info("outbox entries are claimed again")
         self._unclaimed = False

@@ -231,9 +231,9 @@ class Store:
         """Queue an object for a destination; return (item, queued_now)."""
         return _outbox.add(self.engine, destination, path, sop_class_uid, sop_instance_uid, job_id)
 
-    def outbox_due(self, now: float | None = None, limit: int = 500) -> list[OutboxItem]:
-        """Pending entries due and held by no sender (read only)."""
-        return _outbox.due(self.engine, now, limit)
+    def outbox_due(self, now: float | None = None, limit: int = 500, owner: str | None = None) -> list[OutboxItem]:
+        """Pending entries due and held by no sender but ``owner`` (read only)."""
+        return _outbox.due(self.engine, now, limit, owner)
 
     def outbox_claim(self, owner: str | None = None, lease_s: float = 600.0, now: float | None = None,
                      limit: int = 500) -> list[OutboxItem]:

@@ -91,13 +91,14 @@ def put(conn: Connection, d: Delivery, job_id: int | None, now: float) -> tuple[
     return _item(conn, row["id"]), True
 
 
-def due(engine: Engine, now: float | None = None, limit: int = 500) -> list[OutboxItem]:
-    """Pending entries whose next attempt is due and that no sender holds, by destination then age (read only:
-    a sender takes them with :func:`claim`)."""
+def due(engine: Engine, now: float | None = None, limit: int = 500, owner: str | None = None
+        ) -> list[OutboxItem]:
+    """Pending entries whose next attempt is due and that no sender holds (but ``owner``), by destination then
+    age (read only: a sender takes them with :func:`claim`)."""
     now = time.time() if now is None else now
     with read(engine) as conn:
         rows = conn.execute(
-            select(_outbox).where(_due(now)).order_by(_outbox.c.destination, _outbox.c.id).limit(limit)
+            select(_outbox).where(_takeable(now, owner)).order_by(_outbox.c.destination, _outbox.c.id).limit(limit)
         ).mappings()
         return [_from_row(r) for r in rows]
 
@@ -109,11 +110,9 @@ def claim(engine: Engine, owner: str | None, lease_s: float, now: float | None =
     claimer is taking at this moment are passed over (``SKIP LOCKED``)."""
     now = time.time() if now is None else now
     with write(engine) as conn:
-        takeable = _due(now) if owner is None else (_due(now) | (
-            (_outbox.c.status == OutboxStatus.PENDING.value) & (_outbox.c.next_attempt_at <= now)
-            & (_outbox.c.claimed_by == owner)))
         ids = list(conn.execute(
-            for_claim(select(_outbox.c.id).where(takeable).order_by(_outbox.c.destination, _outbox.c.id).limit(limit))
+            for_claim(select(_outbox.c.id).where(_takeable(now, owner))
+                      .order_by(_outbox.c.destination, _outbox.c.id).limit(limit))
         ).scalars())
         if not ids:
             return []
@@ -130,9 +129,12 @@ def release(engine: Engine, owner: str) -> int:
         return conn.execute(update(_outbox).where(_outbox.c.claimed_by == owner).values(**UNCLAIMED)).rowcount
 
 
-def _due(now: float) -> ColumnElement[bool]:
-    unheld = or_(_outbox.c.lease_until.is_(None), _outbox.c.lease_until < now)
-    return (_outbox.c.status == OutboxStatus.PENDING.value) & (_outbox.c.next_attempt_at <= now) & unheld
+def _takeable(now: float, owner: str | None) -> ColumnElement[bool]:
+    """Pending, due, and held by no sender, or by ``owner``'s (its own claims of a round cut short)."""
+    free = [_outbox.c.lease_until.is_(None), _outbox.c.lease_until < now]
+    if owner is not None:
+        free.append(_outbox.c.claimed_by == owner)
+    return (_outbox.c.status == OutboxStatus.PENDING.value) & (_outbox.c.next_attempt_at <= now) & or_(*free)
 
 
 def sent(engine: Engine, item_id: int, status: int) -> None:

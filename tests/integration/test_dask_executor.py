@@ -142,7 +142,8 @@ def test_failures_are_recorded_as_the_local_executor_records_them(
     failed_input = running.wait_done(bad)
     assert failed_input.status is JobStatus.FAILED and failed_input.attempts == 1
     assert failed_input.last_error == "d-fail-input.tiff is marked as bad input"
-    assert (running.settings.paths.quarantine / "d-fail-input.tiff").exists()
+    wait_for((running.settings.paths.quarantine / "d-fail-input.tiff").exists, 30,
+             what="the slide to be quarantined (after its failure is recorded)")
     crashed = running.wait_done(error)
     assert crashed.status is JobStatus.FAILED and "RuntimeError: unexpected condition in d-error.tiff" in (
         crashed.last_error or "")

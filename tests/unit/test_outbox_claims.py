@@ -56,6 +56,9 @@ def test_a_sender_takes_back_its_own_unresolved_claims_at_once(daemons: tuple[St
     now = time.time()
     a.outbox_claim("host-a", LEASE_S, now=now)
     a.outbox_sent(ids[0], 0)  # the round stopped before the second (the store refused a write, say)
+    # read only (a store that refuses writes: the sender sends unclaimed), its own held entry is still its own
+    assert [i.id for i in a.outbox_due(now=now + 1, owner="host-a")] == [ids[1]]
+    assert a.outbox_due(now=now + 1) == []
     assert [i.id for i in a.outbox_claim("host-a", LEASE_S, now=now + 1)] == [ids[1]]
     assert b.outbox_claim("host-b", LEASE_S, now=now + 1) == []
 
