@@ -35,12 +35,11 @@ def _remove_partial_writes(settings: Settings) -> None:
     root (``storage.shared_root``, the Dask staging folder) other hosts write too: there only what is older
     than the longest a job may run is this start's to remove."""
     paths = settings.paths
-    shared = [*paths.results.glob(".staging/*.partial")]
-    if paths.shared is not None:
-        shared += paths.storage.rglob(".incoming-*")
+    incoming = list(paths.storage.rglob(".incoming-*"))
+    shared = [*paths.shared_staging.glob("*.partial"), *(incoming if paths.shared else [])]
+    local = [*paths.tmp.glob("*.partial"), *([] if paths.shared else incoming)]
     old = time.time() - settings.executor.job_timeout_s
-    leftovers = [*(p for p in shared if _mtime(p) < old),
-                 *paths.tmp.glob("*.partial"), *([] if paths.shared else paths.storage.rglob(".incoming-*"))]
+    leftovers = [*(p for p in shared if _mtime(p) < old), *local]
     for path in leftovers:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

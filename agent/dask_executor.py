@@ -43,7 +43,6 @@ from agent.store import Store
 
 log = logging.getLogger(__name__)
 
-STAGING = ".staging"  # under results/: the staging folders of Dask tasks, on the shared file system
 CLUSTER_REFRESH_S = 2.0  # how often the cluster's worker threads and resources are looked up
 
 
@@ -191,7 +190,7 @@ class DaskExecutor:
 
     def _submit(self, client: Client, job: Job) -> None:
         try:
-            payload = self.outcomes.payload(job, self.settings.paths.results / STAGING)
+            payload = self.outcomes.payload(job, self.settings.paths.shared_staging)
         except (OncoAgentError, OSError) as exc:
             self.outcomes.record_failure(job, f"cannot prepare job: {exc}", retry=False)
             return

@@ -110,10 +110,15 @@ class DataPaths:
         return (self.shared or self.root) / "results"
 
     @property
+    def shared_staging(self) -> Path:
+        """Staging beside ``results/``, on its file system, where every host (a Dask worker) may build one."""
+        return self.results / ".staging"
+
+    @property
     def staging(self) -> Path:
-        """Where result folders are built before they are renamed into ``results/``: on the same file system.
-        Under ``results/`` (shared by every host) when ``shared`` is set, else the daemon's own ``tmp/``."""
-        return self.results / ".staging" if self.shared else self.tmp
+        """Where this daemon's workers build result folders before renaming them into ``results/``: on the same
+        file system. :attr:`shared_staging` when ``shared`` is set, else the daemon's own ``tmp/``."""
+        return self.shared_staging if self.shared else self.tmp
 
     @property
     def quarantine(self) -> Path:

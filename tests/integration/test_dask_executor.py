@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.config import Settings
-from agent.dask_executor import STAGING, DaskExecutor
+from agent.dask_executor import DaskExecutor
 from agent.records import InputKind, Job, JobStatus
 from agent.store import Store
 from tests.support.dask_cluster import DaskCluster
@@ -118,7 +118,7 @@ def test_jobs_run_on_both_workers_and_their_results_land_in_the_shared_results_f
     for n, job in enumerate(jobs):
         assert job.result_path == running.settings.paths.results / f"job-{job.id:06d}"
         assert (job.result_path / "output.txt").read_text() == f"processed pair-barrier2-{n}.tiff\n"
-    assert list((running.settings.paths.results / STAGING).iterdir()) == []  # no staging left
+    assert list(running.settings.paths.shared_staging.iterdir()) == []  # no staging left
     assert sorted(j.id for j in running.finished) == sorted(ids)
 
 
