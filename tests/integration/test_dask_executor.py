@@ -5,7 +5,6 @@ with the executor."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,9 @@ from typing import Any
 import pytest
 
 from agent.config import Settings
-from agent.dask_executor import DaskExecutor
-from agent.records import InputKind, Job, JobStatus
+from agent.records import Job, JobStatus
 from agent.store import Store
+from tests.integration.test_executor import Running
 from tests.support.dask_cluster import DaskCluster
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
@@ -35,39 +34,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, ledger_dir: Path) -> Itera
         yield c.start(workers=2)
     finally:
         c.stop()
-
-
-class Running:
-    """A DaskExecutor on its own thread, as the daemon runs it."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.store = Store.open(settings.database_url)
-        self.finished: list[Job] = []
-        self.executor = DaskExecutor(self.store, settings, on_finished=self.finished.append)
-        self.executor.start()
-        self.thread = threading.Thread(target=self.executor.run, daemon=True)
-        self.thread.start()
-
-    def submit(self, name: str) -> int:
-        path = self.settings.data_dir / "in" / name
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(b"x")
-        inp, _ = self.store.upsert_file_input(InputKind.SLIDE, path, name, {})
-        job, _ = self.store.enqueue(inp.id, "test-scripted", "1.0")
-        self.executor.wake()
-        return job.id
-
-    def wait_done(self, job_id: int, timeout: float = 60) -> Job:
-        return wait_for(lambda: (j := self.store.get_job(job_id)).status.finished and j, timeout,
-                        what=f"job {job_id} to finish")
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.executor.stop()
-            self.thread.join(timeout=30)
-            assert not self.thread.is_alive()
-        self.store.close()
 
 
 @pytest.fixture

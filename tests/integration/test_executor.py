@@ -10,18 +10,21 @@ from typing import Any
 import pytest
 
 from agent.config import Priority, Settings
-from agent.executor import Executor
+from agent.executors import executor_for
 from agent.records import InputKind, Job, JobStatus
 from agent.store import Store
 from tests.support.waiting import wait_for
 
 
 class Running:
+    """The executor ``executor.backend`` names (local worker processes, or a Dask cluster: see
+    tests/integration/test_dask_executor.py) on its own thread, as the daemon runs it."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store.open(settings.database_url)
         self.finished: list[Job] = []
-        self.executor = Executor(self.store, settings, on_finished=self.finished.append)
+        self.executor: Any = executor_for(self.store, settings, on_finished=self.finished.append)
         self.executor.start()
         self.thread = threading.Thread(target=self.executor.run, daemon=True)
         self.thread.start()
@@ -41,9 +44,10 @@ class Running:
         )
 
     def stop(self) -> None:
-        self.executor.stop()
-        self.thread.join(timeout=20)
-        assert not self.thread.is_alive()
+        if self.thread.is_alive():
+            self.executor.stop()
+            self.thread.join(timeout=30)
+            assert not self.thread.is_alive()
         self.store.close()
 
 
