@@ -1,9 +1,11 @@
 """Batch (re)processing of archives: every slide and DICOM series under some paths becomes a job.
 
-Used by ``oncoagent batch`` and by the nightly schedules. Files are read in place (copied into storage for
-DICOM); nothing in the archive is moved or deleted. Each run is a record in the store (:class:`HeldRun`): the
-inputs it took and the job it queued for each, so that a run cut off by a crash is resumed by whoever holds it
-next without queueing anything twice.
+Used by ``oncoagent batch`` and by the nightly schedules. Files are read in place (a DICOM file is copied into
+storage unless its instance is stored already); nothing in the archive is moved or deleted. A scheduled batch
+may also read the store's history (:mod:`agent.batch_sources`). Each run is a record in the store
+(:class:`HeldRun`): the inputs it took, the figures of each one's previous result (what the new result is
+compared with: :mod:`agent.batch_verdicts`) and the job it queued for each, so that a run cut off by a crash is
+resumed by whoever holds it next without queueing anything twice.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import failpoints
-from agent.config import Priority, Settings
+from agent.batch_sources import store_inputs
+from agent.batch_verdicts import previous_figures
+from agent.config import Priority, Settings, StoreSource
 from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
 from agent.ingest import FolderWatcher, files_under
@@ -52,9 +56,12 @@ class HeldRun:
             self._renew_at = now + self.lease_s / 3
 
     def take(self, input_id: int) -> bool:
+        """Take an input for the run, keeping the figures of its previous result to compare the new one with."""
+        previous = previous_figures(self.store, input_id)
         now = self.clock()
         self._renew_at = now + self.lease_s / 3
-        return self.store.batch_run_take(self.run.id, self.owner, input_id, until=now + self.lease_s, now=now)
+        return self.store.batch_run_take(self.run.id, self.owner, input_id, until=now + self.lease_s, now=now,
+                                         previous=previous)
 
     def queued(self, input_id: int, job_id: int) -> None:
         self.store.batch_run_set_job(self.run.id, input_id, job_id)
@@ -65,11 +72,16 @@ class HeldRun:
 
 
 def run_held(store: Store, settings: Settings, held: HeldRun) -> BatchReport:
-    """Run (or resume) a held run over its paths, and record how it ended: done, or failed with the reason (a
+    """Run (or resume) a held run over its sources, and record how it ended: done, or failed with the reason (a
     path missing, a file unreadable). LeaseLost propagates: another holder has the run, and records its end."""
     run = held.run
     try:
         report = enqueue_paths(store, settings, run.paths, reprocess=run.reprocess, held=held)
+        source = run.options.get("store")
+        if source is not None:
+            chosen = store_inputs(store, settings, StoreSource.model_validate(source), run.slot)
+            log.info("batch %s: run %d: the store source selects %d input(s)", run.batch, run.id, len(chosen))
+            queue_inputs(store, settings, chosen, reprocess=True, held=held, report=report)
     except (OncoAgentError, OSError) as exc:
         held.finish(BatchRunStatus.FAILED, str(exc))
         raise
@@ -86,9 +98,7 @@ def enqueue_paths(store: Store, settings: Settings, paths: Iterable[Path], *, re
     same content before this batch; content new to the store is routed once, by whoever comes first: this
     batch, or a running daemon's own loop, which routes a slide as soon as it is recorded. With ``held``, each
     input is recorded as taken by the run before it is routed, and one the run took before is not routed again."""
-    started = time.time() if held is None else held.run.started_at
     watcher = FolderWatcher(store, settings)
-    dispatcher = Dispatcher(store, settings)
     report = BatchReport()
     keys: dict[str, None] = {}
     for root in paths:
@@ -103,10 +113,16 @@ def enqueue_paths(store: Store, settings: Settings, paths: Iterable[Path], *, re
             key = watcher.take(path, consumed=False)
             if key is not None:
                 keys[key] = None
-    for key in keys:
-        inp = store.find_input(key)
-        if inp is None:
-            continue
+    found = [inp for inp in map(store.find_input, keys) if inp is not None]
+    return queue_inputs(store, settings, found, reprocess=reprocess, held=held, report=report)
+
+
+def queue_inputs(store: Store, settings: Settings, inputs: Iterable[Input], *, reprocess: bool,
+                 held: HeldRun | None, report: BatchReport) -> BatchReport:
+    """Route each input at batch priority (with ``reprocess``, again where it had a job before this batch)."""
+    started = time.time() if held is None else held.run.started_at
+    dispatcher = Dispatcher(store, settings)
+    for inp in inputs:
         report.inputs += 1
         if held is not None and not _take(held, inp, started, report):
             continue

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent import failpoints
 from agent.batch_gate import BatchGate
+from agent.batch_verdicts import judge
 from agent.config import Destination, Priority, Settings
 from agent.errors import LeaseLost, OncoAgentError
 from agent.records import Delivery, InputKind, Job, JobStatus
@@ -173,12 +174,14 @@ class JobOutcomes:
             self._unrecorded[job.id] = record
 
     def _succeed(self, job: Job, result_dir: Path, outcome: Mapping[str, Any], deliveries: list[Delivery]) -> None:
-        done = self.store.succeed(job.id, result_dir, outcome["summary"], outcome["models"], deliveries,
-                                  outcome.get("unsent_reason"), owner=self.node)
+        judged = judge(self.store, job, outcome, deliveries)
+        done = self.store.succeed(job.id, result_dir, outcome["summary"], outcome["models"], judged.deliveries,
+                                  outcome.get("unsent_reason"), owner=self.node,
+                                  review=judged.review)
         failpoints.reached("executor.after-success")
-        if deliveries:
-            log.info("job %d succeeded; %d object(s) for %s", job.id, len(deliveries),
-                     ", ".join(sorted({d.destination for d in deliveries})))
+        if judged.deliveries:
+            log.info("job %d succeeded; %d object(s) for %s", job.id, len(judged.deliveries),
+                     ", ".join(sorted({d.destination for d in judged.deliveries})))
         else:
             log.info("job %d succeeded", job.id)
         if done.unsent_reason:

@@ -179,6 +179,47 @@ class BatchRun:
     finished_at: float | None
     resumed: int
     error: str | None
+    options: dict[str, Any] = field(default_factory=dict)  # sources, send_results, compare (BatchSettings.options)
+
+
+class Verdict(StrEnum):
+    """How a batch's result for an input compares with the input's previous result."""
+
+    NEW = "new"  # the input had no previous result
+    CONCORDANT = "concordant"  # within the batch's thresholds: it supersedes the previous one quietly
+    DISCORDANT = "discordant"  # a finding changed beyond them: listed for review, with the reasons
+
+
+@dataclass(frozen=True)
+class BatchReview:
+    """What a batch job's success is compared with: the run that queued it and the input's previous result."""
+
+    run_id: int
+    input_id: int
+    batch: str
+    options: dict[str, Any]
+    previous: dict[str, Any] | None  # the figures of the previous result (agent.comparison.figures), or None
+
+
+@dataclass(frozen=True)
+class BatchVerdict:
+    """A batch job's result compared: recorded with the job's success."""
+
+    review: BatchReview
+    verdict: Verdict
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchComparison:
+    """A result a run compared: its verdict and, when discordant, why."""
+
+    input_id: int
+    job_id: int
+    input_path: Path
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    sent: bool  # its DICOM objects went to the outbox (send_results)
 
 
 @dataclass(frozen=True)
@@ -198,6 +239,8 @@ class BatchRunProgress:
     jobs: dict[JobStatus, int]
     mean_job_s: float | None  # the mean duration of its finished jobs (None before the first)
     failures: tuple[BatchRunFailure, ...] = ()
+    verdicts: dict[Verdict, int] = field(default_factory=dict)  # results compared so far, by verdict
+    discordant: tuple[BatchComparison, ...] = ()  # with progress(): each discordant result and its reasons
 
     @property
     def total(self) -> int:

@@ -110,7 +110,7 @@ class BatchScheduler:
 
     def _run_slot(self, batch: BatchSettings, slot: float, now: float) -> None:
         run = self.store.batch_run_begin(batch.name, slot, batch.paths, batch.reprocess, owner=self.node,
-                                         lease_s=self.lease_s, now=now)
+                                         lease_s=self.lease_s, now=now, options=batch.options())
         if run is None:
             log.info("batch %s: the run at %s is done or held by another daemon; skipped", batch.name, _when(slot))
             return

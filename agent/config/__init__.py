@@ -16,10 +16,11 @@ importable from ``agent.config``:
 * ``masking.py`` — the settings as plain data with secrets masked (``oncoagent config show``).
 """
 
+from agent.config.batches import BatchSettings, CompareSettings, PacsSource, SchedulerSettings, SendResults, StoreSource
 from agent.config.dicom import AllowedCaller, Destination, OutboxSettings, ScpSettings, TlsSettings
 from agent.config.http import HttpSettings
 from agent.config.ingest import IngestSettings
-from agent.config.jobs import BatchSettings, ExecutorSettings, SchedulerSettings
+from agent.config.jobs import ExecutorSettings
 from agent.config.loader import ENV_CONFIG_FILE, ENV_PREFIX, PROJECT_CONFIG, LoadedSettings, load_settings
 from agent.config.masking import masked
 from agent.config.retention import RetentionSettings
@@ -33,6 +34,7 @@ __all__ = [
     "PROJECT_CONFIG",
     "AllowedCaller",
     "BatchSettings",
+    "CompareSettings",
     "DataPaths",
     "Destination",
     "ExecutorSettings",
@@ -42,6 +44,7 @@ __all__ = [
     "LogSettings",
     "MatchValue",
     "OutboxSettings",
+    "PacsSource",
     "Priority",
     "RetentionSettings",
     "RoutingRule",
@@ -49,8 +52,10 @@ __all__ = [
     "RuleMatch",
     "SchedulerSettings",
     "ScpSettings",
+    "SendResults",
     "Settings",
     "StoreSettings",
+    "StoreSource",
     "TlsSettings",
     "load_settings",
     "masked",

@@ -1,9 +1,8 @@
-"""The ``executor`` section (local worker processes, their GPUs, retries) and the ``scheduler`` section (cron
-batches)."""
+"""The ``executor`` section: local worker processes or a Dask cluster, their GPUs, retries, leases, and how
+much of it batch work may hold (the batches themselves: :mod:`agent.config.batches`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt, field_validator, model_validator
@@ -88,25 +87,3 @@ class ExecutorSettings(Section):
         if repeated:
             raise ValueError(f"each GPU once (repeated: {', '.join(map(str, repeated))})")
         return value
-
-
-class BatchSettings(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    cron: str = Field(description="crontab expression, e.g. '0 2 * * *' for 02:00 nightly")
-    paths: list[Path]
-    reprocess: bool = Field(default=False, description="run again even where a result exists")
-
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        from agent.crontab import crontab_trigger  # apscheduler only where a batch is configured
-
-        try:
-            crontab_trigger(value)
-        except ValueError as exc:
-            raise ValueError(f"a crontab expression with five fields ({exc})") from exc
-        return value
-
-
-class SchedulerSettings(Section):
-    batches: list[BatchSettings] = Field(default_factory=list)

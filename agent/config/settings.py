@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from agent.config.batches import SchedulerSettings
 from agent.config.dicom import Destination, OutboxSettings, ScpSettings
 from agent.config.http import HttpSettings
 from agent.config.ingest import IngestSettings
-from agent.config.jobs import ExecutorSettings, SchedulerSettings
+from agent.config.jobs import ExecutorSettings
 from agent.config.retention import RetentionSettings
 from agent.config.routing import RoutingSettings
 from agent.config.section import Section
@@ -70,6 +71,15 @@ class Settings(Section):
     def _backoff_order(self) -> Settings:
         if self.executor.backoff_max_s < self.executor.backoff_base_s:
             raise ValueError("executor.backoff_max_s must be >= executor.backoff_base_s")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_pacs_is_a_destination(self) -> Settings:
+        known = {d.name for d in self.destinations}
+        for batch in self.scheduler.batches:
+            if batch.pacs is not None and batch.pacs.destination not in known:
+                raise ValueError(f"scheduler.batches {batch.name}: pacs.destination {batch.pacs.destination!r} is "
+                                 f"not among destinations ({', '.join(sorted(known)) or 'none configured'})")
         return self
 
     @field_validator("destinations")

@@ -30,9 +30,12 @@ from sqlalchemy import Engine
 
 from agent.config import Priority
 from agent.records import (
+    BatchComparison,
+    BatchReview,
     BatchRun,
     BatchRunProgress,
     BatchRunStatus,
+    BatchVerdict,
     Delivery,
     Input,
     InputKind,
@@ -41,8 +44,10 @@ from agent.records import (
     JobStatus,
     OutboxItem,
     OutboxStatus,
+    Verdict,
 )
 from agent.store import audit as _audit
+from agent.store import batch_review as _batch_review
 from agent.store import batch_runs as _batch_runs
 from agent.store import claims as _claims
 from agent.store import counts as _counts
@@ -172,10 +177,13 @@ class Store:
         deliveries: Sequence[Delivery] = (),
         unsent_reason: str | None = None,
         owner: str | None = None,
+        review: BatchVerdict | None = None,
     ) -> Job:
-        """Record a job's success together with the outbox entries of its DICOM objects, in one transaction;
-        with ``owner``, only while it holds the job's claim (LeaseLost otherwise)."""
-        return _jobs.succeed(self.engine, job_id, result_path, summary, models, deliveries, unsent_reason, owner)
+        """Record a job's success together with the outbox entries of its DICOM objects (and a batch job's
+        verdict against its previous result), in one transaction; with ``owner``, only while it holds the job's
+        claim (LeaseLost otherwise)."""
+        return _jobs.succeed(self.engine, job_id, result_path, summary, models, deliveries, unsent_reason, owner,
+                             review)
 
     def fail(self, job_id: int, error: str, *, retry_at: float | None = None, owner: str | None = None) -> Job:
         """Record a failed attempt: re-queue at ``retry_at`` when attempts remain, else fail for good."""
@@ -209,6 +217,10 @@ class Store:
 
     def jobs_for_input(self, input_id: int) -> list[Job]:
         return _jobs.for_input(self.engine, input_id)
+
+    def latest_results(self, since: float | None = None, pipelines: Sequence[str] = ()) -> list[Job]:
+        """Each input's latest successful job finished since ``since`` (of ``pipelines``), unpurged."""
+        return _jobs.latest_results(self.engine, since, pipelines)
 
     def latest_success(self, input_id: int, pipeline: str, before_job_id: int | None = None) -> Job | None:
         """The most recently finished successful job of ``pipeline`` on the input (other than ``before_job_id``)."""
@@ -302,10 +314,12 @@ class Store:
     # ----------------------------------------------------------------------------------- batch runs
 
     def batch_run_begin(self, batch: str, slot: float, paths: Sequence[Path], reprocess: bool, *, owner: str,
-                        lease_s: float, now: float) -> BatchRun | None:
+                        lease_s: float, now: float, options: Mapping[str, Any] | None = None) -> BatchRun | None:
         """Hold the run of ``batch`` for ``slot`` (new, or taken over from a holder that is gone); None when it
-        is another's or has ended: the slot runs once."""
-        return _batch_runs.begin(self.engine, batch, slot, paths, reprocess, owner=owner, lease_s=lease_s, now=now)
+        is another's or has ended: the slot runs once. ``options``: the batch's sources, send_results and
+        thresholds, kept with the run."""
+        return _batch_runs.begin(self.engine, batch, slot, paths, reprocess, owner=owner, lease_s=lease_s, now=now,
+                                 options=options)
 
     def batch_run_take_over(self, run_id: int, owner: str, lease_s: float, now: float) -> BatchRun | None:
         """Hold an interrupted run, or one whose holder's lease expired, to resume it; None if not resumable."""
@@ -318,9 +332,11 @@ class Store:
         """Mark the runs ``owner`` holds interrupted (it stops, or starts after a crash); return their ids."""
         return _batch_runs.interrupt(self.engine, owner)
 
-    def batch_run_take(self, run_id: int, owner: str, input_id: int, *, until: float, now: float) -> bool:
-        """Record that the run takes an input, renewing the holder's lease; False when it took it before."""
-        return _batch_runs.take(self.engine, run_id, owner, input_id, until=until, now=now)
+    def batch_run_take(self, run_id: int, owner: str, input_id: int, *, until: float, now: float,
+                       previous: Mapping[str, Any] | None = None) -> bool:
+        """Record that the run takes an input (with its previous result's figures), renewing the holder's lease;
+        False when it took it before."""
+        return _batch_runs.take(self.engine, run_id, owner, input_id, until=until, now=now, previous=previous)
 
     def batch_run_set_job(self, run_id: int, input_id: int, job_id: int) -> None:
         _batch_runs.set_job(self.engine, run_id, input_id, job_id)
@@ -345,6 +361,14 @@ class Store:
     def batch_runs(self, limit: int = 50) -> list[BatchRunProgress]:
         """The latest runs, newest first, with their inputs and jobs counted."""
         return _batch_runs.newest(self.engine, limit)
+
+    def batch_review_pending(self, job_id: int) -> BatchReview | None:
+        """The batch run awaiting ``job_id``'s result, to compare it with the previous one; None if none does."""
+        return _batch_review.pending(self.engine, job_id)
+
+    def batch_run_compared(self, run_id: int, verdict: Verdict | None = None) -> list[BatchComparison]:
+        """The results the run compared, with their verdicts (only ``verdict``'s, when given)."""
+        return _batch_review.compared(self.engine, run_id, verdict)
 
     def batch_run_progress(self, run_id: int) -> BatchRunProgress:
         """One run, its jobs by status, their mean duration and its failures with their reasons."""

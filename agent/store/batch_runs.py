@@ -10,15 +10,16 @@ routes it, and then the job it queued, so a resumed run queues nothing twice. Pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.errors import LeaseLost, StoreError
-from agent.records import BatchRun, BatchRunFailure, BatchRunProgress, BatchRunStatus, JobStatus
-from agent.store import schema
+from agent.records import BatchRun, BatchRunFailure, BatchRunProgress, BatchRunStatus, JobStatus, Verdict
+from agent.store import batch_review, schema
 from agent.store.engine import ERROR_TEXT_LIMIT, insert_id, locked, read, write
 
 _runs = schema.batch_runs
@@ -27,7 +28,7 @@ _jobs = schema.jobs
 
 
 def begin(engine: Engine, batch: str, slot: float, paths: Sequence[Path], reprocess: bool, *, owner: str,
-          lease_s: float, now: float) -> BatchRun | None:
+          lease_s: float, now: float, options: Mapping[str, Any] | None = None) -> BatchRun | None:
     """Take the run of ``batch`` for ``slot``: a new one, or one whose holder is gone (see :func:`take_over`).
     None when the slot is another holder's, or already done or failed: the caller skips it."""
     with write(engine) as conn:
@@ -38,7 +39,7 @@ def begin(engine: Engine, batch: str, slot: float, paths: Sequence[Path], reproc
                     run_id = insert_id(conn, insert(_runs).values(
                         batch=batch, slot=slot, status=BatchRunStatus.RUNNING.value,
                         paths=[str(p) for p in paths], reprocess=reprocess, owner=owner,
-                        lease_until=now + lease_s, started_at=now, resumed=0,
+                        lease_until=now + lease_s, started_at=now, resumed=0, options=dict(options or {}),
                     ))
                 return _run_in(conn, run_id)
             except IntegrityError:
@@ -89,15 +90,18 @@ def interrupt(engine: Engine, owner: str) -> list[int]:
         return ids
 
 
-def take(engine: Engine, run_id: int, owner: str, input_id: int, *, until: float, now: float) -> bool:
-    """Record that the run takes an input (before routing it) and renew the holder's lease to ``until``; False
-    when the run took it before. LeaseLost when ``owner`` no longer holds the run."""
+def take(engine: Engine, run_id: int, owner: str, input_id: int, *, until: float, now: float,
+         previous: Mapping[str, Any] | None = None) -> bool:
+    """Record that the run takes an input (before routing it), with the figures of its ``previous`` result, and
+    renew the holder's lease to ``until``; False when the run took it before. LeaseLost when ``owner`` no longer
+    holds the run."""
     with write(engine) as conn:
         _held(conn, run_id, owner, until)
         if conn.execute(select(_taken.c.input_id).where(
                 _taken.c.run_id == run_id, _taken.c.input_id == input_id)).first() is not None:
             return False
-        conn.execute(insert(_taken).values(run_id=run_id, input_id=input_id, taken_at=now))
+        conn.execute(insert(_taken).values(run_id=run_id, input_id=input_id, taken_at=now,
+                                           previous=None if previous is None else dict(previous)))
         return True
 
 
@@ -172,7 +176,9 @@ def newest(engine: Engine, limit: int = 50) -> list[BatchRunProgress]:
                 .where(_taken.c.run_id.in_(ids))
                 .group_by(_taken.c.run_id, _jobs.c.status)):
             jobs[run_id][JobStatus(status)] = count
-    return [BatchRunProgress(run, inputs.get(run.id, 0), jobs[run.id], None) for run in runs]
+        verdicts = batch_review.verdict_counts(conn, ids)
+    return [BatchRunProgress(run, inputs.get(run.id, 0), jobs[run.id], None, verdicts=verdicts[run.id])
+            for run in runs]
 
 
 def progress(engine: Engine, run_id: int) -> BatchRunProgress:
@@ -187,6 +193,8 @@ def progress(engine: Engine, run_id: int) -> BatchRunProgress:
             .where(_taken.c.run_id == run_id)
             .order_by(_taken.c.taken_at, _taken.c.input_id)
         ).all()
+        verdicts = batch_review.verdict_counts(conn, [run_id])[run_id]
+        discordant = tuple(batch_review.compared_in(conn, run_id, Verdict.DISCORDANT))
     jobs: dict[JobStatus, int] = {}
     durations: list[float] = []
     failures = []
@@ -200,7 +208,7 @@ def progress(engine: Engine, run_id: int) -> BatchRunProgress:
         if status is JobStatus.FAILED:
             failures.append(BatchRunFailure(row.job_id, row.input_id, Path(row.path), row.last_error))
     mean = sum(durations) / len(durations) if durations else None
-    return BatchRunProgress(run, len(rows), jobs, mean, tuple(failures))
+    return BatchRunProgress(run, len(rows), jobs, mean, tuple(failures), verdicts, discordant)
 
 
 def _run_for_slot(conn: Connection, batch: str, slot: float) -> BatchRun | None:
@@ -218,4 +226,4 @@ def _run_in(conn: Connection, run_id: int) -> BatchRun:
 def _from_row(row: RowMapping) -> BatchRun:
     """The record of a row: the columns are the record's fields."""
     return BatchRun(**{**row, "status": BatchRunStatus(row["status"]), "reprocess": bool(row["reprocess"]),
-                       "paths": tuple(Path(str(p)) for p in row["paths"] or ())})
+                       "paths": tuple(Path(str(p)) for p in row["paths"] or ()), "options": row["options"] or {}})

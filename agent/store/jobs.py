@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.config import Priority
 from agent.errors import LeaseLost, StoreError
-from agent.records import Delivery, Job, JobStatus
-from agent.store import events, inputs, outbox, schema
+from agent.records import BatchVerdict, Delivery, Job, JobStatus
+from agent.store import batch_review, events, inputs, outbox, schema
 from agent.store.engine import ERROR_TEXT_LIMIT, grouped, insert_id, locked, read, write
 
 
@@ -111,9 +111,11 @@ def succeed(
     deliveries: Sequence[Delivery] = (),
     unsent_reason: str | None = None,
     owner: str | None = None,
+    review: BatchVerdict | None = None,
 ) -> Job:
-    """Record a job's success together with the outbox entries of its DICOM objects, in one transaction:
-    a crash leaves either both or neither. With ``owner``: only while that daemon holds the job's claim."""
+    """Record a job's success together with the outbox entries of its DICOM objects (and, for a batch's job, its
+    ``review``: the verdict against the previous result), in one transaction: a crash leaves all or none. With
+    ``owner``: only while that daemon holds the job's claim."""
     now = time.time()
     with write(engine) as conn:
         _require_running(conn, job_id, owner)
@@ -132,6 +134,8 @@ def succeed(
             )
         )
         queued = sum(outbox.put(conn, d, job_id, now)[1] for d in deliveries)
+        if review is not None:
+            batch_review.record(conn, review.review, review.verdict, review.reasons, bool(deliveries), now)
         detail = str(result_path) + (f"; {queued} object(s) queued for PACS" if queued else "")
         events.record(conn, "succeeded", job_id=job_id, detail=detail)
         return _job_in(conn, job_id)
@@ -227,6 +231,24 @@ def for_input(engine: Engine, input_id: int) -> list[Job]:
             select(schema.jobs).where(schema.jobs.c.input_id == input_id).order_by(schema.jobs.c.id)
         ).mappings()
         return [_from_row(r) for r in rows]
+
+
+def latest_results(engine: Engine, since: float | None, pipelines: Sequence[str] = ()) -> list[Job]:
+    """Each input's latest successful job, where it finished at or after ``since`` (of ``pipelines``, when
+    given), for inputs and results retention has not purged; in input order."""
+    jobs, ins = schema.jobs, schema.inputs
+    query = (select(jobs).join(ins, ins.c.id == jobs.c.input_id)
+             .where(jobs.c.status == JobStatus.SUCCEEDED.value, jobs.c.purged_at.is_(None), ins.c.purged_at.is_(None))
+             .order_by(jobs.c.input_id, jobs.c.finished_at))
+    if since is not None:
+        query = query.where(jobs.c.finished_at >= since)
+    if pipelines:
+        query = query.where(jobs.c.pipeline.in_(list(pipelines)))
+    latest: dict[int, Job] = {}
+    with read(engine) as conn:
+        for row in conn.execute(query).mappings():
+            latest[row["input_id"]] = _from_row(row)  # ordered by finish: the last one per input stays
+    return list(latest.values())
 
 
 def latest_success(engine: Engine, input_id: int, pipeline: str, before_job_id: int | None = None) -> Job | None:

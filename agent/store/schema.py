@@ -177,6 +177,7 @@ batch_runs = Table(  # r0004: one row per run of a batch (agent.store.batch_runs
     Column("finished_at", Float),
     Column("resumed", Integer, nullable=False, default=0),  # how many times it was taken over after a crash
     Column("error", FreeText),
+    Column("options", JSON),  # r0005: sources, send_results and thresholds as they were when it started
     UniqueConstraint("batch", "slot", name="uq_batch_run_slot"),
 )
 
@@ -187,4 +188,9 @@ batch_run_inputs = Table(  # r0004: the inputs a run took, and the job it queued
     Column("input_id", Integer, ForeignKey("inputs.id"), primary_key=True),
     Column("job_id", Integer, ForeignKey("jobs.id")),
     Column("taken_at", Float, nullable=False),
+    Column("previous", JSON),  # r0005: the figures of the input's previous result when the run took it
+    Column("verdict", String(16)),  # r0005: a Verdict, once the run's result is in (NULL: not yet)
+    Column("reasons", JSON),  # r0005: why it is discordant
+    Column("sent", Boolean),  # r0005: whether its DICOM objects went to the outbox (send_results)
+    Column("compared_at", Float),  # r0005
 )

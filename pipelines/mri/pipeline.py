@@ -26,9 +26,10 @@ import numpy as np
 import SimpleITK as sitk
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.base import PipelineInput, PipelineResult
+from pipelines.base import ModelRef, PipelineInput, PipelineResult
 from pipelines.errors import InputError
 from pipelines.models.registry import ModelEntry, ModelError, resolve
+from pipelines.models.registry import entry as model_entry
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ class MriTumourPipeline:
         self._extractor: Any | None = None
 
     # ------------------------------------------------------------------------------------ models
+
+    def installed_models(self) -> tuple[ModelRef, ...]:
+        """The models a run would use now, as the manifest names them (not loaded)."""
+        manifest = self.options.manifest
+        return (model_entry(self.options.segmenter_model, manifest).ref,
+                model_entry(self.options.classifier_model, manifest).ref)
 
     def _entries(self) -> tuple[ModelEntry, ModelEntry]:
         manifest = self.options.manifest

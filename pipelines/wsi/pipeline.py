@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pipelines.base import ModelRef, PipelineInput, PipelineResult
 from pipelines.errors import InputError, PipelineOptionsError
 from pipelines.models.registry import ModelEntry, resolve
+from pipelines.models.registry import entry as model_entry
 from pipelines.wsi.detector import STRIDE_PX, Detector, Normalisation
 from pipelines.wsi.geojson import write_geojson
 from pipelines.wsi.labels import CTC, CTM
@@ -128,6 +129,10 @@ class WsiCtcPipeline:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------ model
+
+    def installed_models(self) -> tuple[ModelRef, ...]:
+        """The models a run would use now, as the manifest names them (not loaded)."""
+        return (model_entry(self.options.model).ref,)
 
     def model(self) -> _ModelSetup:
         """The registered weights, hash-checked and loaded once per process."""

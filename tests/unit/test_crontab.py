@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -34,13 +35,13 @@ def test_day_of_month_or_weekday_as_cron_does() -> None:
 
 @pytest.mark.parametrize("expr", ["0 2 * * 7", "0 2 * * sun-sat", "*/5 20-23,0-5 * * 1-5"])
 def test_the_config_accepts_what_the_scheduler_runs(expr: str) -> None:
-    assert BatchSettings(name="nightly", cron=expr, paths=[]).cron == expr
+    assert BatchSettings(name="nightly", cron=expr, paths=[Path("/archive")]).cron == expr
 
 
 @pytest.mark.parametrize("expr", ["0 2 * *", "0 2 * * * *", "0 2 * * 8", "0 2 * * mon/0"])
 def test_the_config_refuses_what_is_not_crontab(expr: str) -> None:
     with pytest.raises(ValidationError, match="crontab expression"):
-        BatchSettings(name="nightly", cron=expr, paths=[])
+        BatchSettings(name="nightly", cron=expr, paths=[Path("/archive")])
 
 
 @pytest.mark.parametrize(
