@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.config import LoadedSettings
 from agent.errors import EXIT_CONFIG, EXIT_FAILED
-from agent.records import MANUAL_BATCH, BatchRunProgress, BatchRunStatus, JobStatus
+from agent.records import MANUAL_BATCH, BatchRunProgress, BatchRunStatus, JobStatus, Verdict
 from agent.store_commands import _iso, _opened_store
 
 
@@ -97,10 +97,11 @@ def cmd_batch_runs(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     if not runs:
         print("no batch runs recorded")
         return 0
-    print(f"{'id':>6}  {'batch':<20} {'slot (UTC)':<20}  {'status':<11} {'done/total':>10} {'failed':>6}")
+    print(f"{'id':>6}  {'batch':<20} {'slot (UTC)':<20}  {'status':<11} {'done/total':>10} {'failed':>6} "
+          f"{'changed':>7} {'discordant':>10}")
     for p in runs:
         print(f"{p.run.id:>6}  {p.run.batch:<20} {_iso(p.run.slot):<20}  {shown_status(p):<11} "
-              f"{f'{p.done}/{p.total}':>10} {p.failed:>6}")
+              f"{f'{p.done}/{p.total}':>10} {p.failed:>6} {p.changed:>7} {p.verdicts.get(Verdict.DISCORDANT, 0):>10}")
     return 0
 
 
@@ -125,8 +126,15 @@ def cmd_batch_show(run_id: int, args: argparse.Namespace, loaded: LoadedSettings
         print("ETA         " + ("unknown (no job finished yet)" if eta is None else
                                 f"{_duration(eta)} (mean job {progress.mean_job_s:.1f} s, "
                                 f"{loaded.settings.executor.workers} worker(s))"))
+    if progress.verdicts or run.options:
+        send = run.options.get("send_results", "always")
+        print(f"compared    {', '.join(f'{v.value} {progress.verdicts.get(v, 0)}' for v in Verdict)}"
+              f"   (send_results {send})")
     for failure in progress.failures:
         print(f"FAILED  job {failure.job_id}  {failure.input_path}: {failure.error or 'no reason recorded'}")
+    for found in progress.discordant:
+        print(f"DISCORDANT  job {found.job_id}  {found.input_path}: {'; '.join(found.reasons)}"
+              + ("" if found.sent else "   (not sent)"))
     return 0
 
 
@@ -150,12 +158,17 @@ def _run_dict(progress: BatchRunProgress, workers: int | None = None) -> dict[st
         "total": progress.total,
         "failed": progress.failed,
         "jobs": {status.value: progress.jobs.get(status, 0) for status in JobStatus},
+        "options": run.options,
+        "verdicts": {verdict.value: progress.verdicts.get(verdict, 0) for verdict in Verdict},
+        "changed": progress.changed,
     }
     if workers is not None:
         doc["mean_job_s"] = progress.mean_job_s
         doc["eta_s"] = progress.eta_s(workers)
         doc["failures"] = [{"job_id": f.job_id, "input_id": f.input_id, "path": str(f.input_path),
                             "error": f.error} for f in progress.failures]
+        doc["discordant"] = [{"job_id": d.job_id, "input_id": d.input_id, "path": str(d.input_path),
+                              "reasons": list(d.reasons), "sent": d.sent} for d in progress.discordant]
     return doc
 
 

@@ -3,7 +3,8 @@
 The executor asks :func:`judge` before recording a success. A job no batch run awaits is left as it is. For a
 batch's job, the new result's figures are compared with those the run kept when it took the input
 (:mod:`agent.comparison`), and the run's ``send_results`` decides whether its DICOM objects go to the outbox:
-``always``; ``on_change``, when the result is new or discordant; ``never``. The verdict is recorded with the
+``always``; ``on_change``, when the result is new or discordant (one that moved within the thresholds, like a
+concordant one, supersedes the previous result quietly); ``never``. The verdict is recorded with the
 success, in its transaction (with whether its objects went to the outbox). A result kept from PACS this way
 is not an unsent one (``oncoagent jobs --unsent`` lists those without patient context): the previous result
 stays the one PACS has.
@@ -45,7 +46,7 @@ def judge(store: Store, job: Job, outcome: Mapping[str, Any], deliveries: list[D
     else:
         log.info("job %d (batch %s, run %d): %s", job.id, pending.batch, pending.run_id, verdict.value)
     review = BatchVerdict(pending, verdict, reasons)
-    if send is SendResults.ALWAYS or (send is SendResults.ON_CHANGE and verdict is not Verdict.CONCORDANT):
+    if send is SendResults.ALWAYS or (send is SendResults.ON_CHANGE and not verdict.concordant):
         return Judged(deliveries, review)
     if deliveries:
         log.info("job %d: %d object(s) not sent (batch %s, send_results %s, %s)", job.id, len(deliveries),

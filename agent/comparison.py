@@ -9,6 +9,9 @@ result's figures against the previous ones with the batch's thresholds (``schedu
 * MR series (``lesions`` in the summary): a lesion found (no previous lesion within ``lesion_match_mm`` of its
   centroid) or lost, a lesion whose malignancy class flipped, the series' finding (any lesion malignant) flipped;
 * any pipeline: a change of the ``priority`` level its summary names.
+
+A result whose counts moved within the thresholds is ``changed`` (concordant, with what moved); one whose
+figures are the same is ``concordant``.
 """
 
 from __future__ import annotations
@@ -45,13 +48,21 @@ def figures(pipeline: str, pipeline_version: str, models: Sequence[Mapping[str, 
 
 def compare(previous: Mapping[str, Any] | None, new: Mapping[str, Any], limits: CompareSettings
             ) -> tuple[Verdict, tuple[str, ...]]:
-    """The verdict on ``new`` given ``previous`` (None: the input had no result before), with the reasons."""
+    """The verdict on ``new`` given ``previous`` (None: the input had no result before), with what changed."""
     if previous is None:
         return Verdict.NEW, ()
+    reasons = _differences(previous, new, limits)
+    if reasons:
+        return Verdict.DISCORDANT, reasons
+    moved = _differences(previous, new, limits.model_copy(update={"count_abs": 1, "count_rel": 0.0}))
+    return (Verdict.CHANGED if moved else Verdict.CONCORDANT), moved
+
+
+def _differences(previous: Mapping[str, Any], new: Mapping[str, Any], limits: CompareSettings) -> tuple[str, ...]:
     reasons = [*_counts(previous, new, limits), *_priority(previous, new)]
     if "lesions" in previous or "lesions" in new:
         reasons += _lesions(previous.get("lesions") or [], new.get("lesions") or [], limits.lesion_match_mm)
-    return (Verdict.DISCORDANT if reasons else Verdict.CONCORDANT), tuple(reasons)
+    return tuple(reasons)
 
 
 def _counts(previous: Mapping[str, Any], new: Mapping[str, Any], limits: CompareSettings) -> list[str]:

@@ -186,8 +186,13 @@ class Verdict(StrEnum):
     """How a batch's result for an input compares with the input's previous result."""
 
     NEW = "new"  # the input had no previous result
-    CONCORDANT = "concordant"  # within the batch's thresholds: it supersedes the previous one quietly
+    CONCORDANT = "concordant"  # the same findings: it supersedes the previous result quietly
+    CHANGED = "changed"  # findings moved, within the batch's thresholds: concordant too, with what moved
     DISCORDANT = "discordant"  # a finding changed beyond them: listed for review, with the reasons
+
+    @property
+    def concordant(self) -> bool:
+        return self in (Verdict.CONCORDANT, Verdict.CHANGED)
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,11 @@ class BatchRunProgress:
     @property
     def failed(self) -> int:
         return self.jobs.get(JobStatus.FAILED, 0)
+
+    @property
+    def changed(self) -> int:
+        """Results whose findings moved from the previous result's: within the thresholds or beyond them."""
+        return self.verdicts.get(Verdict.CHANGED, 0) + self.verdicts.get(Verdict.DISCORDANT, 0)
 
     @property
     def finished(self) -> bool:

@@ -20,7 +20,7 @@ from agent.config.section import Section
 
 class SendResults(StrEnum):
     ALWAYS = "always"  # every reprocessed result goes to PACS, as a new result does
-    ON_CHANGE = "on_change"  # only results that differ from the previous one (discordant), and first results
+    ON_CHANGE = "on_change"  # only results discordant with the previous one (beyond compare), and first results
     NEVER = "never"  # none: the results stay in the store and the result folders
 
 

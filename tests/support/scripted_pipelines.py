@@ -83,7 +83,8 @@ class ScriptedPipeline:
     """Does what the file name says: ``sleep2.5``, ``fail-input``, ``error``, ``transient2`` (fails the
     first 2 attempts), ``sigkill1`` / ``segfault1`` (dies on the first attempt), ``dicomout`` (also writes a
     Secondary Capture result), ``baddicom`` (writes a ``.dcm`` that is not DICOM), ``barrier3`` (waits until
-    3 jobs whose names start like its own, up to the first ``-``, have started), else finishes at once."""
+    3 jobs whose names start like its own, up to the first ``-``, have started), else finishes at once. Its
+    summary adds what ``findings.json`` in the ledger folder names for the file (see :func:`_findings`)."""
 
     name: ClassVar[str] = "test-scripted"
     version: ClassVar[str] = "1.0"
@@ -116,7 +117,18 @@ class ScriptedPipeline:
             (out_dir / "result.dcm").write_bytes(b"not DICOM at all")
             files.append("result.dcm")
         _append(f"done {inp.key}")
-        return PipelineResult(summary={"name": name, "attempt": before + 1}, files=tuple(files))
+        return PipelineResult(summary={"name": name, "attempt": before + 1, **_findings(name)}, files=tuple(files))
+
+
+def _findings(name: str) -> dict[str, object]:
+    """What ``findings.json`` in the ledger folder says this input's result finds (counts, a priority), if any:
+    tests change it between runs to make a reprocessed result differ."""
+    path = ledger_path()
+    table = path.with_name("findings.json") if path is not None else None
+    if table is None or not table.exists():
+        return {}
+    found: dict[str, object] = json.loads(table.read_text()).get(name, {})
+    return found
 
 
 def secondary_capture(key: str) -> Dataset:

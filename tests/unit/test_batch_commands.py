@@ -49,8 +49,8 @@ def test_a_hand_run_batch_is_a_run_record_listed_and_shown_with_its_failures(
 
     listed = oncoagent("batch", "runs")
     header, row = listed.splitlines()
-    assert header.split() == ["id", "batch", "slot", "(UTC)", "status", "done/total", "failed"]
-    assert row.split()[0:2] == ["1", MANUAL_BATCH] and row.split()[-3:] == ["processing", "0/3", "0"]
+    assert header.split() == ["id", "batch", "slot", "(UTC)", "status", "done/total", "failed", "changed", "discordant"]
+    assert row.split()[0:2] == ["1", MANUAL_BATCH] and row.split()[-5:] == ["processing", "0/3", "0", "0", "0"]
 
     store = Store.open(f"sqlite:///{tmp_path / 'data' / 'oncoagent.db'}", migrate=False)
     try:
@@ -63,7 +63,7 @@ def test_a_hand_run_batch_is_a_run_record_listed_and_shown_with_its_failures(
     finally:
         store.close()
 
-    assert oncoagent("batch", "runs").splitlines()[1].split()[-3:] == ["processing", "2/3", "1"]
+    assert oncoagent("batch", "runs").splitlines()[1].split()[-5:-2] == ["processing", "2/3", "1"]
     shown = oncoagent("batch", "show", "1")
     assert f"batch run 1: {MANUAL_BATCH}" in shown
     assert "inputs      3" in shown
@@ -86,4 +86,4 @@ def test_a_hand_run_batch_is_a_run_record_listed_and_shown_with_its_failures(
     oncoagent("batch", "show", "x", status=EXIT_CONFIG)
     oncoagent("batch", "show", "99", status=EXIT_FAILED)  # no such run
     oncoagent("batch", str(tmp_path / "nowhere"), status=EXIT_FAILED)
-    assert oncoagent("batch", "runs").splitlines()[1].split()[-3:] == ["failed", "0/0", "0"]
+    assert oncoagent("batch", "runs").splitlines()[1].split()[-5:-2] == ["failed", "0/0", "0"]
