@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.batch_summary import run_document, shown_status, summary_path
 from agent.config import LoadedSettings
 from agent.errors import EXIT_CONFIG, EXIT_FAILED
-from agent.records import MANUAL_BATCH, BatchRunProgress, BatchRunStatus, JobStatus, Verdict
+from agent.records import MANUAL_BATCH, BatchRunStatus, Verdict
 from agent.store_commands import _iso, _opened_store
 
 
@@ -81,18 +82,11 @@ def cmd_batch_queue(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return EXIT_FAILED if report.missing else 0
 
 
-def shown_status(progress: BatchRunProgress) -> str:
-    """The run's status as users read it: a run that took all its inputs is ``processing`` until its jobs end."""
-    if progress.run.status is BatchRunStatus.DONE and not progress.finished:
-        return "processing"
-    return progress.run.status.value
-
-
 def cmd_batch_runs(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     with _opened_store(loaded.settings) as store:
         runs = store.batch_runs(max(1, args.limit))
     if args.json:
-        print(json.dumps([_run_dict(p) for p in runs], indent=2))
+        print(json.dumps([run_document(p) for p in runs], indent=2))
         return 0
     if not runs:
         print("no batch runs recorded")
@@ -108,7 +102,7 @@ def cmd_batch_runs(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 def cmd_batch_show(run_id: int, args: argparse.Namespace, loaded: LoadedSettings) -> int:
     with _opened_store(loaded.settings) as store:
         progress = store.batch_run_progress(run_id)
-    doc = _run_dict(progress, workers=loaded.settings.executor.workers)
+    doc = run_document(progress, workers=loaded.settings.executor.workers)
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -132,44 +126,12 @@ def cmd_batch_show(run_id: int, args: argparse.Namespace, loaded: LoadedSettings
               f"   (send_results {send})")
     for failure in progress.failures:
         print(f"FAILED  job {failure.job_id}  {failure.input_path}: {failure.error or 'no reason recorded'}")
+    if summary_path(loaded.settings, run.id).exists():
+        print(f"summary     {summary_path(loaded.settings, run.id)}")
     for found in progress.discordant:
         print(f"DISCORDANT  job {found.job_id}  {found.input_path}: {'; '.join(found.reasons)}"
               + ("" if found.sent else "   (not sent)"))
     return 0
-
-
-def _run_dict(progress: BatchRunProgress, workers: int | None = None) -> dict[str, Any]:
-    run = progress.run
-    doc: dict[str, Any] = {
-        "id": run.id,
-        "batch": run.batch,
-        "slot": _iso(run.slot),
-        "status": shown_status(progress),
-        "run_status": run.status.value,
-        "owner": run.owner,
-        "resumed": run.resumed,
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-        "paths": [str(p) for p in run.paths],
-        "reprocess": run.reprocess,
-        "error": run.error,
-        "inputs": progress.inputs,
-        "done": progress.done,
-        "total": progress.total,
-        "failed": progress.failed,
-        "jobs": {status.value: progress.jobs.get(status, 0) for status in JobStatus},
-        "options": run.options,
-        "verdicts": {verdict.value: progress.verdicts.get(verdict, 0) for verdict in Verdict},
-        "changed": progress.changed,
-    }
-    if workers is not None:
-        doc["mean_job_s"] = progress.mean_job_s
-        doc["eta_s"] = progress.eta_s(workers)
-        doc["failures"] = [{"job_id": f.job_id, "input_id": f.input_id, "path": str(f.input_path),
-                            "error": f.error} for f in progress.failures]
-        doc["discordant"] = [{"job_id": d.job_id, "input_id": d.input_id, "path": str(d.input_path),
-                              "reasons": list(d.reasons), "sent": d.sent} for d in progress.discordant]
-    return doc
 
 
 def _duration(seconds: float) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent import failpoints
 from agent.batch_gate import BatchGate
+from agent.batch_summary import summarise_after
 from agent.batch_verdicts import judge
 from agent.config import Destination, Priority, Settings
 from agent.errors import LeaseLost, OncoAgentError
@@ -219,6 +220,7 @@ class JobOutcomes:
         log.warning("job %d: %s moved to quarantine as %s", job.id, inp.path.name, target.name)
 
     def _notify(self, job: Job) -> None:
+        summarise_after(self.store, self.settings, job)  # the run's summary, when this was its last job
         if self.on_finished is None:
             return
         try:

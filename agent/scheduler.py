@@ -19,6 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from agent.batch import HeldRun, run_held
+from agent.batch_summary import write_summary
 from agent.config import BatchSettings, Settings
 from agent.crontab import crontab_trigger, last_fire
 from agent.errors import LeaseLost, OncoAgentError
@@ -134,6 +135,10 @@ class BatchScheduler:
                  run.id, held.run.status.value, report.already_taken)
         if report.queued:
             self.on_queued()
+        try:
+            write_summary(self.store, self.settings, run.id)  # when nothing is left to run: jobs write it else
+        except (OncoAgentError, OSError) as exc:
+            log.error("batch %s: run %d: could not write its summary: %s", run.batch, run.id, exc)
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -265,7 +265,8 @@ def machine_readable(report: ReportDocument) -> dict[str, Any]:
 
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """The templates of reports/templates, HTML-escaped, failing on an undefined name."""
     return jinja2.Environment(
         loader=jinja2.PackageLoader("reports", TEMPLATES),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -277,7 +278,7 @@ def _environment() -> jinja2.Environment:
 
 def render_html(report: ReportDocument) -> str:
     """The report as one HTML page (figures referenced relative to the result folder)."""
-    env = _environment()
+    env = template_environment()
     css = files("reports").joinpath(TEMPLATES, "report.css").read_text(encoding="utf-8")
     return env.get_template("report.html.j2").render(report=report, css=css)
 

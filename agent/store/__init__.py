@@ -366,6 +366,10 @@ class Store:
         """The batch run awaiting ``job_id``'s result, to compare it with the previous one; None if none does."""
         return _batch_review.pending(self.engine, job_id)
 
+    def batch_run_of_job(self, job_id: int) -> int | None:
+        """The newest batch run that queued ``job_id``, if any did."""
+        return _batch_review.run_of_job(self.engine, job_id)
+
     def batch_run_compared(self, run_id: int, verdict: Verdict | None = None) -> list[BatchComparison]:
         """The results the run compared, with their verdicts (only ``verdict``'s, when given)."""
         return _batch_review.compared(self.engine, run_id, verdict)

@@ -36,6 +36,14 @@ def pending(engine: Engine, job_id: int) -> BatchReview | None:
     return BatchReview(row.run_id, row.input_id, row.batch, row.options or {}, row.previous)
 
 
+def run_of_job(engine: Engine, job_id: int) -> int | None:
+    """The newest run that queued ``job_id`` (a job row is queued again by each night's run)."""
+    with read(engine) as conn:
+        found: int | None = conn.execute(select(func.max(_taken.c.run_id)).where(_taken.c.job_id == job_id)
+                                         ).scalar()
+        return found
+
+
 def record(conn: Connection, review: BatchReview, verdict: Verdict, reasons: Sequence[str], sent: bool,
            now: float) -> None:
     conn.execute(update(_taken).where(_taken.c.run_id == review.run_id, _taken.c.input_id == review.input_id)

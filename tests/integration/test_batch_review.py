@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from agent.batch import HeldRun, run_held
+from agent.batch_summary import summary_path
 from agent.cli import main
 from agent.config import Settings
 from agent.records import BatchRunStatus, JobStatus, Verdict
@@ -25,6 +26,7 @@ from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.conftest import SCRIPTED_RULES
 from tests.integration.test_executor import Running
 from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 OWNER = "test-node"
 
@@ -99,10 +101,17 @@ def test_reprocessed_results_are_judged_and_only_changed_ones_go_to_pacs(
     assert {c.input_path.name for c in progress.discordant} == {"flip-dicomout.tiff", "more-dicomout.tiff"}
     assert scripted.store.batch_review_pending(compared["more-dicomout.tiff"].job_id) is None  # compared once
 
+    summary = wait_for(lambda: (p := summary_path(scripted.settings, second)).exists() and p, 30,
+                       what="the run's HTML summary, written when its last job ended")
+    page = summary.read_text()
+    assert re.search(r"<b>2</b>\s*discordant", page) and re.search(r"<b>3</b>\s*changed", page)
+    assert "CTC count 10 → 14 (+4)" in page and "priority medium → high" in page
+    assert "CTC count 3 → 4" not in page  # within the thresholds: not listed for review
     capsys.readouterr()
     assert main(["--data-dir", str(scripted.settings.data_dir), "batch", "show", str(second)]) == 0
     shown = capsys.readouterr().out
     assert "compared    new 0, concordant 0, changed 1, discordant 2   (send_results on_change)" in shown
+    assert f"summary     {summary}" in shown
     assert re.search(r"^DISCORDANT  job \d+  \S*more-dicomout.tiff: CTC count 10 → 14 \(\+4\)$", shown, re.M)
 
 
