@@ -3,7 +3,9 @@ own SCP, C-GET into a folder, and the failures (unknown move destination, closed
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -20,7 +22,8 @@ from agent.store import Store
 from dicom_node.errors import QueryRetrieveError
 from dicom_node.query_retrieve import FIND, MOVE, StudyMatch, find_studies, get_study, move_study
 from dicom_node.scp import StorageSCP
-from dicom_node.settings import DestinationConfig, ScpConfig
+from dicom_node.settings import DestinationConfig, ScpConfig, TlsConfig
+from dicom_node.transport import server_ssl_context
 from tests.support.net import free_port
 from tests.support.orthanc import Orthanc
 
@@ -219,7 +222,7 @@ class ScriptedPacs:
     destination (pynetdicom answers 0xA801 for it)."""
 
     def __init__(self, answers: Sequence[tuple[int, Dataset | None]] = (), models: Sequence[str] = (FIND, MOVE),
-                 only_caller: str | None = None) -> None:
+                 only_caller: str | None = None, tls: TlsConfig | None = None) -> None:
         self.answers = list(answers)
         self.queries: list[Dataset] = []
         self.ae = AE(ae_title="SCRIPTED")
@@ -228,8 +231,9 @@ class ScriptedPacs:
         if only_caller is not None:
             self.ae.require_calling_aet = [only_caller]
         self.port = free_port()
-        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
-            (evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move)])
+        self.server = self.ae.start_server(
+            ("127.0.0.1", self.port), block=False, ssl_context=server_ssl_context(tls) if tls else None,
+            evt_handlers=[(evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move)])
 
     def _find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
         self.queries.append(event.identifier)
@@ -286,3 +290,21 @@ def test_a_rejected_association_and_a_missing_model_are_clear_errors() -> None:
         find_studies(peer.dest(), since=None, until=None, timeout_s=TIMEOUT_S)
     with ScriptedPacs(models=[FIND]) as peer, pytest.raises(QueryRetrieveError, match=r"does not support .* - MOVE"):
         move_study(peer.dest(), generate_uid(), SCP_AE, timeout_s=TIMEOUT_S)
+
+
+def test_find_over_tls_and_not_in_the_clear(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=pacs-test",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    study = generate_uid()
+    tls = TlsConfig(enabled=True, certificate=cert, private_key=key, ca_certificates=cert)
+    with ScriptedPacs([(0xFF00, identifier(StudyInstanceUID=study))], tls=tls) as peer:
+        secure = dataclasses.replace(peer.dest(), tls=tls)
+        assert [m.study_instance_uid for m in find_studies(secure, since=None, until=None, timeout_s=TIMEOUT_S)] \
+            == [study]
+        with pytest.raises(QueryRetrieveError) as caught:
+            find_studies(peer.dest(), since=None, until=None, timeout_s=2)
+        assert caught.value.status is None
