@@ -1,9 +1,10 @@
 """Query/retrieve SCU: find studies on a PACS (C-FIND) and retrieve them (C-MOVE to our SCP, or C-GET).
 
 For the nightly reprocessing batches: a configured destination (:class:`DestinationConfig`) is queried at study
-level in the Study Root model by a StudyDate range and the modalities in the study; each matching study is
-retrieved with C-MOVE to OncoAgent's own SCP (the PACS must know that AE title and where it listens) or, where
-configured, with C-GET on the same association into a folder (each file fsynced under its final name).
+level in the Study Root model by a StudyDate range, the modalities and the SOP classes in the study; each
+matching study is retrieved with C-MOVE to OncoAgent's own SCP (the PACS must know that AE title and where it
+listens) or, where configured, with C-GET on the same association into a folder (each file fsynced under its
+final name).
 
 * One association per call; its calling AE title is the destination's, else the one handed in (the SCP's).
 * Every wait on the PACS (TCP connection, association, each response, idle network) is bounded by
@@ -13,8 +14,9 @@ configured, with C-GET on the same association into a folder (each file fsynced 
   destination unknown, 0xA7xx out of resources, 0xA9xx, 0xCxxx…); a warning (0xB000: some sub-operations
   failed) comes back as a :class:`RetrieveOutcome` that counts them.
 * Several modalities are queried with one C-FIND each (many PACS do not match a multi-valued ModalitiesInStudy)
-  and merged by StudyInstanceUID; answers that contradict the query (none of the modalities, a date outside
-  the range) and answers without a usable StudyInstanceUID are dropped and counted.
+  and merged by StudyInstanceUID; SOP classes are matched here, on the SOPClassesInStudy the answers return.
+  Answers that contradict the query (none of the modalities or SOP classes, a date outside the range) and
+  answers without a usable StudyInstanceUID are dropped and counted.
 * No patient attribute is asked for or logged: UIDs and counts only.
 """
 
@@ -70,6 +72,7 @@ class StudyMatch:
     study_instance_uid: str
     study_date: date | None = None
     modalities: tuple[str, ...] = ()  # ModalitiesInStudy
+    sop_classes: tuple[str, ...] = ()  # SOPClassesInStudy
     instances: int | None = None  # NumberOfStudyRelatedInstances
 
 
@@ -100,23 +103,27 @@ def study_date_range(since: date | None, until: date | None) -> str:
 
 
 def find_studies(dest: DestinationConfig, *, since: date | None, until: date | None,
-                 modalities: Sequence[str] = (), timeout_s: float,
+                 modalities: Sequence[str] = (), sop_classes: Sequence[str] = (), timeout_s: float,
                  calling_ae_title: str | None = None) -> list[StudyMatch]:
     """The studies on ``dest`` dated ``since`` to ``until`` (inclusive; None: open) with any of ``modalities``
-    (none: any), oldest first. One C-FIND per modality on one association, merged by StudyInstanceUID."""
+    and any of ``sop_classes`` (empty: any), oldest first. One C-FIND per modality on one association, merged
+    by StudyInstanceUID. SOP classes are matched here, on the SOPClassesInStudy each answer returns (PACS that
+    have it seldom match on it: Orthanc 1.10 answers nothing when it is given); a study whose answer does not
+    say is kept."""
     dates = study_date_range(since, until)
-    wanted = tuple(dict.fromkeys(m.strip().upper() for m in modalities if m.strip()))
+    wanted = _Wanted(since, until, frozenset(sop_classes))
+    modality_keys = tuple(dict.fromkeys(m.strip().upper() for m in modalities if m.strip()))
     found: dict[str, StudyMatch] = {}
     dropped = 0
     with _association(dest, FIND, timeout_s, calling_ae_title) as assoc:
-        for modality in wanted or (None,):
+        for modality in modality_keys or (None,):
             for match in _find(assoc, dest, dates, modality, timeout_s):
-                if match is None or not _within(match, modality, since, until):
+                if match is None or not wanted.admits(match, modality):
                     dropped += 1
                     continue
                 found[match.study_instance_uid] = _merged(found.get(match.study_instance_uid), match)
-    log.info("C-FIND on %s: %d studies (StudyDate %r, modalities %s); %d answers dropped", dest.name, len(found),
-             dates, ",".join(wanted) or "any", dropped)
+    log.info("C-FIND on %s: %d studies (StudyDate %r, modalities %s, %d SOP classes); %d answers dropped",
+             dest.name, len(found), dates, ",".join(modality_keys) or "any", len(wanted.sop_classes), dropped)
     return sorted(found.values(), key=lambda m: (m.study_date or date.min, m.study_instance_uid))
 
 
@@ -128,6 +135,7 @@ def _find(assoc: Association, dest: DestinationConfig, dates: str, modality: str
     query.StudyInstanceUID = ""
     query.StudyDate = dates
     query.ModalitiesInStudy = modality or ""
+    query.SOPClassesInStudy = ""
     query.NumberOfStudyRelatedInstances = ""
     for response, identifier in assoc.send_c_find(query, FIND):
         status = _status(response)
@@ -148,15 +156,25 @@ def _study_match(identifier: Dataset | None) -> StudyMatch | None:
     except InvalidUIDError:
         return None
     return StudyMatch(uid, _date(_value(identifier, "StudyDate")), _strings(_value(identifier, "ModalitiesInStudy")),
+                      _strings(_value(identifier, "SOPClassesInStudy")),
                       _count(_value(identifier, "NumberOfStudyRelatedInstances")))
 
 
-def _within(match: StudyMatch, modality: str | None, since: date | None, until: date | None) -> bool:
-    """False where the PACS's own answer contradicts the query (it ignored a matching key)."""
-    if modality is not None and match.modalities and modality not in match.modalities:
-        return False
-    day = match.study_date
-    return day is None or ((since is None or day >= since) and (until is None or day <= until))
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    since: date | None
+    until: date | None
+    sop_classes: frozenset[str]
+
+    def admits(self, match: StudyMatch, modality: str | None) -> bool:
+        """False where the answer says the study is not wanted: another modality or no wanted SOP class (the
+        PACS ignored or does not match that key), a date outside the range."""
+        if modality is not None and match.modalities and modality not in match.modalities:
+            return False
+        if self.sop_classes and match.sop_classes and self.sop_classes.isdisjoint(match.sop_classes):
+            return False
+        day = match.study_date
+        return day is None or ((self.since is None or day >= self.since) and (self.until is None or day <= self.until))
 
 
 def _merged(known: StudyMatch | None, match: StudyMatch) -> StudyMatch:
@@ -165,6 +183,7 @@ def _merged(known: StudyMatch | None, match: StudyMatch) -> StudyMatch:
     return StudyMatch(
         known.study_instance_uid, known.study_date or match.study_date,
         tuple(sorted({*known.modalities, *match.modalities})),
+        tuple(sorted({*known.sop_classes, *match.sop_classes})),
         known.instances if known.instances is not None else match.instances,
     )
 

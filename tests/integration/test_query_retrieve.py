@@ -144,6 +144,16 @@ def test_modality_filter_one_and_several(pacs: Pacs) -> None:
     assert names(pacs, uids) == {"mr-jan10", "mr-jan20", "ct-jan15", "mr-ct-jan18"}
 
 
+def test_sop_class_filter(pacs: Pacs) -> None:
+    ct = find_studies(pacs.dest, since=None, until=None, sop_classes=[CTImageStorage], timeout_s=TIMEOUT_S,
+                      calling_ae_title=SCP_AE)
+    assert names(pacs, [m.study_instance_uid for m in ct]) == {"ct-jan15", "mr-ct-jan18"}
+    assert all(CTImageStorage in m.sop_classes for m in ct)
+    mr_in_ct_studies = find_studies(pacs.dest, since=None, until=None, modalities=["MR"], sop_classes=[CTImageStorage],
+                                    timeout_s=TIMEOUT_S, calling_ae_title=SCP_AE)
+    assert names(pacs, [m.study_instance_uid for m in mr_in_ct_studies]) == {"mr-ct-jan18"}
+
+
 def stored_sop_uids(storage: Path, study_uid: str) -> set[str]:
     return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
             for p in (storage / study_uid).rglob("*.dcm")}
@@ -262,11 +272,13 @@ def test_odd_find_answers_are_dropped_and_the_good_ones_kept() -> None:
                             NumberOfStudyRelatedInstances="")),
         (0xFF01, identifier(StudyInstanceUID=other, StudyDate="20260110", ModalitiesInStudy="CT")),  # not MR
         (0xFF00, identifier(StudyInstanceUID=good, StudyDate="20260110")),  # the same study again
+        (0xFF00, identifier(StudyInstanceUID=generate_uid(), SOPClassesInStudy=CTImageStorage)),  # not a wanted class
     ]
     with ScriptedPacs(answers) as peer:
-        found = find_studies(peer.dest(), since=date(2026, 1, 1), until=None, modalities=["mr"], timeout_s=TIMEOUT_S)
+        found = find_studies(peer.dest(), since=date(2026, 1, 1), until=None, modalities=["mr"],
+                             sop_classes=[MRImageStorage], timeout_s=TIMEOUT_S)
         (query,) = peer.queries
-    assert found == [StudyMatch(good, date(2026, 1, 10), ("MR", "SR"), None)]
+    assert found == [StudyMatch(good, date(2026, 1, 10), ("MR", "SR"), (), None)]  # no SOPClassesInStudy: kept
     assert (query.StudyDate, query.ModalitiesInStudy, query.QueryRetrieveLevel) == ("20260101-", "MR", "STUDY")
     assert "PatientName" not in query and "PatientID" not in query
 
