@@ -15,7 +15,13 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    VLWholeSlideMicroscopyImageStorage,
+    generate_uid,
+)
 from pynetdicom import AE, evt
 
 from agent.store import Store
@@ -28,6 +34,7 @@ from tests.support.net import free_port
 from tests.support.orthanc import Orthanc
 
 SCP_AE = "ONCOAGENT"
+SOP_CLASSES = {"MR": MRImageStorage, "CT": CTImageStorage, "SM": VLWholeSlideMicroscopyImageStorage}
 TIMEOUT_S = 20.0
 
 
@@ -48,7 +55,7 @@ def write_study(folder: Path, day: date, series: list[tuple[str, int]]) -> tuple
             ds = Dataset()
             ds.file_meta = FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.SOPClassUID = MRImageStorage if modality == "MR" else CTImageStorage
+            ds.SOPClassUID = SOP_CLASSES[modality]
             ds.SOPInstanceUID = generate_uid()
             ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -93,6 +100,7 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
             ("mr-feb05", date(2026, 2, 5), [("MR", 2)]),
             ("ct-jan15", date(2026, 1, 15), [("CT", 2)]),
             ("mr-ct-jan18", date(2026, 1, 18), [("MR", 1), ("CT", 2)]),
+            ("sm-feb10", date(2026, 2, 10), [("SM", 3)]),  # a whole-slide series: three levels of a pyramid
         ]:
             study, files = write_study(root / "generated" / name, day, series)
             for path in files:
@@ -123,11 +131,11 @@ def test_find_by_date_range_finds_exactly_the_studies_in_it(pacs: Pacs) -> None:
 
 def test_open_ended_date_ranges(pacs: Pacs) -> None:
     later = find_studies(pacs.dest, since=date(2026, 1, 19), until=None, timeout_s=TIMEOUT_S, calling_ae_title=SCP_AE)
-    assert names(pacs, [m.study_instance_uid for m in later]) == {"mr-jan20", "mr-feb05"}
+    assert names(pacs, [m.study_instance_uid for m in later]) == {"mr-jan20", "mr-feb05", "sm-feb10"}
     earlier = find_studies(pacs.dest, since=None, until=date(2026, 1, 10), timeout_s=TIMEOUT_S,
                            calling_ae_title=SCP_AE)
     assert names(pacs, [m.study_instance_uid for m in earlier]) == {"mr-jan10"}
-    assert len(find_studies(pacs.dest, since=None, until=None, timeout_s=TIMEOUT_S, calling_ae_title=SCP_AE)) == 5
+    assert len(find_studies(pacs.dest, since=None, until=None, timeout_s=TIMEOUT_S, calling_ae_title=SCP_AE)) == 6
 
 
 def test_modality_filter_one_and_several(pacs: Pacs) -> None:
@@ -154,13 +162,21 @@ def test_sop_class_filter(pacs: Pacs) -> None:
     assert names(pacs, [m.study_instance_uid for m in mr_in_ct_studies]) == {"mr-ct-jan18"}
 
 
+def test_whole_slide_studies_by_modality_and_sop_class(pacs: Pacs) -> None:
+    slides = find_studies(pacs.dest, since=date(2026, 2, 1), until=date(2026, 2, 28), modalities=["SM"],
+                          sop_classes=[VLWholeSlideMicroscopyImageStorage], timeout_s=TIMEOUT_S)
+    assert [(m.study_instance_uid, m.modalities, m.instances) for m in slides] == [
+        (pacs.studies["sm-feb10"].uid, ("SM",), 3)]
+
+
 def stored_sop_uids(storage: Path, study_uid: str) -> set[str]:
     return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
             for p in (storage / study_uid).rglob("*.dcm")}
 
 
-def test_move_retrieves_every_instance_of_the_study_to_our_scp(pacs: Pacs) -> None:
-    study = pacs.studies["mr-ct-jan18"]
+@pytest.mark.parametrize("name", ["mr-ct-jan18", "sm-feb10"])
+def test_move_retrieves_every_instance_of_the_study_to_our_scp(pacs: Pacs, name: str) -> None:
+    study = pacs.studies[name]
     outcome = move_study(pacs.dest, study.uid, SCP_AE, timeout_s=TIMEOUT_S)
     assert (outcome.status, outcome.completed, outcome.failed, outcome.warning) == (0x0000, 3, 0, 0)
     assert outcome.study_instance_uid == study.uid
