@@ -136,6 +136,8 @@ def test_open_ended_date_ranges(pacs: Pacs) -> None:
                            calling_ae_title=SCP_AE)
     assert names(pacs, [m.study_instance_uid for m in earlier]) == {"mr-jan10"}
     assert len(find_studies(pacs.dest, since=None, until=None, timeout_s=TIMEOUT_S, calling_ae_title=SCP_AE)) == 6
+    with pytest.raises(ValueError, match="empty"):
+        find_studies(pacs.dest, since=date(2026, 2, 1), until=date(2026, 1, 31), timeout_s=TIMEOUT_S)
 
 
 def test_modality_filter_one_and_several(pacs: Pacs) -> None:
