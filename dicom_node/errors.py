@@ -10,6 +10,8 @@
   association ends (after an A-ABORT where the protocol wants one).
 - :class:`RecordError`: received instances could not be made durable or recorded by the collaborator the
   daemon handed in; the SCP answers 0xA700 (out of resources) and keeps no file.
+- :class:`QueryRetrieveError`: a C-FIND, C-MOVE or C-GET to a PACS did not complete: no association (peer down,
+  rejected, aborted, silent past the deadline) or a failure status, which it carries.
 
 Where a C-STORE arrives, every error becomes a DICOM status at that edge (:mod:`dicom_node.scp`).
 """
@@ -37,3 +39,17 @@ class UnreadableHeaderError(DicomNodeError):
 
 class PeerError(DicomNodeError):
     """The peer broke the protocol, closed the connection or went silent."""
+
+
+class QueryRetrieveError(DicomNodeError):
+    """A query or retrieve from a PACS failed; ``status`` is the DIMSE status the PACS answered (None when
+    there was no answer: no association, an abort or a timeout)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """True where trying again later may succeed: no answer, or out of resources (0xA7xx)."""
+        return self.status is None or (self.status & 0xFF00) == 0xA700

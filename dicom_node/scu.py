@@ -26,13 +26,13 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.association import Association
 
 from dicom_node.records import Outbox, OutboxEntry
 from dicom_node.settings import DestinationConfig, OutboxConfig
 from dicom_node.sop_classes import UNCOMPRESSED
-from dicom_node.transport import client_ssl_context, set_no_delay
+from dicom_node.transport import associate
 from pipelines.retry import RetryStrategy
 
 log = logging.getLogger(__name__)
@@ -145,12 +145,7 @@ class OutboxSender:
             syntaxes = list(dict.fromkeys([syntax, *UNCOMPRESSED])) if syntax in UNCOMPRESSED else [syntax]
             if len(ae.requested_contexts) < 128:
                 ae.add_requested_context(sop_class, syntaxes)
-        tls = client_ssl_context(destination.tls)
-        assoc = ae.associate(
-            destination.host, destination.port, ae_title=destination.ae_title,
-            tls_args=(tls, destination.host) if tls else None,
-            evt_handlers=[(evt.EVT_CONN_OPEN, set_no_delay)],
-        )
+        assoc = associate(ae, destination)
         if not assoc.is_established:
             refused = {str(cx.abstract_syntax) for cx in assoc.rejected_contexts}
             if refused and not assoc.is_rejected:  # negotiation refused every class we proposed

@@ -1,14 +1,19 @@
-"""Transport shared by the SCP and the SCU: TLS contexts from the ``tls`` settings, and Nagle off."""
+"""Transport shared by the SCP and the SCUs: TLS contexts from the ``tls`` settings, Nagle off, and the
+association an SCU opens to a configured destination."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import ssl
+from collections.abc import Sequence
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
-from dicom_node.settings import TlsConfig
+from dicom_node.settings import DestinationConfig, TlsConfig
 
 
 def set_no_delay(event: evt.Event) -> None:
@@ -46,3 +51,18 @@ def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
     if tls.certificate is not None and tls.private_key is not None:
         context.load_cert_chain(str(tls.certificate), str(tls.private_key))
     return context
+
+
+def associate(ae: AE, destination: DestinationConfig, *,
+              roles: Sequence[SCP_SCU_RoleSelectionNegotiation] = (),
+              handlers: Sequence[EventHandlerType] = ()) -> Association:
+    """Request an association with ``destination`` (its called AE title, over TLS when it says so) with the
+    contexts, AE title and timeouts ``ae`` was given; Nagle off. The caller looks at the result
+    (``is_established``, ``is_rejected``, ``is_aborted``)."""
+    tls = client_ssl_context(destination.tls)
+    return ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title,
+        tls_args=(tls, destination.host) if tls else None,
+        ext_neg=list(roles) or None,
+        evt_handlers=[(evt.EVT_CONN_OPEN, set_no_delay), *handlers],
+    )
