@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import failpoints
-from agent.batch_sources import store_inputs
+from agent.batch_sources import pacs_inputs, store_inputs
 from agent.batch_verdicts import previous_figures
-from agent.config import Priority, Settings, StoreSource
+from agent.config import PacsSource, Priority, Settings, StoreSource
 from agent.dispatch import Dispatcher
 from agent.errors import OncoAgentError
 from agent.ingest import FolderWatcher, files_under
@@ -36,6 +36,7 @@ class BatchReport:
     queued: list[int] = field(default_factory=list)  # jobs queued for the batch's inputs while it ran
     missing: list[str] = field(default_factory=list)
     already_taken: int = 0  # inputs a resumed run had taken before it was cut off (not queued again)
+    problems: list[str] = field(default_factory=list)  # what a source could not read (a study not retrieved)
 
 
 class HeldRun:
@@ -82,11 +83,17 @@ def run_held(store: Store, settings: Settings, held: HeldRun) -> BatchReport:
             chosen = store_inputs(store, settings, StoreSource.model_validate(source), run.slot)
             log.info("batch %s: run %d: the store source selects %d input(s)", run.batch, run.id, len(chosen))
             queue_inputs(store, settings, chosen, reprocess=True, held=held, report=report)
+        pacs = run.options.get("pacs")
+        if pacs is not None:
+            retrieved = pacs_inputs(store, settings, PacsSource.model_validate(pacs), run.slot, held.keep)
+            report.problems.extend(retrieved.problems)
+            queue_inputs(store, settings, retrieved.inputs, reprocess=run.reprocess, held=held, report=report)
     except (OncoAgentError, OSError) as exc:
         held.finish(BatchRunStatus.FAILED, str(exc))
         raise
-    if report.missing:
-        held.finish(BatchRunStatus.FAILED, "missing: " + ", ".join(report.missing))
+    problems = (["missing: " + ", ".join(report.missing)] if report.missing else []) + report.problems
+    if problems:
+        held.finish(BatchRunStatus.FAILED, "; ".join(problems))
     else:
         held.finish(BatchRunStatus.DONE)
     return report

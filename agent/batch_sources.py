@@ -1,18 +1,29 @@
-"""What a batch run reads besides archive folders: the store's own history (and the model-version trigger).
+"""What a batch run reads besides archive folders: the store's own history (and the model-version trigger), and
+a PACS.
 
 ``store`` (``scheduler.batches[].store``): the inputs whose latest result finished within ``days`` of the run's
 slot, and with ``older_models`` only those whose latest result comes from another version of its pipeline or of
 one of its models than the one installed now. After a model is replaced (its manifest names a new version), the
 next run of such a batch reprocesses exactly what the old version produced; the run after that finds nothing.
+
+``pacs``: the destination is asked by C-FIND for the studies dated within the last ``days`` (the slot's day
+included, local time) of the ``modalities``, and each is retrieved by C-MOVE to this node's own SCP, which
+records its series as any push; the run then takes the study's series of those modalities (a study holds our
+own results too, once they were sent: they come back with it, and are left alone). A study that cannot be
+retrieved is reported and the others go on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
-from agent.config import Settings, StoreSource
+from agent.config import PacsSource, Settings, StoreSource
+from agent.dicom_wiring import destination_config
+from agent.errors import ConfigError, OncoAgentError
 from agent.records import Input, Job
 from agent.store import Store
 from pipelines import registry
@@ -21,6 +32,58 @@ from pipelines.errors import PipelineError
 log = logging.getLogger(__name__)
 
 DAY_S = 86400.0
+
+
+class BatchSourceError(OncoAgentError):
+    """A batch source could not be read (the PACS refused or did not answer the query)."""
+
+
+@dataclass
+class Retrieved:
+    inputs: list[Input] = field(default_factory=list)
+    studies: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def pacs_inputs(store: Store, settings: Settings, source: PacsSource, slot: float,
+                keep: Callable[[], None] = lambda: None) -> Retrieved:
+    """Find the source's studies on its PACS, retrieve each to this node, and return their series; ``keep``
+    is called between studies (the run renews its lease)."""
+    from dicom_node.errors import DicomNodeError
+    from dicom_node.query_retrieve import find_studies, move_study
+
+    if not settings.scp.enabled:
+        raise ConfigError("a pacs batch source retrieves by C-MOVE to this node's DICOM port: scp.enabled is false")
+    dest = destination_config(next(d for d in settings.destinations if d.name == source.destination))
+    until = source.until or date.fromtimestamp(slot)
+    since = until - timedelta(days=source.days - 1)
+    own = settings.scp.ae_title
+    out = Retrieved()
+    try:
+        studies = find_studies(dest, since=since, until=until, modalities=source.modalities,
+                               timeout_s=source.timeout_s, calling_ae_title=own)
+    except DicomNodeError as exc:
+        raise BatchSourceError(f"pacs {source.destination}: C-FIND failed: {exc}") from exc
+    log.info("batch: pacs %s has %d stud(ies) from %s to %s", source.destination, len(studies), since, until)
+    for study in studies:
+        keep()
+        uid = study.study_instance_uid
+        try:
+            moved = move_study(dest, uid, own, timeout_s=source.timeout_s, calling_ae_title=own)
+        except DicomNodeError as exc:
+            out.problems.append(f"study {uid}: C-MOVE failed: {exc}")
+            log.error("batch: pacs %s: study %s not retrieved: %s", source.destination, uid, exc)
+            continue
+        if moved.failed:
+            out.problems.append(f"study {uid}: {moved.failed} instance(s) not retrieved (status 0x{moved.status:04X})")
+        out.studies += 1
+        wanted = {m.upper() for m in source.modalities}
+        series = [inp for inp in store.inputs_of_study(uid)  # not the study's other series (our own results)
+                  if not wanted or str(inp.attrs.get("Modality", "")).upper() in wanted]
+        log.info("batch: pacs %s: study %s: %d instance(s) retrieved, %d series", source.destination, uid,
+                 moved.completed, len(series))
+        out.inputs.extend(series)
+    return out
 
 
 def store_inputs(store: Store, settings: Settings, source: StoreSource, slot: float) -> list[Input]:

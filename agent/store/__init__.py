@@ -125,6 +125,10 @@ class Store:
     def find_input(self, key: str) -> Input | None:
         return _inputs.find(self.engine, key)
 
+    def inputs_of_study(self, study_uid: str) -> list[Input]:
+        """The study's (unpurged) series, as recorded."""
+        return _inputs.of_study(self.engine, study_uid)
+
     def receiving_inputs(self, quiet_before: float) -> list[Input]:
         """Inputs still receiving whose last change is older than ``quiet_before``."""
         return _inputs.receiving(self.engine, quiet_before)

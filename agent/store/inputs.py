@@ -133,6 +133,15 @@ def find(engine: Engine, key: str) -> Input | None:
     return None if row is None else _input(row)
 
 
+def of_study(engine: Engine, study_uid: str) -> list[Input]:
+    """The study's series that retention has not purged, in the order they were recorded."""
+    with read(engine) as conn:
+        rows = conn.execute(select(schema.inputs).where(
+            schema.inputs.c.study_uid == study_uid, schema.inputs.c.purged_at.is_(None)
+        ).order_by(schema.inputs.c.id)).mappings()
+        return [_input(r) for r in rows]
+
+
 def receiving(engine: Engine, quiet_before: float) -> list[Input]:
     """Inputs still receiving whose last change is older than ``quiet_before``."""
     with read(engine) as conn:

@@ -64,6 +64,7 @@ inputs = Table(
     Column("updated_at", Float, nullable=False),
     Column("purged_at", Float),  # v4: its files were deleted by retention (its key became "purged:<id>")
     Index("ix_inputs_state_updated", "state", "updated_at"),
+    Index("ix_inputs_study", "study_uid"),  # r0005: a PACS batch source looks up the series of a study
 )
 
 instances = Table(

@@ -1,5 +1,6 @@
 """Batch runs compare: a run records its batch's options (sources, send_results, thresholds) and, for each
 input it took, the figures of the input's previous result and, once the new one is in, the verdict and why.
+Inputs are indexed by study: a PACS source looks up the series of each study it retrieved.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def upgrade() -> None:
     op.add_column("batch_run_inputs", Column("reasons", JSON))
     op.add_column("batch_run_inputs", Column("sent", Boolean))
     op.add_column("batch_run_inputs", Column("compared_at", Float))
+    op.create_index("ix_inputs_study", "inputs", ["study_uid"])
 
 
 def downgrade() -> None:

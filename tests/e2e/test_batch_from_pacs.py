@@ -1,0 +1,103 @@
+"""A nightly batch that reads a PACS (issue 11): the daemon's scheduler finds Orthanc's recent studies by C-FIND,
+retrieves them by C-MOVE to its own SCP, processes them with the real pipelines, and sends the results back to
+Orthanc once; the next run finds the same studies and sends nothing again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from tests.conftest import shared
+from tests.support.daemon import DaemonProcess
+from tests.support.net import free_port
+from tests.support.orthanc import Orthanc
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+MR = MRSeriesSpec(rows=96, columns=96, slices=12, pixel_spacing_mm=3.5, slice_thickness_mm=5.0, seed=9301)
+
+
+def dated(files: list[Path], day: date, folder: Path) -> list[Path]:
+    """Copies of ``files`` under ``folder`` whose study is dated ``day``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.StudyDate = ds.SeriesDate = day.strftime("%Y%m%d")
+        ds.save_as(folder / path.name)
+        out.append(folder / path.name)
+    return out
+
+
+def runs(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    result = daemon.cli("batch", "runs", "--json")
+    assert result.returncode == 0, result.stderr
+    found: list[dict[str, Any]] = json.loads(result.stdout)
+    return found
+
+
+def counted(daemon: DaemonProcess, what: str) -> dict[str, int]:
+    """``oncoagent status``'s counts of jobs or outbox entries by status, without the zeros."""
+    return {status: n for status, n in daemon.status()[what].items() if n}
+
+
+def test_a_pacs_batch_retrieves_recent_studies_and_sends_results_back_once(tmp_path: Path) -> None:
+    today = date.today()
+    recent = write_mr_series(tmp_path / "gen" / "mr", MR)
+    old = write_mr_series(tmp_path / "gen" / "old", MRSeriesSpec(**{**MR.__dict__, "seed": 9302}))
+    slide = sorted(shared("wsi/dicom-boxes").iterdir())
+    scp_port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", modalities={"oncoagent": ("ONCOAGENT", "127.0.0.1", scp_port)})
+    (tmp_path / "daemon").mkdir()
+    daemon = DaemonProcess(tmp_path / "daemon", {
+        "executor": {"workers": 2, "poll_interval_s": 0.1, "shutdown_grace_s": 1.0},
+        "ingest": {"settle_seconds": 0.2, "scan_interval_s": 0.2, "quiet_seconds": 1.0},
+        "outbox": {"backoff_base_s": 0.3, "backoff_max_s": 1.0, "scan_interval_s": 0.2, "timeout_s": 10},
+        "scp": {"ae_title": "ONCOAGENT", "port": scp_port},
+        "destinations": [{"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
+                          "port": orthanc.dicom_port}],
+        "scheduler": {"batches": [{
+            "name": "pacs-nightly", "cron": "* * * * *", "send_results": "always",
+            "pacs": {"destination": "pacs", "days": 2, "modalities": ["MR", "SM"], "timeout_s": 120},
+        }]},
+    })
+    orthanc.start()
+    try:
+        for path in [*dated(recent.files, today, tmp_path / "up" / "mr"),
+                     *dated(old.files, today - timedelta(days=30), tmp_path / "up" / "old"),
+                     *dated(slide, today - timedelta(days=1), tmp_path / "up" / "sm")]:
+            orthanc.upload(path)
+        before = set(orthanc.sop_instance_uids())
+        daemon.start()
+
+        first = wait_for(lambda: next((r for r in runs(daemon) if r["status"] == "done"), None), 240, interval=1,
+                         what="the first PACS run to end with its jobs")
+        assert first["inputs"] == 2 and first["jobs"]["succeeded"] == 2, first  # MR and SM: not the old study
+        assert counted(daemon, "jobs") == {"succeeded": 2}
+        wait_for(lambda: set(counted(daemon, "outbox")) == {"sent"}, 60, what="the results delivered to Orthanc")
+        sent = counted(daemon, "outbox")
+        assert set(sent) == {"sent"} and sent["sent"] >= 3, sent  # the MR's SR and SEG, the slide's SR at least
+        results = set(orthanc.sop_instance_uids()) - before
+        assert len(results) == sent["sent"]
+        stored = {p.name for p in (daemon.data_dir / "storage").rglob("*.dcm")}
+        assert len(stored) == len(recent.files) + len(slide)  # retrieved, the old study not
+
+        second = wait_for(lambda: next((r for r in runs(daemon) if r["id"] != first["id"]
+                                        and r["status"] in ("done", "failed")), None), 120, interval=1,
+                          what="the next minute's run")
+        assert second["status"] == "done" and second["inputs"] == 2 and second["total"] == 0, second  # nothing again
+        assert counted(daemon, "outbox") == sent and counted(daemon, "jobs") == {"succeeded": 2}
+        assert set(orthanc.sop_instance_uids()) - before == results  # sent once
+        assert daemon.alive()
+    finally:
+        daemon.stop()
+        orthanc.stop()
+        shutil.rmtree(tmp_path / "up", ignore_errors=True)
