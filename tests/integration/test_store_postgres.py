@@ -26,11 +26,13 @@ from tests.support.postgres import PostgresServer
 from tests.support.store_v5 import ROWS, create_legacy_database, rows
 from tests.support.waiting import wait_for
 from tests.unit.test_batch_runs import (  # noqa: F401  (collected again here, on PostgreSQL)
+    test_a_batch_jobs_verdict_goes_to_the_newest_run_that_queued_it_once,
     test_a_daemon_that_restarts_interrupts_only_its_own_runs,
     test_a_run_whose_holder_is_gone_is_taken_over_and_the_old_holder_is_refused,
     test_a_slot_runs_once_and_its_record_says_what_and_who,
     test_an_input_is_taken_once_per_run_and_progress_comes_from_its_jobs,
     test_concurrent_daemons_firing_one_slot_record_one_run,
+    test_latest_results_per_input_within_a_window,
 )
 from tests.unit.test_job_claims import (  # noqa: F401
     test_a_claim_names_its_daemon_and_holds_for_the_lease,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import LeaseLost
-from agent.records import BatchRun, BatchRunStatus, JobStatus
+from agent.records import BatchRun, BatchRunStatus, BatchVerdict, JobStatus, Verdict
 from agent.store import Store
 from tests.unit.test_store import slide_input
 
@@ -141,3 +141,55 @@ def test_an_input_is_taken_once_per_run_and_progress_comes_from_its_jobs(daemons
     assert b.batch_run_progress(run.id).finished
     done = b.get_batch_run(run.id)
     assert done.status is BatchRunStatus.DONE and done.finished_at is not None and done.lease_until is None
+
+
+def test_a_batch_jobs_verdict_goes_to_the_newest_run_that_queued_it_once(daemons: tuple[Store, Store],
+                                                                        tmp_path: Path) -> None:
+    a, b = daemons
+    now = time.time()
+    first = begin(a, "node-a", now)
+    assert first is not None
+    input_id = slide_input(a)
+    job_id = a.enqueue(input_id, "p", "1")[0].id
+    a.batch_run_take(first.id, "node-a", input_id, until=now + LEASE_S, now=now)  # no previous result
+    a.batch_run_set_job(first.id, input_id, job_id)
+    a.batch_run_finish(first.id, "node-a", BatchRunStatus.DONE, None, now)
+    second = begin(a, "node-a", now, slot=SLOT + 60)
+    assert second is not None
+    previous = {"job_id": job_id, "ctc_count": 3}
+    b.batch_run_take(second.id, "node-a", input_id, until=now + LEASE_S, now=now, previous=previous)
+    b.batch_run_set_job(second.id, input_id, job_id)  # the same job row, queued again by the next night's run
+
+    pending = b.batch_review_pending(job_id)
+    assert pending is not None
+    assert (pending.run_id, pending.input_id, pending.batch, pending.previous) == (
+        second.id, input_id, "nightly", previous)
+    assert b.batch_run_of_job(job_id) == second.id
+    a.claim(owner="node-a")
+    a.succeed(job_id, tmp_path / "r", {"ctc_count": 9}, [], owner="node-a",
+              review=BatchVerdict(pending, Verdict.DISCORDANT, ("CTC count 3 → 9 (+6)",)))
+    assert b.batch_review_pending(job_id) is not None  # the first run never compared it: older, still open
+    assert b.batch_review_pending(job_id).run_id == first.id  # type: ignore[union-attr]
+    [compared] = b.batch_run_compared(second.id)
+    assert (compared.job_id, compared.verdict, compared.reasons, compared.sent) == (
+        job_id, Verdict.DISCORDANT, ("CTC count 3 → 9 (+6)",), False)
+    progress = b.batch_run_progress(second.id)
+    assert progress.verdicts == {Verdict.DISCORDANT: 1} and progress.changed == 1
+    assert [d.input_id for d in progress.discordant] == [input_id]
+    assert b.batch_runs()[0].verdicts == {Verdict.DISCORDANT: 1}
+
+
+def test_latest_results_per_input_within_a_window(daemons: tuple[Store, Store], tmp_path: Path) -> None:
+    a, b = daemons
+    inputs = [slide_input(a, f"{n}.svs", f"f{n}") for n in range(3)]
+    jobs = {}
+    for input_id, pipeline in zip(inputs, ["p", "p", "q"], strict=True):
+        jobs[input_id] = a.enqueue(input_id, pipeline, "1")[0].id
+        a.claim(owner="node-a")
+        a.succeed(jobs[input_id], tmp_path / str(input_id), {}, [{"name": "m", "version": "1"}], owner="node-a")
+    newer = a.enqueue(inputs[0], "p", "2")[0].id  # a later version's result for the first input
+    a.claim(owner="node-a")
+    a.succeed(newer, tmp_path / "newer", {}, [], owner="node-a")
+    assert [j.id for j in b.latest_results()] == [newer, jobs[inputs[1]], jobs[inputs[2]]]
+    assert [j.id for j in b.latest_results(pipelines=["q"])] == [jobs[inputs[2]]]
+    assert b.latest_results(since=time.time() + 60) == []
