@@ -19,7 +19,9 @@ outcome, a worker waiting at the end) divided by the jobs: (seconds x workers - 
 (b) Shell loop: ``for s in ARCHIVE/*/; do oncoagent process "$s" --out OUT; done`` run by bash, one series after
 another as a cron script would, timed whole.
 
-Prints seconds, cases per hour and the ratio loop / reprocess; ``--json`` writes them. On a shared or small
+The loop runs one case at a time (about one core); the daemon's default is two workers: ``--workers 1`` shows
+what loading the models once per worker gains alone. Prints seconds, cases per hour and the ratio loop /
+reprocess; ``--json`` writes them. On a shared or small
 machine the figures are indicative: quote them with the CPU count and the load average printed.
 
     .venv/bin/python benchmarks/batch_reprocess.py [--series 200 | --quick] [--workers N] [--json out.json]
