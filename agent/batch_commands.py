@@ -23,12 +23,17 @@ def add_parser(sub: Any) -> None:
     batch = sub.add_parser(
         "batch", help="queue every slide and DICOM series under PATHs for the daemon; or list (runs) or show "
                       "(show RUN) batch runs",
-        usage="oncoagent batch [--reprocess] PATH... | runs [--limit N] [--json] | show RUN [--json]",
+        usage="oncoagent batch [--reprocess] [--wait] [--wait-timeout S] PATH... | runs [--limit N] [--json] | "
+              "show RUN [--json]",
         description="oncoagent batch PATH... queues an archive (a run recorded like a scheduled one); "
                     "oncoagent batch runs lists the latest runs; oncoagent batch show RUN shows one. "
                     "(A folder named 'runs' or 'show' is queued as ./runs or ./show.)")
     batch.add_argument("words", nargs="+", metavar="PATH", help="slides, DICOM files or folders; or runs; or show RUN")
     batch.add_argument("--reprocess", action="store_true", help="run again where a result already exists")
+    batch.add_argument("--wait", action="store_true",
+                       help="then follow the run's jobs until all have ended; exit 1 if any did not succeed")
+    batch.add_argument("--wait-timeout", type=float, metavar="S",
+                       help="wait, but give up after S seconds (exit 1; the jobs go on)")
     batch.add_argument("--limit", type=int, default=50, help="runs: how many, newest first")
     batch.add_argument("--json", action="store_true", help="runs, show: machine-readable output")
     batch.set_defaults(handler=cmd_batch)
@@ -49,6 +54,7 @@ def cmd_batch(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 def cmd_batch_queue(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from agent.batch import HeldRun, run_held
+    from agent.batch_follow import ShownRun, wait_for_run
     from agent.job_outcomes import node_name
     from agent.router import Router
     from agent.store import Store
@@ -67,19 +73,25 @@ def cmd_batch_queue(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         if run is None:  # a new slot of its own: another hand-run batch started at the very same instant
             print("oncoagent: another batch run started at this instant; try again", file=sys.stderr)
             return EXIT_FAILED
-        held = HeldRun(store, run, owner, lease_s)
+        held = (ShownRun(store, run, owner, lease_s, sys.stderr) if sys.stderr.isatty()  # bars on a terminal
+                else HeldRun(store, run, owner, lease_s))
         try:
             report = run_held(store, settings, held)
         except KeyboardInterrupt:
             held.finish(BatchRunStatus.FAILED, "stopped by the user")
             raise
+        finally:
+            if isinstance(held, ShownRun):
+                held.close()
     finally:
         store.close()
     for missing in report.missing:
         print(f"missing: {missing}", file=sys.stderr)
     print(f"{report.files} file(s), {report.inputs} input(s), {len(report.queued)} job(s) queued "
           f"(batch run {run.id}: oncoagent batch show {run.id})")
-    return EXIT_FAILED if report.missing else 0
+    wait = args.wait or args.wait_timeout is not None
+    waited = wait_for_run(settings, run.id, args.wait_timeout) if wait else 0
+    return EXIT_FAILED if report.missing and not waited else waited
 
 
 def cmd_batch_runs(args: argparse.Namespace, loaded: LoadedSettings) -> int:
