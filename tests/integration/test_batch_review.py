@@ -178,3 +178,29 @@ def test_a_new_model_version_reprocesses_exactly_what_the_old_one_produced(
         assert nothing == [] and running.store.batch_run_progress(again).inputs == 0
     finally:
         running.stop()
+
+
+@pytest.mark.slow
+def test_a_series_whose_lesion_changed_between_runs_is_discordant(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    write_mr_series(archive, MRSeriesSpec(lesions=1, seed=8801, labels=("malignant",)))
+    running = Running(make_settings())
+    try:
+        first, jobs = batch_run(running, [archive], {"send_results": "on_change"}, reprocess=False)
+        wait_all(running, jobs)
+        [before] = running.store.batch_run_compared(first)
+        assert before.verdict is Verdict.NEW
+        assert running.store.job_summary(before.job_id)["lesion_count"] == 1  # type: ignore[index]
+
+        # the same series (same UIDs) rewritten in the archive without its lesion, and the archive reprocessed
+        write_mr_series(archive, MRSeriesSpec(lesions=0, seed=8801))
+        second, jobs = batch_run(running, [archive], {"send_results": "on_change"})
+        assert jobs == [before.job_id]
+        wait_all(running, jobs)
+        [after] = running.store.batch_run_compared(second)
+        assert after.verdict is Verdict.DISCORDANT, after
+        assert after.reasons[0].startswith("lesion lost at") and after.reasons[0].endswith("(malignant)")
+        assert after.reasons[1:] == ("series finding: malignant lesion → none malignant",)
+    finally:
+        running.stop()
