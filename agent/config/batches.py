@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.section import Section
+from agent.config.section import Section, check_distinct
 
 
 class SendResults(StrEnum):
@@ -98,8 +98,5 @@ class SchedulerSettings(Section):
     @field_validator("batches")
     @classmethod
     def _distinct_names(cls, value: list[BatchSettings]) -> list[BatchSettings]:
-        names = [b.name for b in value]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"each batch name once (repeated: {', '.join(repeated)})")
+        check_distinct((b.name for b in value), "batch")
         return value

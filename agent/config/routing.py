@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from agent.config.section import Section
+from agent.config.section import Section, check_distinct
 
 
 class Priority(IntEnum):
@@ -107,8 +107,5 @@ class RoutingSettings(Section):
     @field_validator("rules")
     @classmethod
     def _unique_names(cls, rules: list[RoutingRule]) -> list[RoutingRule]:
-        names = [r.name for r in rules]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"unique rule names; repeated: {', '.join(dupes)}")
+        check_distinct((r.name for r in rules), "rule")
         return rules

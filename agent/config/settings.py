@@ -17,7 +17,7 @@ from agent.config.ingest import IngestSettings
 from agent.config.jobs import ExecutorSettings
 from agent.config.retention import RetentionSettings
 from agent.config.routing import RoutingSettings
-from agent.config.section import Section
+from agent.config.section import Section, check_distinct
 
 
 class LogSettings(Section):
@@ -85,9 +85,7 @@ class Settings(Section):
     @field_validator("destinations")
     @classmethod
     def _unique_destinations(cls, destinations: list[Destination]) -> list[Destination]:
-        names = [d.name for d in destinations]
-        if len(names) != len(set(names)):
-            raise ValueError("unique destination names")
+        check_distinct((d.name for d in destinations), "destination")
         return destinations
 
     @property
