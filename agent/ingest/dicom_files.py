@@ -9,6 +9,7 @@ first received over DICOM and later found in an archive is the same instance).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import struct
@@ -61,7 +62,8 @@ class DicomFileIntake:
         target = instance_path(
             self.paths.storage, ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID")
         )
-        if target.exists() and self.store.has_instance(str(ds.SOPInstanceUID)) and same_dataset(path, target):
+        replacing = target.exists() and self.store.has_instance(str(ds.SOPInstanceUID))
+        if replacing and same_dataset(path, target):
             log.debug("instance %s known with the same content: not copied again", ds.SOPInstanceUID)
             if consumed:
                 path.unlink()
@@ -77,10 +79,14 @@ class DicomFileIntake:
             attrs=routing_attrs(ds),
             source="inbox" if consumed else f"folder:{path.parent}",
         )
-        new = self.store.add_instance(inst)
+        if replacing and self.store.instance_changed(inst, dataset_digest(target)):
+            log.info("instance %s stored again with another dataset: series %s has new content",
+                     inst.sop_instance_uid, inst.series_uid)
+        else:
+            new = self.store.add_instance(inst)
+            log.debug("instance %s stored (%s)", inst.sop_instance_uid, "new" if new else "duplicate")
         if consumed:
             path.unlink()
-        log.debug("instance %s stored (%s)", inst.sop_instance_uid, "new" if new else "duplicate")
         return inst.series_uid
 
 
@@ -101,6 +107,16 @@ def same_dataset(a: Path, b: Path) -> bool:
             if chunk != fb.read(len(chunk)):
                 return False
         return True
+
+
+def dataset_digest(path: Path) -> str:
+    """A digest of the file's dataset bytes (not its preamble or file meta information)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        handle.seek(_dataset_offset(handle) or 0)
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()[:32]
 
 
 def _dataset_offset(handle: BinaryIO) -> int | None:

@@ -105,6 +105,11 @@ class Store:
         """Record several instances in one transaction (one commit); for each, whether it was new."""
         return _instances.add(self._recording, insts)
 
+    def instance_changed(self, inst: Instance, content: str) -> bool:
+        """A known instance stored again with another dataset (``content``: its digest): its series' content
+        is new; False when the instance is not recorded."""
+        return _instances.changed(self.engine, inst, content)
+
     def has_instance(self, sop_instance_uid: str) -> bool:
         return _instances.has(self.engine, sop_instance_uid)
 

@@ -116,6 +116,17 @@ def instances_added(
     _GROWN.rows(conn, {"input_id": input_id, "count": count + len(sop_instance_uids), "fp": fingerprint, "now": now})
 
 
+def content_changed(conn: Connection, input_id: int, token: str, now: float) -> None:
+    """A series' stored content changed without a new instance (one was replaced): its fingerprint takes
+    ``token`` in, and it is receiving again, to be routed anew once quiet."""
+    row = conn.execute(locked(select(schema.inputs.c.fingerprint)).where(schema.inputs.c.id == input_id)).first()
+    if row is None:
+        raise StoreError(f"no input {input_id}")
+    conn.execute(update(schema.inputs).where(schema.inputs.c.id == input_id).values(
+        fingerprint=xor_fingerprint(row.fingerprint, token), state=InputState.RECEIVING.value, reason=None,
+        updated_at=now))
+
+
 # ------------------------------------------------------------------------------------------- reading
 
 

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from agent.records import Instance
-from agent.store import inputs, schema
+from agent.store import events, inputs, schema
 from agent.store.driver import DriverConnection, DriverStatement, HeldConnection
-from agent.store.engine import read
+from agent.store.engine import read, write
 
 _ROW_KEYS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "input_id", "path", "size", "source",
              "received_at")
@@ -87,6 +87,24 @@ def _row(inst: Instance, input_id: int, now: float) -> dict[str, object]:
     return {"sop_instance_uid": inst.sop_instance_uid, "sop_class_uid": inst.sop_class_uid,
             "study_uid": inst.study_uid, "series_uid": inst.series_uid, "input_id": input_id,
             "path": str(inst.path), "size": inst.size, "source": inst.source, "received_at": now}
+
+
+def changed(engine: Engine, inst: Instance, content: str) -> bool:
+    """Record that a known instance was stored again with another dataset (``content``: a digest of it): its
+    series' fingerprint changes, so its content counts as new (receiving again, then routed anew), and the
+    change is journalled. False when the instance is not recorded."""
+    now = time.time()
+    with write(engine) as conn:
+        row = conn.execute(select(schema.instances.c.id, schema.instances.c.input_id).where(
+            schema.instances.c.sop_instance_uid == inst.sop_instance_uid)).first()
+        if row is None:
+            return False
+        conn.execute(update(schema.instances).where(schema.instances.c.id == row.id).values(
+            size=inst.size, source=inst.source, received_at=now))
+        inputs.content_changed(conn, row.input_id, f"{inst.sop_instance_uid}:{content}", now)
+        events.record(conn, "instance-changed", input_id=row.input_id,
+                      detail=f"{inst.sop_instance_uid} stored again with another dataset")
+        return True
 
 
 def has(engine: Engine, sop_instance_uid: str) -> bool:

@@ -52,26 +52,31 @@ def test_a_second_batch_over_an_archive_copies_nothing_and_changes_nothing(
         store.close()
 
 
-def test_an_archive_file_whose_dataset_changed_is_stored_again(
+def test_an_archive_file_whose_dataset_changed_is_stored_again_and_its_series_is_new_content(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    settings = make_settings()
+    settings = make_settings(routing={"rules": [{"name": "any", "pipeline": "inspect",
+                                                 "match": {"kind": "dicom-series"}}]})
     archive = tmp_path / "archive"
     series = write_mr_series(archive, SPEC)
     store = Store.open(settings.database_url)
     try:
-        enqueue_paths(store, settings, [archive])
+        first = enqueue_paths(store, settings, [archive])
+        fingerprint = store.find_input(series.series_uid).fingerprint  # type: ignore[union-attr]
         stored = stored_files(store, series.series_uid)
         changed = series.files[2]
         ds = pydicom.dcmread(changed)
         ds.SeriesDescription = "AX T2 CORRECTED"
         ds.save_as(changed, enforce_file_format=True)
 
-        enqueue_paths(store, settings, [archive])
+        third = enqueue_paths(store, settings, [archive])
         now = stored_files(store, series.series_uid)
         target = next(p for p in now if p.name == f"{ds.SOPInstanceUID}.dcm")
         assert now[target] != stored[target]  # written again
         assert pydicom.dcmread(target).SeriesDescription == "AX T2 CORRECTED"
         assert all(now[p] == stored[p] for p in now if p != target)  # the others were not
+        assert store.find_input(series.series_uid).fingerprint != fingerprint  # type: ignore[union-attr]
+        assert third.queued and third.queued != first.queued  # new content: a job of its own, reprocess or not
+        assert store.counts()["instances"] == len(series.files)
     finally:
         store.close()
 
