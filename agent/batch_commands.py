@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.batch_summary import run_document, shown_status, summary_path
+from agent.batch_summary import duration_text, run_document, shown_status, summary_path
 from agent.config import LoadedSettings
 from agent.errors import EXIT_CONFIG, EXIT_FAILED
 from agent.records import MANUAL_BATCH, BatchRunStatus, Verdict
@@ -130,7 +130,7 @@ def cmd_batch_show(run_id: int, args: argparse.Namespace, loaded: LoadedSettings
     eta = doc["eta_s"]
     if progress.done < progress.total:
         print("ETA         " + ("unknown (no job finished yet)" if eta is None else
-                                f"{_duration(eta)} (mean job {progress.mean_job_s:.1f} s, "
+                                f"{duration_text(eta)} (mean job {progress.mean_job_s:.1f} s, "
                                 f"{loaded.settings.executor.workers} worker(s))"))
     if progress.verdicts or run.options:
         send = run.options.get("send_results", "always")
@@ -144,9 +144,3 @@ def cmd_batch_show(run_id: int, args: argparse.Namespace, loaded: LoadedSettings
         print(f"DISCORDANT  job {found.job_id}  {found.input_path}: {'; '.join(found.reasons)}"
               + ("" if found.sent else "   (not sent)"))
     return 0
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"

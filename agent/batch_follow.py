@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from agent.batch import HeldRun
-from agent.batch_commands import _duration
+from agent.batch_summary import duration_text
 from agent.config import Settings
 from agent.errors import EXIT_FAILED
 from agent.ingest import files_under
@@ -145,10 +145,10 @@ def wait_for_run(settings: Settings, run_id: int, timeout_s: float | None) -> in
         store.close()
     progress = followed.progress
     if followed.timed_out:
-        print(f"oncoagent: gave up waiting after {_duration(followed.waited_s)} (--wait-timeout): "
+        print(f"oncoagent: gave up waiting after {duration_text(followed.waited_s)} (--wait-timeout): "
               f"{_counts(progress)}; the rest go on in the daemon (oncoagent batch show {run_id})", file=sys.stderr)
         return EXIT_FAILED
-    print(f"batch run {run_id}: {_counts(progress)} after {_duration(followed.waited_s)}")
+    print(f"batch run {run_id}: {_counts(progress)} after {duration_text(followed.waited_s)}")
     for failure in progress.failures:
         print(f"FAILED  job {failure.job_id}  {failure.input_path}: {failure.error or 'no reason recorded'}")
     return 0 if progress.jobs.get(JobStatus.SUCCEEDED, 0) == progress.total else EXIT_FAILED
@@ -163,4 +163,4 @@ def _counts(progress: BatchRunProgress) -> str:
 def _eta(eta: float | None, progress: BatchRunProgress) -> str:
     if progress.done == progress.total:
         return "-"
-    return "unknown" if eta is None else _duration(eta)
+    return "unknown" if eta is None else duration_text(eta)
