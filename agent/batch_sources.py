@@ -120,7 +120,7 @@ class InstalledVersions:
     def _look_up(self, pipeline: str) -> tuple[str, frozenset[tuple[str, str]]] | None:
         try:
             version = registry.version(pipeline)
-            instance = registry.get(pipeline, self.options.get(pipeline))
+            instance = registry.make(pipeline, self.options.get(pipeline))  # as configured now, not as cached
             named = getattr(instance, "installed_models", None)
             refs: Sequence[Any] = named() if callable(named) else ()
         except PipelineError as exc:

@@ -100,16 +100,20 @@ def version(name: str) -> str:
     return version_value
 
 
+def make(name: str, options: Mapping[str, Any] | None = None) -> Pipeline:
+    """A new instance of pipeline ``name`` with ``options`` (not the process's cached one: see :func:`get`)."""
+    cls = factory(name)
+    model = options_model(name)
+    return cls(validate_options({name: options or {}})[name]) if model is not None else cls()
+
+
 def get(name: str, options: Mapping[str, Any] | None = None) -> Pipeline:
-    """The pipeline instance for ``name``, created once per process with its options."""
+    """The pipeline instance for ``name``, created once per process with its options (later calls get that
+    instance, whatever options they pass)."""
     with _lock:
-        if name in _instances:
-            return _instances[name]
-        make = factory(name)
-        model = options_model(name)
-        pipeline = make(validate_options({name: options or {}})[name]) if model is not None else make()
-        _instances[name] = pipeline
-        return pipeline
+        if name not in _instances:
+            _instances[name] = make(name, options)
+        return _instances[name]
 
 
 def load_plugins(modules: Iterable[str]) -> None:
