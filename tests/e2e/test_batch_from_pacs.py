@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import pydicom
 import pytest
 
+from agent.records import BatchRunStatus
+from agent.store import Store
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.conftest import shared
 from tests.support.daemon import DaemonProcess
@@ -42,6 +45,20 @@ def runs(daemon: DaemonProcess) -> list[dict[str, Any]]:
     assert result.returncode == 0, result.stderr
     found: list[dict[str, Any]] = json.loads(result.stdout)
     return found
+
+
+def ran_before(daemon: DaemonProcess, batch: str) -> None:
+    """Record a run of ``batch`` two minutes ago: the daemon, finding the latest slot missed since, runs it
+    when it starts instead of at the next minute (how a daemon catches up after being down)."""
+    daemon.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(f"sqlite:///{daemon.data_dir / 'oncoagent.db'}")
+    try:
+        slot = (time.time() // 60 - 2) * 60
+        run = store.batch_run_begin(batch, slot, [], False, owner="earlier", lease_s=60, now=slot)
+        assert run is not None
+        store.batch_run_finish(run.id, "earlier", BatchRunStatus.DONE, None, slot)
+    finally:
+        store.close()
 
 
 def counted(daemon: DaemonProcess, what: str) -> dict[str, int]:
@@ -76,9 +93,11 @@ def test_a_pacs_batch_retrieves_recent_studies_and_sends_results_back_once(tmp_p
                      *dated(slide, today - timedelta(days=1), tmp_path / "up" / "sm")]:
             orthanc.upload(path)
         before = set(orthanc.sop_instance_uids())
+        ran_before(daemon, "pacs-nightly")  # so that the daemon runs the slot it finds missed at once
         daemon.start()
 
-        first = wait_for(lambda: next((r for r in runs(daemon) if r["status"] == "done"), None), 240, interval=1,
+        first = wait_for(lambda: next((r for r in runs(daemon) if r["status"] == "done" and r["inputs"]), None),
+                         240, interval=1,
                          what="the first PACS run to end with its jobs")
         assert first["inputs"] == 2 and first["jobs"]["succeeded"] == 2, first  # MR and SM: not the old study
         assert counted(daemon, "jobs") == {"succeeded": 2}
@@ -90,7 +109,7 @@ def test_a_pacs_batch_retrieves_recent_studies_and_sends_results_back_once(tmp_p
         stored = {p.name for p in (daemon.data_dir / "storage").rglob("*.dcm")}
         assert len(stored) == len(recent.files) + len(slide)  # retrieved, the old study not
 
-        second = wait_for(lambda: next((r for r in runs(daemon) if r["id"] != first["id"]
+        second = wait_for(lambda: next((r for r in runs(daemon) if r["id"] > first["id"]
                                         and r["status"] in ("done", "failed")), None), 120, interval=1,
                           what="the next minute's run")
         assert second["status"] == "done" and second["inputs"] == 2 and second["total"] == 0, second  # nothing again
