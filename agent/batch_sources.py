@@ -8,7 +8,8 @@ next run of such a batch reprocesses exactly what the old version produced; the 
 
 ``pacs``: the destination is asked by C-FIND for the studies dated within the last ``days`` (the slot's day
 included, local time) of the ``modalities``, and each is retrieved by C-MOVE to this node's own SCP, which
-records its series as any push; the run then takes the study's series of those modalities (a study holds our
+records its series as any push (or, with ``retrieve: get``, by C-GET into a private folder whose files are
+taken in as an inbox's are); the run then takes the study's series of those modalities (a study holds our
 own results too, once they were sent: they come back with it, and are left alone). A study that cannot be
 retrieved is reported and the others go on.
 """
@@ -16,6 +17,8 @@ retrieved is reported and the others go on.
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -23,9 +26,12 @@ from typing import Any
 
 from agent.config import PacsSource, Settings, StoreSource
 from agent.dicom_wiring import destination_config
-from agent.errors import ConfigError, OncoAgentError
+from agent.errors import ConfigError, InputError, OncoAgentError
+from agent.ingest.dicom_files import DicomFileIntake
 from agent.records import Input, Job
 from agent.store import Store
+from dicom_node.query_retrieve import RetrieveOutcome
+from dicom_node.settings import DestinationConfig
 from pipelines import registry
 from pipelines.errors import PipelineError
 
@@ -50,9 +56,9 @@ def pacs_inputs(store: Store, settings: Settings, source: PacsSource, slot: floa
     """Find the source's studies on its PACS, retrieve each to this node, and return their series; ``keep``
     is called between studies (the run renews its lease)."""
     from dicom_node.errors import DicomNodeError
-    from dicom_node.query_retrieve import find_studies, move_study
+    from dicom_node.query_retrieve import find_studies
 
-    if not settings.scp.enabled:
+    if source.retrieve == "move" and not settings.scp.enabled:
         raise ConfigError("a pacs batch source retrieves by C-MOVE to this node's DICOM port: scp.enabled is false")
     dest = destination_config(next(d for d in settings.destinations if d.name == source.destination))
     until = source.until or date.fromtimestamp(slot)
@@ -69,9 +75,9 @@ def pacs_inputs(store: Store, settings: Settings, source: PacsSource, slot: floa
         keep()
         uid = study.study_instance_uid
         try:
-            moved = move_study(dest, uid, own, timeout_s=source.timeout_s, calling_ae_title=own)
+            moved = _retrieve(store, settings, source, dest, uid)
         except DicomNodeError as exc:
-            out.problems.append(f"study {uid}: C-MOVE failed: {exc}")
+            out.problems.append(f"study {uid}: C-{source.retrieve.upper()} failed: {exc}")
             log.error("batch: pacs %s: study %s not retrieved: %s", source.destination, uid, exc)
             continue
         if moved.failed:
@@ -84,6 +90,30 @@ def pacs_inputs(store: Store, settings: Settings, source: PacsSource, slot: floa
                  moved.completed, len(series))
         out.inputs.extend(series)
     return out
+
+
+def _retrieve(store: Store, settings: Settings, source: PacsSource, dest: DestinationConfig, study_uid: str
+              ) -> RetrieveOutcome:
+    """C-MOVE the study to this node's SCP, or C-GET it into a private folder and take its files in as an
+    inbox does (stored, recorded, the copies removed)."""
+    from dicom_node.query_retrieve import get_study, move_study
+
+    own = settings.scp.ae_title
+    if source.retrieve == "move":
+        return move_study(dest, study_uid, own, timeout_s=source.timeout_s, calling_ae_title=own)
+    folder = settings.paths.tmp / f"pacs-get-{uuid.uuid4().hex[:12]}"
+    try:
+        got = get_study(dest, study_uid, folder, timeout_s=source.timeout_s, calling_ae_title=own)
+        intake = DicomFileIntake(store, settings.paths)
+        for path in got.stored:
+            try:
+                intake.take(path, consumed=True)
+            except InputError as exc:
+                log.error("batch: pacs %s: %s from study %s not taken in: %s", source.destination, path.name,
+                          study_uid, exc)
+        return got
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def store_inputs(store: Store, settings: Settings, source: StoreSource, slot: float) -> list[Input]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -45,6 +46,9 @@ class PacsSource(Section):
     until: date | None = Field(default=None, description="fixed last StudyDate instead of the slot's day")
     modalities: list[str] = Field(default_factory=list,
                                   description="ModalitiesInStudy to match (one C-FIND each); empty: any")
+    retrieve: Literal["move", "get"] = Field(
+        default="move", description="move: C-MOVE to this node's SCP (the PACS must know its AE title); get: C-GET "
+                                    "on the query's own association")
     timeout_s: float = Field(default=600.0, gt=0, le=86400, description="deadline of each query and retrieval")
 
 

@@ -40,6 +40,10 @@ def dated(files: list[Path], day: date, folder: Path) -> list[Path]:
     return out
 
 
+def sop_uids(files: list[Path]) -> set[str]:
+    return {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+
+
 def runs(daemon: DaemonProcess) -> list[dict[str, Any]]:
     result = daemon.cli("batch", "runs", "--json")
     assert result.returncode == 0, result.stderr
@@ -96,22 +100,25 @@ def test_a_pacs_batch_retrieves_recent_studies_and_sends_results_back_once(tmp_p
         ran_before(daemon, "pacs-nightly")  # so that the daemon runs the slot it finds missed at once
         daemon.start()
 
-        first = wait_for(lambda: next((r for r in runs(daemon) if r["status"] == "done" and r["inputs"]), None),
-                         240, interval=1,
-                         what="the first PACS run to end with its jobs")
-        assert first["inputs"] == 2 and first["jobs"]["succeeded"] == 2, first  # MR and SM: not the old study
-        assert counted(daemon, "jobs") == {"succeeded": 2}
+        # the catch-up run at start and the cron's next minute may overlap: the run that queued the jobs is
+        # the one with jobs, and any later run must queue nothing
+        first = wait_for(lambda: next((r for r in runs(daemon) if r["status"] == "done" and r["total"]), None),
+                         240, interval=1, what="the first PACS run to end with its jobs")
+        assert first["inputs"] == 2, first  # MR and SM: not the old study
+        wait_for(lambda: counted(daemon, "jobs") == {"succeeded": 2}, 240, what="both jobs to succeed")
         wait_for(lambda: set(counted(daemon, "outbox")) == {"sent"}, 60, what="the results delivered to Orthanc")
         sent = counted(daemon, "outbox")
         assert set(sent) == {"sent"} and sent["sent"] >= 3, sent  # the MR's SR and SEG, the slide's SR at least
         results = set(orthanc.sop_instance_uids()) - before
         assert len(results) == sent["sent"]
-        stored = {p.name for p in (daemon.data_dir / "storage").rglob("*.dcm")}
-        assert len(stored) == len(recent.files) + len(slide)  # retrieved, the old study not
+        stored = {p.stem for p in (daemon.data_dir / "storage").rglob("*.dcm")}
+        assert stored - results == sop_uids(recent.files + slide)  # retrieved (and, later, our own results)
+        assert not stored & sop_uids(old.files)  # the old study never
 
-        second = wait_for(lambda: next((r for r in runs(daemon) if r["id"] > first["id"]
+        last_with_jobs = max(r["id"] for r in runs(daemon) if r["total"])
+        second = wait_for(lambda: next((r for r in runs(daemon) if r["id"] > last_with_jobs
                                         and r["status"] in ("done", "failed")), None), 120, interval=1,
-                          what="the next minute's run")
+                          what="a later minute's run")
         assert second["status"] == "done" and second["inputs"] == 2 and second["total"] == 0, second  # nothing again
         assert counted(daemon, "outbox") == sent and counted(daemon, "jobs") == {"succeeded": 2}
         assert set(orthanc.sop_instance_uids()) - before == results  # sent once

@@ -66,7 +66,8 @@ def test_a_batch_must_read_something_and_a_pacs_source_name_a_destination(
                              destinations=[{"name": "pacs", "ae_title": "PACS", "host": "h", "port": 104}])
     assert settings.scheduler.batches[0].options() == {
         "store": None, "send_results": "on_change",
-        "pacs": {"destination": "pacs", "days": 1, "until": None, "modalities": [], "timeout_s": 600.0},
+        "pacs": {"destination": "pacs", "days": 1, "until": None, "modalities": [], "retrieve": "move",
+                 "timeout_s": 600.0},
         "compare": {"count_abs": 2, "count_rel": 0.2, "lesion_match_mm": 10.0}}
     with pytest.raises(ValidationError, match="unique batch names; repeated: x"):
         make_settings(scheduler={"batches": [{"name": "x", "cron": "0 2 * * *", "paths": ["/a"]}] * 2})
