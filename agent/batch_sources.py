@@ -30,7 +30,8 @@ from agent.errors import ConfigError, InputError, OncoAgentError
 from agent.ingest.dicom_files import DicomFileIntake
 from agent.records import Input, Job
 from agent.store import Store
-from dicom_node.query_retrieve import RetrieveOutcome
+from dicom_node.errors import DicomNodeError
+from dicom_node.query_retrieve import RetrieveOutcome, find_studies, get_study, move_study
 from dicom_node.settings import DestinationConfig
 from pipelines import registry
 from pipelines.errors import PipelineError
@@ -47,7 +48,6 @@ class BatchSourceError(OncoAgentError):
 @dataclass
 class Retrieved:
     inputs: list[Input] = field(default_factory=list)
-    studies: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -55,15 +55,13 @@ def pacs_inputs(store: Store, settings: Settings, source: PacsSource, slot: floa
                 keep: Callable[[], None] = lambda: None) -> Retrieved:
     """Find the source's studies on its PACS, retrieve each to this node, and return their series; ``keep``
     is called between studies (the run renews its lease)."""
-    from dicom_node.errors import DicomNodeError
-    from dicom_node.query_retrieve import find_studies
-
     if source.retrieve == "move" and not settings.scp.enabled:
         raise ConfigError("a pacs batch source retrieves by C-MOVE to this node's DICOM port: scp.enabled is false")
     dest = destination_config(next(d for d in settings.destinations if d.name == source.destination))
     until = source.until or date.fromtimestamp(slot)
     since = until - timedelta(days=source.days - 1)
     own = settings.scp.ae_title
+    wanted = {m.upper() for m in source.modalities}
     out = Retrieved()
     try:
         studies = find_studies(dest, since=since, until=until, modalities=source.modalities,
@@ -82,8 +80,6 @@ def pacs_inputs(store: Store, settings: Settings, source: PacsSource, slot: floa
             continue
         if moved.failed:
             out.problems.append(f"study {uid}: {moved.failed} instance(s) not retrieved (status 0x{moved.status:04X})")
-        out.studies += 1
-        wanted = {m.upper() for m in source.modalities}
         series = [inp for inp in store.inputs_of_study(uid)  # not the study's other series (our own results)
                   if not wanted or str(inp.attrs.get("Modality", "")).upper() in wanted]
         log.info("batch: pacs %s: study %s: %d instance(s) retrieved, %d series", source.destination, uid,
@@ -96,8 +92,6 @@ def _retrieve(store: Store, settings: Settings, source: PacsSource, dest: Destin
               ) -> RetrieveOutcome:
     """C-MOVE the study to this node's SCP, or C-GET it into a private folder and take its files in as an
     inbox does (stored, recorded, the copies removed)."""
-    from dicom_node.query_retrieve import get_study, move_study
-
     own = settings.scp.ae_title
     if source.retrieve == "move":
         return move_study(dest, study_uid, own, timeout_s=source.timeout_s, calling_ae_title=own)

@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.comparison import compare, figures
 from agent.config import CompareSettings, SendResults
-from agent.records import BatchVerdict, Delivery, Job, JobStatus, Verdict
+from agent.records import BatchVerdict, Delivery, Job, Verdict
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,7 @@ def judge(store: Store, job: Job, outcome: Mapping[str, Any], deliveries: list[D
 
 def previous_figures(store: Store, input_id: int) -> dict[str, Any] | None:
     """The figures of the input's latest successful result (any pipeline version), or None when it has none."""
-    done = [j for j in store.jobs_for_input(input_id) if j.status is JobStatus.SUCCEEDED]
-    if not done:
+    latest = store.latest_success(input_id, None)
+    if latest is None:
         return None
-    latest = max(done, key=lambda j: j.finished_at or 0.0)
     return figures(latest.pipeline, latest.pipeline_version, latest.models, latest.id, store.job_summary(latest.id))

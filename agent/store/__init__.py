@@ -231,8 +231,9 @@ class Store:
         """Each input's latest successful job finished since ``since`` (of ``pipelines``), unpurged."""
         return _jobs.latest_results(self.engine, since, pipelines)
 
-    def latest_success(self, input_id: int, pipeline: str, before_job_id: int | None = None) -> Job | None:
-        """The most recently finished successful job of ``pipeline`` on the input (other than ``before_job_id``)."""
+    def latest_success(self, input_id: int, pipeline: str | None, before_job_id: int | None = None) -> Job | None:
+        """The most recently finished successful job of ``pipeline`` (None: of any) on the input (other than
+        ``before_job_id``)."""
         return _jobs.latest_success(self.engine, input_id, pipeline, before_job_id)
 
     def next_due(self, max_priority: Priority = Priority.BATCH) -> float | None:

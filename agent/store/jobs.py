@@ -251,18 +251,18 @@ def latest_results(engine: Engine, since: float | None, pipelines: Sequence[str]
     return list(latest.values())
 
 
-def latest_success(engine: Engine, input_id: int, pipeline: str, before_job_id: int | None = None) -> Job | None:
-    """The most recently finished successful job of ``pipeline`` on the input (other than ``before_job_id``)."""
+def latest_success(engine: Engine, input_id: int, pipeline: str | None, before_job_id: int | None = None
+                   ) -> Job | None:
+    """The most recently finished successful job of ``pipeline`` (None: of any) on the input (other than
+    ``before_job_id``)."""
     query = (
         select(schema.jobs)
-        .where(
-            schema.jobs.c.input_id == input_id,
-            schema.jobs.c.pipeline == pipeline,
-            schema.jobs.c.status == JobStatus.SUCCEEDED.value,
-        )
+        .where(schema.jobs.c.input_id == input_id, schema.jobs.c.status == JobStatus.SUCCEEDED.value)
         .order_by(schema.jobs.c.finished_at.desc())
         .limit(1)
     )
+    if pipeline is not None:
+        query = query.where(schema.jobs.c.pipeline == pipeline)
     if before_job_id is not None:
         query = query.where(schema.jobs.c.id != before_job_id)
     with read(engine) as conn:

@@ -194,4 +194,5 @@ batch_run_inputs = Table(  # r0004: the inputs a run took, and the job it queued
     Column("reasons", JSON),  # r0005: why it is discordant
     Column("sent", Boolean),  # r0005: whether its DICOM objects went to the outbox (send_results)
     Column("compared_at", Float),  # r0005
+    Index("ix_batch_run_inputs_job", "job_id"),  # r0005: every job's success looks up the run awaiting it
 )

@@ -1,6 +1,7 @@
 """Batch runs compare: a run records its batch's options (sources, send_results, thresholds) and, for each
 input it took, the figures of the input's previous result and, once the new one is in, the verdict and why.
-Inputs are indexed by study: a PACS source looks up the series of each study it retrieved.
+Inputs are indexed by study (a PACS source looks up the series of each study it retrieved), and the inputs
+runs took by job (every job's success looks up the run awaiting its result).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def upgrade() -> None:
     op.add_column("batch_run_inputs", Column("sent", Boolean))
     op.add_column("batch_run_inputs", Column("compared_at", Float))
     op.create_index("ix_inputs_study", "inputs", ["study_uid"])
+    op.create_index("ix_batch_run_inputs_job", "batch_run_inputs", ["job_id"])
 
 
 def downgrade() -> None:
