@@ -4,21 +4,18 @@ Orthanc once; the next run finds the same studies and sends nothing again."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
 
-from agent.records import BatchRunStatus
-from agent.store import Store
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from tests.conftest import shared
-from tests.support.daemon import DaemonProcess
+from tests.e2e.test_batch_run_daemons import runs
+from tests.support.daemon import DaemonProcess, record_finished_run
 from tests.support.net import free_port
 from tests.support.orthanc import Orthanc
 from tests.support.waiting import wait_for
@@ -44,25 +41,11 @@ def sop_uids(files: list[Path]) -> set[str]:
     return {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
 
 
-def runs(daemon: DaemonProcess) -> list[dict[str, Any]]:
-    result = daemon.cli("batch", "runs", "--json")
-    assert result.returncode == 0, result.stderr
-    found: list[dict[str, Any]] = json.loads(result.stdout)
-    return found
-
-
 def ran_before(daemon: DaemonProcess, batch: str) -> None:
     """Record a run of ``batch`` two minutes ago: the daemon, finding the latest slot missed since, runs it
     when it starts instead of at the next minute (how a daemon catches up after being down)."""
     daemon.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open(f"sqlite:///{daemon.data_dir / 'oncoagent.db'}")
-    try:
-        slot = (time.time() // 60 - 2) * 60
-        run = store.batch_run_begin(batch, slot, [], False, owner="earlier", lease_s=60, now=slot)
-        assert run is not None
-        store.batch_run_finish(run.id, "earlier", BatchRunStatus.DONE, None, slot)
-    finally:
-        store.close()
+    record_finished_run(f"sqlite:///{daemon.data_dir / 'oncoagent.db'}", batch, (time.time() // 60 - 2) * 60)
 
 
 def counted(daemon: DaemonProcess, what: str) -> dict[str, int]:

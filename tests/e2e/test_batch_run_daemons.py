@@ -5,7 +5,6 @@ a cron."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from datetime import datetime, timedelta
@@ -14,10 +13,9 @@ from typing import Any
 
 from agent.crontab import crontab_trigger, last_fire
 from agent.failpoints import ENV_POINTS, ENV_STATE
-from agent.records import BatchRunStatus
 from agent.store import Store
 from tests.e2e.test_daemon import BASE_CONFIG
-from tests.support.daemon import DaemonProcess, stopped
+from tests.support.daemon import DaemonProcess, record_finished_run, stopped
 from tests.support.waiting import wait_for
 
 BATCH = "nightly"
@@ -48,21 +46,13 @@ def seed_earlier_run(url: str, archive: Path, cron: str) -> float:
     """Record that the batch ran two slots ago; return the slot due now, which the daemons missed."""
     due = last_fire(crontab_trigger(cron), time.time())
     assert due is not None
-    store = Store.open(url)
-    try:
-        run = store.batch_run_begin(BATCH, due - 2 * 86400, [archive], False, owner="node-old", lease_s=LEASE_S,
-                                    now=due - 2 * 86400)
-        assert run is not None
-        store.batch_run_finish(run.id, "node-old", BatchRunStatus.DONE, None, due - 2 * 86400 + 60)
-    finally:
-        store.close()
+    record_finished_run(url, BATCH, due - 2 * 86400, [archive])
     return due
 
 
 def runs(daemon: DaemonProcess) -> list[dict[str, Any]]:
-    proc = daemon.cli("batch", "runs", "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+    listed: list[dict[str, Any]] = daemon.cli_json("batch", "runs", "--json")
+    return listed
 
 
 def finished_run(daemon: DaemonProcess, slot: float) -> dict[str, Any] | None:

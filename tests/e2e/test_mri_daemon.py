@@ -43,9 +43,7 @@ def drop(daemon: DaemonProcess, files: list[Path], prefix: str) -> None:
 
 
 def jobs(daemon: DaemonProcess) -> list[dict[str, Any]]:
-    proc = daemon.cli("jobs", "list", "--json")
-    assert proc.returncode == 0, proc.stderr
-    listed: list[dict[str, Any]] = json.loads(proc.stdout)
+    listed: list[dict[str, Any]] = daemon.cli_json("jobs", "list", "--json")
     return listed
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import psutil
 import yaml
 
+from agent.records import BatchRunStatus
+from agent.store import Store
 from tests.conftest import REPO
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
@@ -84,10 +86,15 @@ class DaemonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def status(self) -> dict[str, Any]:
-        proc = self.cli("status", "--json")
+    def cli_json(self, *args: str) -> Any:
+        """``oncoagent ARGS`` (a ``--json`` command) parsed; asserts it succeeded."""
+        proc = self.cli(*args)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
+
+    def status(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.cli_json("status", "--json")
+        return found
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
@@ -116,3 +123,15 @@ def stopped(pid: int) -> bool:
         return bool(psutil.Process(pid).status() == psutil.STATUS_STOPPED)
     except psutil.NoSuchProcess:
         return False
+
+
+def record_finished_run(url: str, batch: str, slot: float, paths: list[Path] | None = None) -> None:
+    """Record in the store at ``url`` that ``batch`` ran for ``slot`` and was done: a daemon starting later
+    takes the latest slot of its cron since then as missed, and runs it at once."""
+    store = Store.open(url)
+    try:
+        run = store.batch_run_begin(batch, slot, paths or [], False, owner="earlier", lease_s=60, now=slot)
+        assert run is not None
+        store.batch_run_finish(run.id, "earlier", BatchRunStatus.DONE, None, slot + 60)
+    finally:
+        store.close()
