@@ -109,8 +109,13 @@ jobs = Table(
     Column("purged_at", Float),  # v4: its result folder was deleted by retention
     Column("claimed_by", String(200)),  # r0002: the daemon (executor.node) that claimed it last
     Column("lease_until", Float),  # r0002: while running, its claim holds until then unless renewed
+    Column("progress_done", Integer),  # r0006: units done of progress_total (a slide's tiles), while running
+    Column("progress_total", Integer),  # r0006
+    Column("progress_stage", String(64)),  # r0006: what it is doing (an MR job's stage)
+    Column("progress_at", Float),  # r0006: when it last reported
     UniqueConstraint("input_id", "pipeline", "pipeline_version", "input_fingerprint", name="uq_job_effect"),
     Index("ix_jobs_claim", "status", "priority", "not_before", "id"),
+    Index("ix_jobs_finished", "finished_at"),  # r0006: the worklist pages cases by when they were analysed
 )
 
 events = Table(
@@ -195,4 +200,74 @@ batch_run_inputs = Table(  # r0004: the inputs a run took, and the job it queued
     Column("sent", Boolean),  # r0005: whether its DICOM objects went to the outbox (send_results)
     Column("compared_at", Float),  # r0005
     Index("ix_batch_run_inputs_job", "job_id"),  # r0005: every job's success looks up the run awaiting it
+)
+
+users = Table(  # r0006: local accounts of the web worklist (agent.store.users)
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # pathologist | radiologist | admin | viewer
+    Column("password_hash", Text),  # argon2; NULL: signs in only through the trusted proxy header
+    Column("created_at", Float, nullable=False),
+    Column("disabled_at", Float),
+)
+
+web_sessions = Table(  # r0006: signed-in browsers; the cookie holds a token whose SHA-256 is the key
+    "web_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("csrf", String(64), nullable=False),  # the token every state-changing request must carry
+    Column("address", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_web_sessions_user", "user_id"),
+)
+
+reviews = Table(  # r0006: a reviewer's pass over a job's result; reopening a signed case starts a new version
+    "reviews",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # in_review | signed_off | superseded
+    Column("holder_id", Integer, ForeignKey("users.id")),  # who holds it while in review
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("signed_at", Float),
+    Column("signed_by", Integer, ForeignKey("users.id")),
+    Column("note", Text),
+    Column("result", JSON),  # the confirmed figures at sign-off (counts, lesions)
+    Column("sr_sop_instance_uid", String(64)),  # the verified SR made at sign-off
+    UniqueConstraint("job_id", "version", name="uq_review_version"),
+)
+
+review_decisions = Table(  # r0006: the reviewer's word on one detection or lesion (the latest one counts)
+    "review_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("review_id", Integer, ForeignKey("reviews.id"), nullable=False),
+    Column("target", String(32), nullable=False),  # "d:<index>" a detection, "l:<n>" a lesion, "a:<n>" added
+    Column("decision", String(16), nullable=False),  # confirmed | rejected | added
+    Column("label", String(32)),  # the class it has after the decision (CTC/CTM; malignant/benign)
+    Column("geometry", JSON),  # an added cell's level-0 box
+    Column("model_version", String(64)),  # the model whose output was judged
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("at", Float, nullable=False),
+    UniqueConstraint("review_id", "target", name="uq_review_target"),
+    Index("ix_review_decisions_at", "at"),
+)
+
+web_audit = Table(  # r0006: every view of a case and every decision made on the web (who, when, from where, what)
+    "web_audit",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("user_name", String(128)),  # NULL: not signed in (a refused login)
+    Column("address", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("job_id", Integer),
+    Column("detail", Text),
+    Index("ix_web_audit_at", "at"),
 )
