@@ -7,11 +7,15 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 # Debian packages the test suite drives as real peers (postgresql: the store's second backend, a server per test
 # session); installed by `make system-deps` when missing.
-SYSTEM_PACKAGES := dcmtk orthanc iproute2 util-linux dicom3tools poppler-utils libharfbuzz-subset0 postgresql
+SYSTEM_PACKAGES := dcmtk orthanc iproute2 util-linux dicom3tools poppler-utils libharfbuzz-subset0 postgresql chromium
+# The web worklist's front-end libraries (package.json, package-lock.json) are installed from the npm registry
+# by `npm ci` and copied beside the web app's own static files; nothing of them is committed.
+VENDOR := agent/web/static/vendor
+VENDOR_STAMP := $(VENDOR)/.installed
 export YOLO_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv demo test test-unit lint system-deps lock clean
+.PHONY: help venv web-assets demo test test-unit lint system-deps lock clean
 
 help:
 	@echo "make demo    create .venv, install, run the daemon on generated sample inputs"
@@ -31,6 +35,16 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+web-assets: $(VENDOR_STAMP)
+
+$(VENDOR_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; }
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)
+	cp -r node_modules/openseadragon/build/openseadragon $(VENDOR)/openseadragon
+	touch $(VENDOR_STAMP)
+
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -39,10 +53,10 @@ system-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-demo: $(STAMP)
+demo: $(STAMP) $(VENDOR_STAMP)
 	$(BIN)/oncoagent --data-dir var/demo demo
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps $(VENDOR_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy agent pipelines dicom_node reports
 	$(BIN)/lint-imports
@@ -68,4 +82,4 @@ lock:
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) var node_modules $(VENDOR) .pytest_cache .ruff_cache .mypy_cache

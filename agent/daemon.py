@@ -25,6 +25,7 @@ from agent.router import Router
 from agent.scheduler import BatchScheduler
 from agent.signals import StopOnSignals
 from agent.store import Store
+from agent.web.server import WebServer
 from pipelines import registry
 
 log = logging.getLogger(__name__)
@@ -116,15 +117,21 @@ class Daemon:
             registry.validate_options(settings.pipelines)
             store = Store.open(settings.database_url)
             ops = Operations(settings, store)
+            web = WebServer(settings.web, store) if settings.web.enabled else None
             try:
-                return self._serve(store, stop, ops)
+                return self._serve(store, stop, ops, web)
             finally:
+                if web is not None:
+                    web.stop()
                 ops.stop()  # after the SCP stopped: the last associations' records are written
                 store.close()
 
-    def _serve(self, store: Store, stop: threading.Event, ops: Operations) -> int:
+    def _serve(self, store: Store, stop: threading.Event, ops: Operations, web: WebServer | None) -> int:
         settings = self.settings
         ops.start()  # /metrics and /healthz (first: a port in use stops the start before anything runs)
+        if web is not None:
+            web.start()  # the worklist; a port in use stops the start too
+            ops.health.add("web", lambda: (web.alive(), "serving" if web.alive() else "stopped"))
         _remove_partial_writes(settings)
         node = node_name(settings)
         released = store.outbox_release(node)

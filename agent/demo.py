@@ -69,6 +69,7 @@ def run_demo(loaded: LoadedSettings, timeout: float) -> int:
             "ONCOAGENT_SCP__HOST": "127.0.0.1",
             "ONCOAGENT_SCP__PORT": str(port),
             "ONCOAGENT_HTTP__PORT": str(_free_port()),  # never the configured one a running daemon may hold
+            "ONCOAGENT_WEB__PORT": "0",
         }
     )
     command = [sys.executable, "-m", "agent.cli", "--data-dir", str(root)]

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = REPO.parent / "shared" / "testdata"
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# every daemon a test starts serves its worklist on a free port, unless its config names one (tests.support.daemon)
+os.environ.setdefault("ONCOAGENT_WEB__PORT", "0")
 
 
 def deep_update(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ importable from ``agent.config``:
 * ``dicom.py`` — ``scp`` with its ``tls``, ``destinations`` and ``outbox`` (read by :mod:`dicom_node`);
 * ``jobs.py`` — ``executor`` and ``scheduler``;
 * ``http.py`` — ``http`` (the ``/metrics`` and ``/healthz`` endpoint, read by :mod:`agent.ops`);
+* ``web.py`` — ``web`` (the triage worklist, read by :mod:`agent.web`);
 * ``retention.py`` — ``retention`` (what is purged, when; read by :mod:`agent.purge`);
 * ``routing.py`` — ``routing`` rules and the job :class:`Priority`;
 * ``loader.py`` — the layers, their merging and the error messages naming source and key;
@@ -26,6 +27,7 @@ from agent.config.masking import masked
 from agent.config.retention import RetentionSettings
 from agent.config.routing import DEFAULT_RULES, MatchValue, Priority, RoutingRule, RoutingSettings, RuleMatch
 from agent.config.settings import DataPaths, LogSettings, Settings, StoreSettings
+from agent.config.web import AuthMode, WebSettings
 
 __all__ = [
     "DEFAULT_RULES",
@@ -33,6 +35,7 @@ __all__ = [
     "ENV_PREFIX",
     "PROJECT_CONFIG",
     "AllowedCaller",
+    "AuthMode",
     "BatchSettings",
     "CompareSettings",
     "DataPaths",
@@ -57,6 +60,7 @@ __all__ = [
     "StoreSettings",
     "StoreSource",
     "TlsSettings",
+    "WebSettings",
     "load_settings",
     "masked",
 ]

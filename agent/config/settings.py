@@ -18,6 +18,7 @@ from agent.config.jobs import ExecutorSettings
 from agent.config.retention import RetentionSettings
 from agent.config.routing import RoutingSettings
 from agent.config.section import Section, check_distinct
+from agent.config.web import WebSettings
 
 
 class LogSettings(Section):
@@ -62,6 +63,7 @@ class Settings(Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     plugins: list[str] = Field(default_factory=list, description="modules that register extra pipelines")
     pipelines: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="options per pipeline name, validated by the pipeline's Options model"

@@ -33,12 +33,15 @@ class DaemonProcess:
         self.data_dir = root / "data"
         self.config_file = root / "oncoagent.yaml"
         config = {**config, "scp": {"port": free_port(), **config.get("scp", {})},
-                  "http": {"port": free_port(), **config.get("http", {})}}
+                  "http": {"port": free_port(), **config.get("http", {})},
+                  "web": {"port": free_port(), **config.get("web", {})}}
         self.scp_port: int = config["scp"]["port"]
         self.http_port: int = config["http"]["port"]
+        self.web_port: int = config["web"]["port"]
         self.scp_aet: str = config["scp"].get("ae_title", "ONCOAGENT")
         self.config_file.write_text(yaml.safe_dump(config))
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.env.pop("ONCOAGENT_WEB__PORT", None)  # the config's port (tests/conftest.py sets 0 for the others)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "daemon.log"
         self.starts = 0

@@ -1,0 +1,201 @@
+"""The JSON API under ``/api/``: the worklist, a case with its detections and the reviewer's decisions, Deep Zoom
+tiles and crops of its slide. The pages use it; other systems (a LIS, a dashboard) may too, with the same
+sessions and roles. Its OpenAPI document is ``/api/openapi.json``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from agent.review_records import DecisionKind
+from agent.store import reviews
+from agent.store.cases import CaseFilter, CaseRow, list_cases
+from agent.web.case_views import (
+    decision_json,
+    detections,
+    is_slide_case,
+    may_decide,
+    row_json,
+    slide_counts,
+    visible_pipelines,
+)
+from agent.web.context import WebContext
+from agent.web.tiles import TileError
+
+router = APIRouter(prefix="/api")
+Label = Literal["CTC", "CTM"]
+
+
+def web(request: Request) -> WebContext:
+    context: WebContext = request.app.state.web
+    return context
+
+
+class Decide(BaseModel):
+    target: str = Field(pattern=r"^(d|a):\d{1,9}$", description="d:<index> a detection, a:<n> an added cell")
+    decision: Literal["confirmed", "rejected"] | None = Field(description="null: undo the decision")
+    label: Label | None = None
+
+
+class AddCell(BaseModel):
+    box: tuple[float, float, float, float] = Field(description="level-0 pixels: x0, y0, x1, y1")
+    label: Label = "CTC"
+
+
+@router.get("/me")
+def me(request: Request) -> dict[str, Any]:
+    caller = web(request).caller(request)
+    return {"name": caller.user.name, "role": caller.role.value, "csrf": caller.csrf}
+
+
+@router.get("/cases")
+def cases(request: Request,
+          status: Literal["queued", "analysing", "failed", "new", "in_review", "signed_off"] | None = None,
+          pipeline: str | None = None, priority: Annotated[int | None, Query(ge=0, le=9)] = None,
+          since: float | None = None, until: float | None = None,
+          reviewer: Annotated[str | None, Query(max_length=128)] = None, discordant: bool = False,
+          no_context: bool = False, q: Annotated[str | None, Query(max_length=128)] = None,
+          page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> dict[str, Any]:
+    context = web(request)
+    caller = context.caller(request)
+    pipelines = visible_pipelines(caller.role)
+    if pipeline is not None:
+        pipelines = (pipeline,) if pipelines is None or pipeline in pipelines else ()
+    size = context.settings.page_size
+    rows, total = list_cases(context.store.engine, CaseFilter(
+        pipelines=pipelines, status=status, priority=priority, since=since, until=until, reviewer=reviewer,
+        discordant=discordant, no_context=no_context, search=q), offset=(page - 1) * size, limit=size)
+    return {"total": total, "page": page, "page_size": size, "cases": [row_json(r) for r in rows]}
+
+
+@router.get("/cases/{job_id}")
+def case(request: Request, job_id: int) -> dict[str, Any]:
+    context = web(request)
+    caller = context.caller(request)
+    found = context.case(caller, job_id)
+    context.audit(caller.user.name, caller.address, "view", job_id)
+    review = reviews.latest_review(context.store.engine, job_id)
+    decided = reviews.decisions(context.store.engine, review.id) if review is not None else []
+    body: dict[str, Any] = {
+        **row_json(found), "may_decide": may_decide(caller.role, found) and found.job_status == "succeeded",
+        "summary": {k: v for k, v in (found.summary or {}).items() if k != "detections"},
+        "review": None if review is None else {
+            "version": review.version, "status": review.status.value, "holder": review.holder_name,
+            "signed_by": review.signed_by_name, "signed_at": review.signed_at, "note": review.note},
+        "decisions": [decision_json(d) for d in decided],
+    }
+    if is_slide_case(found):
+        found_detections = detections(found)
+        body["detections"] = [{"index": i, "class": d["class"], "confidence": d.get("confidence"),
+                               "box": d["l0_box"]} for i, d in enumerate(found_detections)]
+        body["counts"] = slide_counts(found_detections, decided)
+        try:
+            body["slide"] = dict(zip(("width", "height"), context.tiles.dimensions(Path(found.input_path)),
+                                     strict=True))
+        except TileError as exc:
+            body["slide"] = {"error": str(exc)}
+    return body
+
+
+def _open_review(context: WebContext, request: Request, job_id: int) -> tuple[Any, CaseRow, Any]:
+    caller = context.caller(request)
+    found = context.case(caller, job_id, decide=True)
+    if found.job_status != "succeeded":
+        raise HTTPException(status_code=409, detail=f"case {job_id} has no result to review")
+    review = reviews.start_review(context.store.engine, job_id, caller.user.id, time.time())
+    if review.status.value != "in_review":
+        raise HTTPException(status_code=409, detail=f"case {job_id} is signed off; reopen it first")
+    return caller, found, review
+
+
+def _model_version(found: CaseRow) -> str | None:
+    return ",".join(f"{m.get('name')}@{m.get('version')}" for m in found.models) or None
+
+
+@router.post("/cases/{job_id}/decisions")
+def decide(request: Request, job_id: int, body: Decide) -> dict[str, Any]:
+    context = web(request)
+    caller, found, review = _open_review(context, request, job_id)
+    if body.target.startswith("d:") and int(body.target[2:]) >= len(detections(found)):
+        raise HTTPException(status_code=422, detail=f"no detection {body.target}")
+    engine = context.store.engine
+    if body.decision is None:
+        reviews.remove_decision(engine, review.id, body.target)
+    else:
+        reviews.decide(engine, review.id, body.target, DecisionKind(body.decision), body.label, None,
+                       _model_version(found), caller.user.id, time.time())
+    context.audit(caller.user.name, caller.address, "decide", job_id,
+                  f"{body.target} {body.decision or 'undone'}" + (f" as {body.label}" if body.label else ""))
+    decided = reviews.decisions(engine, review.id)
+    return {"decisions": [decision_json(d) for d in decided], "counts": slide_counts(detections(found), decided)}
+
+
+@router.post("/cases/{job_id}/added")
+def add_cell(request: Request, job_id: int, body: AddCell) -> dict[str, Any]:
+    context = web(request)
+    caller, found, review = _open_review(context, request, job_id)
+    x0, y0, x1, y1 = body.box
+    if not (x1 > x0 and y1 > y0):
+        raise HTTPException(status_code=422, detail="the box must have x1 > x0 and y1 > y0")
+    engine = context.store.engine
+    target = reviews.next_added_target(engine, review.id)
+    reviews.decide(engine, review.id, target, DecisionKind.ADDED, body.label, list(body.box),
+                   _model_version(found), caller.user.id, time.time())
+    context.audit(caller.user.name, caller.address, "add", job_id, f"{target} {body.label}")
+    decided = reviews.decisions(engine, review.id)
+    return {"target": target, "decisions": [decision_json(d) for d in decided],
+            "counts": slide_counts(detections(found), decided)}
+
+
+@router.get("/cases/{job_id}/thumbnail")
+def thumbnail(request: Request, job_id: int) -> FileResponse:
+    context = web(request)
+    found = context.case(context.caller(request), job_id)
+    return FileResponse(context.result_file(found, "preview.png"), media_type="image/png")
+
+
+def _slide_path(context: WebContext, request: Request, job_id: int) -> Path:
+    found = context.case(context.caller(request), job_id)
+    if not is_slide_case(found):
+        raise HTTPException(status_code=404, detail=f"case {job_id} has no slide")
+    return Path(found.input_path)
+
+
+@router.get("/cases/{job_id}/slide.dzi")
+def dzi(request: Request, job_id: int) -> Response:
+    context = web(request)
+    try:
+        return Response(context.tiles.dzi(_slide_path(context, request, job_id)), media_type="application/xml")
+    except TileError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+
+
+@router.get("/cases/{job_id}/slide_files/{level}/{col}_{row}.jpeg")
+def tile(request: Request, job_id: int, level: int, col: int, row: int) -> Response:
+    context = web(request)
+    try:
+        data = context.tiles.tile(_slide_path(context, request, job_id), level, col, row)
+    except TileError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/cases/{job_id}/crops/{index}.jpeg")
+def crop(request: Request, job_id: int, index: int) -> Response:
+    context = web(request)
+    path = _slide_path(context, request, job_id)
+    found = detections(context.case(context.caller(request), job_id))
+    if not 0 <= index < len(found):
+        raise HTTPException(status_code=404, detail=f"no detection {index}")
+    box = found[index]["l0_box"]
+    try:
+        data = context.tiles.crop(path, (box[0], box[1], box[2], box[3]))
+    except TileError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+

@@ -1,0 +1,139 @@
+"""The web application: the login, the worklist and the case pages (Jinja2 templates, a little JavaScript), the
+JSON API (:mod:`agent.web.api`) and the static files, among them the viewer library ``make web-assets`` installs
+from npm."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from agent.config import WebSettings
+from agent.passwords import verify_password
+from agent.store import Store
+from agent.store import users as store_users
+from agent.store import web_sessions
+from agent.web.api import router
+from agent.web.auth import COOKIE, client_address
+from agent.web.case_views import is_slide_case
+from agent.web.context import LoginRequired, WebContext
+
+LOGIN_CSRF_COOKIE = "oa_login"
+HERE = Path(str(resources.files("agent.web")))
+TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'",
+}
+
+
+def create_app(settings: WebSettings, store: Store) -> FastAPI:
+    app = FastAPI(title="OncoAgent worklist", openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
+    app.state.web = WebContext.build(settings, store)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path.startswith("/api/") and "cache-control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, _exc: LoginRequired) -> Response:
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, next: str = "/", error: str | None = None) -> Response:
+        token = secrets.token_urlsafe(24)
+        response = TEMPLATES.TemplateResponse(request, "login.html", {
+            "next": _local(next), "error": error, "csrf": token})
+        response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
+                            secure=settings.tls_cert is not None, path="/login")
+        return response
+
+    @app.post("/login")
+    def login(request: Request, name: str = Form(max_length=128), password: str = Form(max_length=1024),
+              csrf: str = Form(max_length=64), next: str = Form("/", max_length=512)) -> Response:
+        context: WebContext = app.state.web
+        address = client_address(request)
+        if not secrets.compare_digest(csrf.encode(), request.cookies.get(LOGIN_CSRF_COOKIE, "").encode()):
+            return Response("missing or wrong CSRF token", status_code=403)
+        keys = (f"address:{address}", f"name:{name}")
+        if context.auth.limiter.blocked(*keys):
+            context.audit(None, address, "login-refused", None, "too many failed logins")
+            return _login_again(next, "too many failed logins: wait a few minutes", 429)
+        user = store_users.user_by_name(store.engine, name)
+        if user is None or user.disabled_at is not None or user.password_hash is None \
+                or not verify_password(user.password_hash, password):
+            context.auth.limiter.failed(*keys)
+            context.audit(None, address, "login-failed", None, "wrong name or password")
+            return _login_again(next, "wrong name or password", 303)
+        context.auth.limiter.succeeded(*keys)
+        token, _csrf = web_sessions.create_session(store.engine, user.id, address, context.auth.lifetime_s,
+                                                   time.time())
+        context.audit(user.name, address, "login")
+        response = RedirectResponse(_local(next), status_code=303)
+        context.auth.set_cookie(response, token)
+        return response
+
+    @app.post("/logout")
+    def logout(request: Request, csrf: str = Form("", max_length=64)) -> Response:
+        context: WebContext = app.state.web
+        caller = context.auth.caller(request)
+        if caller is not None:
+            context.auth.check_csrf(request, caller, csrf)
+            web_sessions.end_session(store.engine, request.cookies.get(COOKIE, ""))
+            context.audit(caller.user.name, caller.address, "logout")
+        response = RedirectResponse("/login", status_code=303)
+        context.auth.clear_cookie(response)
+        return response
+
+    @app.get("/", response_class=HTMLResponse)
+    def worklist(request: Request) -> Response:
+        context: WebContext = app.state.web
+        caller = context.caller(request, page=True)
+        return _page(context, request, caller, "worklist.html", {})
+
+    @app.get("/cases/{job_id}", response_class=HTMLResponse)
+    def case_page(request: Request, job_id: int) -> Response:
+        context: WebContext = app.state.web
+        caller = context.caller(request, page=True)
+        found = context.case(caller, job_id)
+        template = "slide_case.html" if is_slide_case(found) else "series_case.html"
+        return _page(context, request, caller, template, {"job_id": job_id})
+
+    return app
+
+
+def _page(context: WebContext, request: Request, caller: Any, template: str, extra: dict[str, Any]) -> Response:
+    response = TEMPLATES.TemplateResponse(request, template, {
+        "user": caller.user, "role": caller.role.value, "csrf": caller.csrf, **extra})
+    if caller.new_token is not None:
+        context.auth.set_cookie(response, caller.new_token)
+    return response
+
+
+def _local(target: str) -> str:
+    """Only a path on this site is a place to go back to after the login (no open redirect)."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+def _login_again(next_path: str, error: str, status: int) -> Response:
+    query = urlencode({"next": _local(next_path), "error": error})
+    if status == 303:
+        return RedirectResponse(f"/login?{query}", status_code=303)
+    return Response(error, status_code=status)

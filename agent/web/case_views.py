@@ -1,0 +1,154 @@
+"""What the worklist and the case pages show of a case, as plain JSON-ready data.
+
+Who sees what: pathologists the slide pipelines' cases, radiologists the MR pipelines', viewers both (without
+deciding), admins everything. A slide case's counts follow the reviewer: the AI's detections count as the AI
+classed them until rejected or reclassed, plus the cells the reviewer added.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from agent.config import Priority
+from agent.review_records import Decision, DecisionKind, Role
+from agent.store.cases import CaseRow
+
+PATHOLOGY_PIPELINES = ("wsi-ctc",)
+RADIOLOGY_PIPELINES = ("mri-tumour",)
+SLIDE_CLASSES = ("CTC", "CTM")
+
+
+def visible_pipelines(role: Role) -> tuple[str, ...] | None:
+    """The pipelines whose cases ``role`` sees; None: all."""
+    if role is Role.ADMIN:
+        return None
+    if role is Role.PATHOLOGIST:
+        return PATHOLOGY_PIPELINES
+    if role is Role.RADIOLOGIST:
+        return RADIOLOGY_PIPELINES
+    return PATHOLOGY_PIPELINES + RADIOLOGY_PIPELINES
+
+
+def may_see(role: Role, case: CaseRow) -> bool:
+    pipelines = visible_pipelines(role)
+    return pipelines is None or case.pipeline in pipelines
+
+
+def may_decide(role: Role, case: CaseRow) -> bool:
+    return role is not Role.VIEWER and may_see(role, case)
+
+
+def is_slide_case(case: CaseRow) -> bool:
+    return case.pipeline in PATHOLOGY_PIPELINES
+
+
+def priority_name(value: int) -> str:
+    try:
+        return Priority(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+def context(case: CaseRow) -> tuple[str | None, str | None]:
+    """(accession, patient ID) where known: a slide's context, a DICOM series' header (accession only)."""
+    slide_context = case.attrs.get("context") or {}
+    accession = slide_context.get("accession_number") or case.attrs.get("AccessionNumber")
+    return (str(accession) if accession else None,
+            str(slide_context["patient_id"]) if slide_context.get("patient_id") else None)
+
+
+def display_name(case: CaseRow) -> str:
+    return str(case.attrs.get("file_name") or case.attrs.get("SeriesDescription") or Path(case.input_key).name)
+
+
+def ai_score(case: CaseRow) -> float | None:
+    summary = case.summary or {}
+    if "priority_score" in summary:
+        return float(summary["priority_score"])
+    series = summary.get("series_summary") or {}
+    value = series.get("max_malignancy_probability")
+    return None if value is None else float(value)
+
+
+def finding(case: CaseRow) -> str:
+    summary = case.review_result or case.summary or {}
+    if case.job_status in {"failed", "cancelled"}:
+        return case.last_error or "failed"
+    if "counts" in summary:
+        counts = summary["counts"]
+        words = ", ".join(f"{counts.get(c, 0)} {c}" for c in SLIDE_CLASSES)
+        density = (summary.get("density_per_mm2") or {}).get("CTC")
+        return words + (f" ({density:.1f} CTC/mm²)" if density is not None and case.review_result is None else "")
+    series = summary.get("series_summary") or {}
+    return str(series.get("finding") or summary.get("finding") or "")
+
+
+def status_text(case: CaseRow, now: float | None = None) -> str:
+    status = case.status
+    if status != "analysing":
+        return status.replace("_", " ")
+    done, total, stage, at = case.progress
+    if not total or done is None:
+        return "analysing" + (f" ({stage})" if stage else "")
+    text = f"analysing, {100 * done // max(1, total)} %"
+    started = case.started_at
+    if done and started is not None and at is not None and done < total:
+        left = (at - started) / done * (total - done) - ((now or time.time()) - at)
+        if left > 0:
+            text += f", about {max(1, round(left / 60))} min left"
+    return text
+
+
+def row_json(case: CaseRow) -> dict[str, Any]:
+    accession, patient = context(case)
+    return {
+        "job_id": case.job_id, "pipeline": case.pipeline, "kind": case.input_kind, "name": display_name(case),
+        "accession": accession, "patient_id": patient, "priority": priority_name(case.priority),
+        "ai_score": ai_score(case), "finding": finding(case), "status": case.status,
+        "status_text": status_text(case), "received_at": case.created_at, "analysed_at": case.finished_at,
+        "holder": case.holder, "signed_by": case.signed_by, "signed_at": case.signed_at,
+        "discordant": case.discordant, "no_context": case.unsent_reason is not None,
+        "thumbnail": f"/api/cases/{case.job_id}/thumbnail" if case.result_path else None,
+    }
+
+
+def detections(case: CaseRow) -> list[dict[str, Any]]:
+    """The AI's detections of a slide case (class, confidence, level-0 box), indexed as the result lists them."""
+    found = (case.summary or {}).get("detections")
+    if found is None and case.result_path:
+        path = Path(case.result_path) / "detections.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            found = data.get("detections", data) if isinstance(data, dict) else data
+    return list(found or [])
+
+
+def slide_counts(found: list[dict[str, Any]], decided: list[Decision]) -> dict[str, Any]:
+    by_target = {d.target: d for d in decided}
+    ai = Counter(str(d["class"]) for d in found)
+    result: Counter[str] = Counter()
+    for index, detection in enumerate(found):
+        decision = by_target.get(f"d:{index}")
+        if decision is None:
+            result[str(detection["class"])] += 1
+        elif decision.decision is not DecisionKind.REJECTED:
+            result[decision.label or str(detection["class"])] += 1
+    added = [d for d in decided if d.decision is DecisionKind.ADDED]
+    for d in added:
+        result[d.label or "CTC"] += 1
+    kinds = Counter(d.decision.value for d in decided if d.target.startswith("d:"))
+    return {
+        "ai": {c: ai.get(c, 0) for c in SLIDE_CLASSES},
+        "result": {c: result.get(c, 0) for c in SLIDE_CLASSES},
+        "confirmed": kinds.get("confirmed", 0), "rejected": kinds.get("rejected", 0), "added": len(added),
+        "undecided": len(found) - sum(kinds.values()),
+    }
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    return {"target": decision.target, "decision": decision.decision.value, "label": decision.label,
+            "geometry": decision.geometry, "by": decision.user_name, "at": decision.at}
