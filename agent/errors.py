@@ -24,8 +24,11 @@ __all__ = [
     "DataDirLockedError",
     "InputError",
     "OncoAgentError",
+    "ReviewStateError",
     "StoreError",
     "TransientError",
+    "UnknownUserError",
+    "UserExistsError",
 ]
 
 
@@ -49,6 +52,19 @@ class StoreError(OncoAgentError):
 class LeaseLost(StoreError):
     """A daemon reported the outcome of a job it no longer holds: its lease expired and another daemon claimed
     the job again. The outcome is not recorded (the other daemon's is)."""
+
+
+class UserExistsError(StoreError):
+    """A web worklist account of that name exists already (names are unique, disabled accounts included)."""
+
+
+class UnknownUserError(StoreError):
+    """No web worklist account has that name or id."""
+
+
+class ReviewStateError(StoreError):
+    """A review is not in the state the change needs (a decision on a signed review, a second sign-off, a
+    reopen of a review still in progress), or the job has no result to review. Nothing was changed."""
 
 
 class DataDirLockedError(OncoAgentError):

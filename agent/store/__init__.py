@@ -14,7 +14,10 @@ One module per concept, each holding that concept's SQL, row mapping and transac
   :mod:`~agent.store.outbox`, :mod:`~agent.store.events` (the journal), :mod:`~agent.store.counts`,
   :mod:`~agent.store.retention` (what may be purged, and recording that it was), :mod:`~agent.store.audit` (the
   DICOM port's associations), :mod:`~agent.store.batch_runs` (runs of batches, once per slot, and what each
-  took).
+  took);
+- :mod:`~agent.store.users` (the web worklist's accounts), :mod:`~agent.store.web_sessions` (their signed-in
+  browsers), :mod:`~agent.store.reviews` (case reviews, one row per version, with a decision per target),
+  :mod:`~agent.store.web_audit` (every view and decision made on the web).
 
 :class:`Store` is the façade the rest of the daemon holds: each method runs one concept function on the
 store's engine. A new store concept gets its own module here and its methods on the façade.
@@ -46,6 +49,7 @@ from agent.records import (
     OutboxStatus,
     Verdict,
 )
+from agent.review_records import Decision, DecisionKind, Review, Role, User, WebAuditEvent
 from agent.store import audit as _audit
 from agent.store import batch_review as _batch_review
 from agent.store import batch_runs as _batch_runs
@@ -58,6 +62,10 @@ from agent.store import instances as _instances
 from agent.store import jobs as _jobs
 from agent.store import outbox as _outbox
 from agent.store import retention as _retention
+from agent.store import reviews as _reviews
+from agent.store import users as _users
+from agent.store import web_audit as _web_audit
+from agent.store import web_sessions as _web_sessions
 from agent.store.driver import HeldConnection
 from agent.store.engine import ERROR_TEXT_LIMIT
 from agent.store.inputs import EMPTY_FINGERPRINT
@@ -396,3 +404,95 @@ class Store:
     def backlog(self) -> dict[str, dict[str, int]]:
         """Jobs and outbox entries by status (``/metrics``)."""
         return _counts.backlog(self.engine)
+
+    # web worklist: accounts, sessions, reviews, web audit (agent.store.users, web_sessions, reviews, web_audit)
+
+    def add_user(self, name: str, role: Role | str, password_hash: str | None, now: float) -> User:
+        """A new account (``password_hash`` None: proxy sign-in only); UserExistsError when the name is taken."""
+        return _users.add_user(self.engine, name, role, password_hash, now)
+
+    def user_by_name(self, name: str) -> User | None:
+        return _users.user_by_name(self.engine, name)
+
+    def user_by_id(self, user_id: int) -> User | None:
+        return _users.user_by_id(self.engine, user_id)
+
+    def list_users(self) -> list[User]:
+        """Every account, disabled ones included, by name."""
+        return _users.list_users(self.engine)
+
+    def set_password(self, name: str, password_hash: str | None, *, end_sessions: bool = True) -> User:
+        """Replace the account's password hash; its web sessions end unless ``end_sessions`` is False."""
+        return _users.set_password(self.engine, name, password_hash, end_sessions=end_sessions)
+
+    def disable_user(self, name: str, now: float) -> User:
+        """Disable the account and end its web sessions."""
+        return _users.disable_user(self.engine, name, now)
+
+    def create_session(self, user_id: int, address: str, lifetime_s: float, now: float) -> tuple[str, str]:
+        """A new web session; return (token for the cookie, CSRF token). Only the token's SHA-256 is stored."""
+        return _web_sessions.create_session(self.engine, user_id, address, lifetime_s, now)
+
+    def session_user(self, token: str, now: float) -> tuple[User, str] | None:
+        """The account and CSRF token of a live session; None if unknown, expired or the account is disabled."""
+        return _web_sessions.session_user(self.engine, token, now)
+
+    def end_session(self, token: str) -> bool:
+        return _web_sessions.end_session(self.engine, token)
+
+    def purge_sessions(self, now: float) -> int:
+        """Delete the expired sessions; return how many."""
+        return _web_sessions.purge_sessions(self.engine, now)
+
+    def latest_review(self, job_id: int) -> Review | None:
+        return _reviews.latest_review(self.engine, job_id)
+
+    def start_review(self, job_id: int, user_id: int, now: float) -> Review:
+        """The job's review in progress (held by ``user_id`` if nobody held it), a new version 1, or the signed
+        one unchanged; ReviewStateError when the job has no result."""
+        return _reviews.start_review(self.engine, job_id, user_id, now)
+
+    def reopen_review(self, job_id: int, user_id: int, now: float) -> Review:
+        """The next version of a signed-off case, its decisions copied; ReviewStateError unless signed off."""
+        return _reviews.reopen_review(self.engine, job_id, user_id, now)
+
+    def decide(self, review_id: int, target: str, decision: DecisionKind | str, label: str | None, geometry: Any,
+               model_version: str | None, user_id: int, now: float) -> Decision:
+        """Record (or replace) the decision on ``target``; ReviewStateError unless the review is in review."""
+        return _reviews.decide(self.engine, review_id, target, decision, label, geometry, model_version, user_id,
+                               now)
+
+    def remove_decision(self, review_id: int, target: str, now: float | None = None) -> bool:
+        """Undo the decision on ``target`` (False: none); ReviewStateError unless the review is in review."""
+        return _reviews.remove_decision(self.engine, review_id, target, now)
+
+    def decisions(self, review_id: int) -> list[Decision]:
+        return _reviews.decisions(self.engine, review_id)
+
+    def next_added_target(self, review_id: int) -> str:
+        return _reviews.next_added_target(self.engine, review_id)
+
+    def sign_off(self, review_id: int, user_id: int, result: Mapping[str, Any], note: str | None, now: float
+                 ) -> Review:
+        """Make the review final (the version it replaces becomes superseded); ReviewStateError unless in review:
+        of two concurrent sign-offs one fails."""
+        return _reviews.sign_off(self.engine, review_id, user_id, result, note, now)
+
+    def set_sr_uid(self, review_id: int, uid: str) -> None:
+        _reviews.set_sr_uid(self.engine, review_id, uid)
+
+    def review_summaries(self, job_ids: Collection[int]) -> dict[int, Review]:
+        """The newest review of each of ``job_ids`` that has one, in one query."""
+        return _reviews.review_summaries(self.engine, job_ids)
+
+    def web_audit_record(self, events: Sequence[WebAuditEvent]) -> int:
+        """Record web audit events in one transaction; return how many."""
+        return _web_audit.record(self.engine, events)
+
+    def web_audit_since(self, since: float, limit: int | None = None) -> list[WebAuditEvent]:
+        """Web audit events at or after ``since``, oldest first."""
+        return _web_audit.since(self.engine, since, limit)
+
+    def audit_since(self, since: float, limit: int | None = None) -> list[AssociationRecord]:
+        """The DICOM port's associations started at or after ``since``, oldest first (``oncoagent audit export``)."""
+        return _audit.oldest_since(self.engine, since, limit)

@@ -9,8 +9,9 @@ AE titles are whatever bytes a peer sent: they are stored with every non-printab
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Engine, RowMapping, insert, select
+from sqlalchemy import Column, Engine, RowMapping, Select, Table, insert, select
 
 from agent.store import schema
 from agent.store.engine import ERROR_TEXT_LIMIT, read, write
@@ -56,6 +57,19 @@ def newest(engine: Engine, since: float | None = None, limit: int = 100) -> list
         query = query.where(table.c.started_at >= since)
     with read(engine) as conn:
         return [_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def oldest_since(engine: Engine, since: float, limit: int | None = None) -> list[AssociationRecord]:
+    """The associations started at or after ``since``, oldest first (the first ``limit`` when given): an export."""
+    query = oldest_first(schema.associations, schema.associations.c.started_at, since, limit)
+    with read(engine) as conn:
+        return [_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def oldest_first(table: Table, at: Column[float], since: float, limit: int | None) -> Select[Any]:
+    """The rows of an audit table whose time ``at`` is ``since`` or later, oldest first, at most ``limit``."""
+    query = select(table).where(at >= since).order_by(at, table.c.id)
+    return query if limit is None else query.limit(limit)
 
 
 def _from_row(row: RowMapping) -> AssociationRecord:

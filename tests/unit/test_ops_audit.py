@@ -35,6 +35,14 @@ def test_records_come_back_newest_first_and_since_filters(store: Store) -> None:
     assert [r.calling_ae for r in store.audit_list(limit=1)] == ["LATE"]
 
 
+def test_an_export_reads_oldest_first_from_since(store: Store) -> None:
+    store.audit_add([record("LATE", 3000.0), record("FIRST", 1000.0), record("MIDDLE", 2000.0)])
+    assert [r.calling_ae for r in store.audit_since(0.0)] == ["FIRST", "MIDDLE", "LATE"]
+    assert [r.calling_ae for r in store.audit_since(2000.0)] == ["MIDDLE", "LATE"]
+    assert [r.calling_ae for r in store.audit_since(0.0, limit=2)] == ["FIRST", "MIDDLE"]
+    assert store.audit_since(3000.5) == []
+
+
 def test_hostile_ae_titles_are_stored_escaped_and_bounded(store: Store) -> None:
     hostile = "EVIL\x00\x1b[31m\u200b\udcff" + "A" * 100
     store.audit_add([record(hostile, refusal=RefusalReason.CALLING_AE)])
