@@ -12,15 +12,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from agent.config import WebSettings
+from agent.errors import ReviewStateError
 from agent.passwords import verify_password
-from agent.store import Store
+from agent.store import Store, web_sessions
 from agent.store import users as store_users
-from agent.store import web_sessions
 from agent.web.api import router
 from agent.web.auth import COOKIE, client_address
 from agent.web.case_views import is_slide_case
@@ -52,9 +52,17 @@ def create_app(settings: WebSettings, store: Store) -> FastAPI:
             response.headers["Cache-Control"] = "no-store"
         return response
 
+    @app.exception_handler(ReviewStateError)
+    async def conflict(_request: Request, exc: ReviewStateError) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, _exc: LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.get("/login", response_class=HTMLResponse)
     def login_page(request: Request, next: str = "/", error: str | None = None) -> Response:

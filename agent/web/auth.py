@@ -21,9 +21,8 @@ from fastapi import HTTPException, Request, Response
 
 from agent.config import AuthMode, WebSettings
 from agent.review_records import Role, User
-from agent.store import Store
+from agent.store import Store, web_sessions
 from agent.store import users as store_users
-from agent.store import web_sessions
 
 COOKIE = "oa_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -103,11 +102,11 @@ class Authenticator:
         name = self._proxy_user_name(request)
         if name is None:
             return None
-        user = store_users.user_by_name(self.store.engine, name)
-        if user is None or user.disabled_at is not None:
+        named = store_users.user_by_name(self.store.engine, name)
+        if named is None or named.disabled_at is not None:
             return None
-        new_token, csrf = web_sessions.create_session(self.store.engine, user.id, address, self.lifetime_s, now)
-        return Caller(user, csrf, address, new_token=new_token)
+        new_token, csrf = web_sessions.create_session(self.store.engine, named.id, address, self.lifetime_s, now)
+        return Caller(named, csrf, address, new_token=new_token)
 
     @property
     def lifetime_s(self) -> float:

@@ -16,8 +16,7 @@ from fastapi import HTTPException, Request
 
 from agent.config import WebSettings
 from agent.review_records import WebAuditEvent
-from agent.store import Store
-from agent.store import web_audit
+from agent.store import Store, web_audit
 from agent.store.cases import CaseRow, get_case
 from agent.web.auth import Authenticator, Caller, client_address
 from agent.web.case_views import may_decide, may_see

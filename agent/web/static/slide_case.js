@@ -121,6 +121,7 @@ function move(step) {
 }
 
 function apply(answer) {
+  document.getElementById("case-status").textContent = "in review";
   state.decisions = new Map(answer.decisions.map((d) => [d.target, d]));
   showCounts(answer.counts);
   drawOverlays();

@@ -19,7 +19,9 @@ function row(c) {
   tr.dataset.job = c.job_id;
   const thumb = document.createElement("td");
   if (c.thumbnail) { const img = document.createElement("img"); img.src = c.thumbnail; img.alt = ""; img.loading = "lazy"; thumb.append(img); }
-  tr.append(thumb, OA.text("td", c.priority, "priority"));
+  const priority = OA.text("td", c.priority, "priority");
+  if (c.ai_priority) priority.append(OA.text("div", "AI: " + c.ai_priority, "muted ai-priority"));
+  tr.append(thumb, priority);
   const name = document.createElement("td");
   const link = document.createElement("a"); link.href = "/cases/" + c.job_id; link.textContent = c.name; name.append(link, OA.text("div", c.pipeline, "muted"));
   tr.append(name, OA.text("td", [c.accession, c.patient_id].filter(Boolean).join(" / ")));
