@@ -108,7 +108,8 @@ def row_json(case: CaseRow) -> dict[str, Any]:
     return {
         "job_id": case.job_id, "pipeline": case.pipeline, "kind": case.input_kind, "name": display_name(case),
         "accession": accession, "patient_id": patient, "priority": priority_name(case.priority),
-        "ai_score": ai_score(case), "ai_priority": (case.summary or {}).get("priority"), "finding": finding(case), "status": case.status,
+        "ai_score": ai_score(case), "ai_priority": (case.summary or {}).get("priority"),
+        "finding": finding(case), "status": case.status,
         "status_text": status_text(case), "received_at": case.created_at, "analysed_at": case.finished_at,
         "holder": case.holder, "signed_by": case.signed_by, "signed_at": case.signed_at,
         "discordant": case.discordant, "no_context": case.unsent_reason is not None,
