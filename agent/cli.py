@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from agent import __version__, batch_commands, store_commands
+from agent import __version__, batch_commands, store_commands, user_commands
 from agent.config import LoadedSettings, load_settings, masked
 from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, ConfigError, DataDirLockedError, OncoAgentError
 from agent.ops import audit_commands
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     store_commands.add_parsers(sub)
     batch_commands.add_parser(sub)  # oncoagent batch PATHS | runs | show RUN
-    audit_commands.add_parser(sub)  # oncoagent audit list
+    audit_commands.add_parser(sub)  # oncoagent audit list | export
+    user_commands.add_parser(sub)  # oncoagent users add | list | passwd | disable
 
     config = sub.add_parser("config", help="check or show the configuration in force")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

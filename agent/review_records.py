@@ -8,7 +8,7 @@ a signed case starts the next version, whose decisions begin as a copy of the si
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -30,7 +30,7 @@ class User:
     id: int
     name: str
     role: Role
-    password_hash: str | None
+    password_hash: str | None = field(repr=False)  # never in a log line that prints the record
     created_at: float
     disabled_at: float | None
 

@@ -1,4 +1,5 @@
-"""``oncoagent audit list``: the DICOM port's audit trail (every association, accepted or refused)."""
+"""``oncoagent audit``: the audit trails. ``list``: the DICOM port's (every association, accepted or refused);
+``export``: that one and the web worklist's (every view, decision and sign-in) as JSON lines, merged by time."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import argparse
 import calendar
 import json
 import re
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from agent.config import LoadedSettings
+from agent.review_records import WebAuditEvent
 from agent.store_commands import _iso, _opened_store
 from dicom_node.records import AssociationRecord
 
@@ -34,13 +38,19 @@ def since(text: str, now: float | None = None) -> float:
 
 
 def add_parser(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="the DICOM port's audit trail: every association, accepted or refused")
+    audit = sub.add_parser("audit", help="the audit trails: the DICOM port's associations, the web worklist's "
+                                         "views and decisions")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     al = audit_sub.add_parser("list", help="list recent associations, newest first")
     al.add_argument("--since", type=since, help="only those started since: 30m, 12h, 7d or a UTC date/time")
     al.add_argument("--limit", type=int, default=50)
     al.add_argument("--json", action="store_true", help="machine-readable output")
     al.set_defaults(handler=cmd_audit_list)
+    ae = audit_sub.add_parser("export", help="both trails as JSON lines, oldest first, each with its \"trail\": "
+                                             "dicom or web")
+    ae.add_argument("--since", type=since, required=True, metavar="WHEN", help="from: 30m, 12h, 7d or a UTC date/time")
+    ae.add_argument("--out", type=Path, metavar="FILE", help="write to this file instead of standard output")
+    ae.set_defaults(handler=cmd_audit_export)
 
 
 def cmd_audit_list(args: argparse.Namespace, loaded: LoadedSettings) -> int:
@@ -72,4 +82,31 @@ def as_json(record: AssociationRecord) -> dict[str, Any]:
         "called_ae": record.called_ae,
         "address": record.address,
         "instances_stored": record.instances_stored,
+    }
+
+
+def cmd_audit_export(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    with _opened_store(loaded.settings) as store:
+        dicom = store.audit_since(args.since)
+        web = store.web_audit_since(args.since)
+    merged = sorted([(r.started_at, 0, {"trail": "dicom", "at": _iso(r.started_at), **as_json(r)}) for r in dicom]
+                    + [(e.at, 1, web_as_json(e)) for e in web], key=lambda entry: (entry[0], entry[1]))
+    lines = "".join(json.dumps(entry) + "\n" for _, _, entry in merged)
+    if args.out is None:
+        sys.stdout.write(lines)
+        return 0
+    args.out.write_text(lines, encoding="utf-8")
+    print(f"{len(merged)} audit events ({len(dicom)} DICOM, {len(web)} web) written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def web_as_json(event: WebAuditEvent) -> dict[str, Any]:
+    return {
+        "trail": "web",
+        "at": _iso(event.at),
+        "user": event.user_name,
+        "address": event.address,
+        "action": event.action,
+        "job_id": event.job_id,
+        "detail": event.detail,
     }

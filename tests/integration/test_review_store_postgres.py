@@ -1,19 +1,24 @@
 """The web worklist's store on a real PostgreSQL server (tests/support/postgres.py): the backend-neutral tests of
 tests/unit/test_review_store.py collected again, plus what only PostgreSQL's concurrent writers can show: two
-sign-offs of one review at once (one succeeds), and reviewers opening a new case at once (one version 1)."""
+sign-offs of one review at once (one succeeds), reviewers opening or reopening a case at once (one new version),
+and an account name taken by another writer between the check and the insert."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
-from agent.errors import ReviewStateError
-from agent.review_records import Review, ReviewStatus
-from agent.store import Store
+from agent.errors import ReviewStateError, UserExistsError
+from agent.review_records import Review, ReviewStatus, Role
+from agent.store import Store, schema
+from tests.integration.test_store_postgres import waiting_on_a_lock
 from tests.support.postgres import PostgresServer
+from tests.support.waiting import wait_for
 from tests.unit.test_review_store import (  # noqa: F401  (collected again here, on PostgreSQL)
     T0,
     succeeded_job,
@@ -47,14 +52,14 @@ def store(database_url: Callable[[str], str]) -> Iterator[Store]:
     s.close()
 
 
-def together(store: Store, count: int, action: Callable[[Store, int], Review]) -> list[Review | Exception]:
+def together(store: Store, count: int, action: Callable[[Store, int], Any]) -> list[Any]:
     """``action`` run by ``count`` store handles on one database at once (released by one barrier), each on a
     connection of its own; what each returned or raised."""
     url = store.engine.url.render_as_string(hide_password=False)
     handles = [Store.open(url, migrate=False) for _ in range(count)]
     start = threading.Barrier(count)
 
-    def run(n: int) -> Review | Exception:
+    def run(n: int) -> Any:
         start.wait(timeout=60)
         try:
             return action(handles[n], n)
@@ -103,3 +108,17 @@ def test_reopening_a_case_twice_at_once_starts_one_version_2(store: Store) -> No
     assert len(reopened) == 1 and reopened[0].version == 2
     assert all("version 2 is in_review" in str(o) for o in outcomes if isinstance(o, ReviewStateError))
     assert [d.target for d in store.decisions(reopened[0].id)] == ["d:0"]
+
+
+def test_a_name_added_by_another_writer_since_the_check_is_refused_as_taken(store: Store) -> None:
+    """The other insert of the name is not committed when this one checks the name (it finds none), so this
+    insert waits on the unique index and then fails: that is told as the name being taken, not as a failure."""
+    with store.engine.connect() as other, ThreadPoolExecutor(1) as pool:
+        other.begin()
+        other.execute(insert(schema.users).values(name="alice", role="viewer", created_at=T0))
+        adding = pool.submit(store.add_user, "alice", Role.ADMIN, None, T0 + 1)
+        wait_for(lambda: waiting_on_a_lock(store), timeout=60, what="the insert waiting on the other's name")
+        other.commit()
+        with pytest.raises(UserExistsError, match="'alice' exists already"):
+            adding.result(timeout=60)
+    assert [(u.name, u.role) for u in store.list_users()] == [("alice", Role.VIEWER)]

@@ -48,3 +48,11 @@ def test_a_hash_made_with_weaker_parameters_needs_rehash() -> None:
 
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("secret")
     assert verify_password(weak, "secret") is True and needs_rehash(weak) is True
+
+
+def test_an_accounts_record_does_not_show_its_hash() -> None:
+    from agent.review_records import Role, User
+
+    hashed = hash_password("secret")
+    shown = repr(User(1, "alice", Role.ADMIN, hashed, 0.0, None))
+    assert "alice" in shown and hashed not in shown and "argon2" not in shown
