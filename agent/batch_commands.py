@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.batch_summary import duration_text, run_document, shown_status, summary_path
+from agent.batch_summary import run_document, shown_status, summary_path
 from agent.config import LoadedSettings
 from agent.errors import EXIT_CONFIG, EXIT_FAILED
+from agent.progress import duration_text
 from agent.records import MANUAL_BATCH, BatchRunStatus, Verdict
 from agent.store_commands import _iso, _opened_store
 

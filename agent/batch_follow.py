@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from agent.batch import HeldRun
-from agent.batch_summary import duration_text
 from agent.config import Settings
 from agent.errors import EXIT_FAILED
 from agent.ingest import files_under
+from agent.progress import duration_text
 from agent.records import BatchRun, BatchRunProgress, JobStatus
 from agent.store import Store
 

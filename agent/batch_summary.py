@@ -95,10 +95,3 @@ def summarise_after(store: Store, settings: Settings, job: Job) -> None:
             write_summary(store, settings, run_id)
     except (OncoAgentError, OSError) as exc:
         log.error("job %d: could not write its batch run's summary: %s", job.id, exc)
-
-
-def duration_text(seconds: float) -> str:
-    """``42 s``, ``3 min 05 s``, ``2 h 07 min``: an ETA or a wait as people read it."""
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"

@@ -11,7 +11,8 @@ import importlib.util
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, ConfigError, Dat
 from agent.ops import audit_commands
 from agent.runtime import prepare_process
 from pipelines.errors import PipelineError, PipelineOptionsError
+from pipelines.progress import Progress, Throttled
 
 log = logging.getLogger("agent.cli")
+
+BAR_INTERVAL_S = 0.2  # how often a run's bar is drawn again at most
 
 
 # Each module defines add_parsers(subparsers): its `oncoagent train NAME` commands, each with a `trainer` default
@@ -147,9 +151,11 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     if args.pipeline is None:
         router.check_pipelines(registry.names())
     out: Path = args.out or settings.paths.results / "process"
-    progress = _progress_bar if sys.stderr.isatty() else iter
+    tty = sys.stderr.isatty()
     registry.validate_options(settings.pipelines)
-    outcomes = process(settings, router, args.paths, out, args.pipeline, progress=progress)
+    with _logs_above_bars() if tty else nullcontext():
+        outcomes = process(settings, router, args.paths, out, args.pipeline, progress=_progress_bar if tty else iter,
+                           watch=_run_bar if tty else None)
     failed = 0
     for outcome in outcomes:
         if outcome.ok:
@@ -161,10 +167,38 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return EXIT_FAILED if failed or not outcomes else 0
 
 
+def _logs_above_bars() -> AbstractContextManager[Any]:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    redirect: AbstractContextManager[Any] = logging_redirect_tqdm()  # log records go through tqdm, above the bars
+    return redirect
+
+
 def _progress_bar(items: Any) -> Any:
     from tqdm import tqdm
 
     return tqdm(list(items), desc="processing", unit="input", file=sys.stderr)
+
+
+@contextmanager
+def _run_bar(name: str) -> Iterator[Progress]:
+    """A bar under the inputs' bar for one input's run: a slide's tiles, an MR series' stages; gone when done."""
+    from tqdm import tqdm
+
+    bar: Any = tqdm(desc=name, file=sys.stderr, position=1, leave=False,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+
+    def show(done: int, total: int, stage: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_description_str(f"{name} {stage}", refresh=False)
+        bar.refresh()
+
+    try:
+        yield Throttled(show, interval_s=BAR_INTERVAL_S)
+    finally:
+        bar.close()
+
 
 
 def cmd_config_check(args: argparse.Namespace, loaded: LoadedSettings) -> int:

@@ -3,9 +3,11 @@
 The daemon stays the one that claims jobs and records outcomes; a job's pipeline runs on a Dask worker
 (:func:`agent.dask_task.run_job`) that reads the input and writes the result folder on the file system they
 share (staged under ``results/.staging``, renamed into place when complete). The daemon keeps as many jobs in
-flight as the cluster has worker threads. Pipelines named in ``executor.dask.gpu_pipelines`` ask for one unit
-of ``executor.dask.gpu_resource`` when any worker declares it (``dask worker --resources GPU=1``, one worker
-per GPU with ``CUDA_VISIBLE_DEVICES`` set), so they run on GPU workers only.
+flight as the cluster has worker threads; a task's progress comes back as Dask events on this daemon's topic
+(:func:`agent.dask_task.run_job` sends them), recorded as a local worker's are. Pipelines named in
+``executor.dask.gpu_pipelines`` ask for one unit of ``executor.dask.gpu_resource`` when any worker declares it
+(``dask worker --resources GPU=1``, one worker per GPU with ``CUDA_VISIBLE_DEVICES`` set), so they run on GPU
+workers only.
 
 What happens when something dies:
 - A worker, mid-job: the scheduler runs the task again on another worker (Dask's own rescheduling; a task that
@@ -65,7 +67,9 @@ class DaskExecutor:
         self.prefix = f"oncoagent-{hashlib.sha256(self.node.encode()).hexdigest()[:12]}-"
         self._name = re.compile(re.escape(self.prefix) + r"job(\d+)-a(\d+)$")
         self.client: Client | None = None
-        self._events: queue.Queue[str | None] = queue.Queue()  # names of finished tasks; None: wake up
+        self.progress_topic = f"{self.prefix}progress"  # the Dask event topic its tasks report progress on
+        # names of finished tasks, progress messages (agent.worker.progress_message), None: wake up
+        self._events: queue.Queue[str | dict[str, Any] | None] = queue.Queue()
         self._stopping = False
         self._tasks: dict[int, _Task] = {}  # job id -> its task
         self._threads = 0  # worker threads in the cluster
@@ -123,6 +127,7 @@ class DaskExecutor:
         self._unreachable = None
         self.client = client
         log.info("connected to the Dask scheduler at %s", self.cfg.scheduler)
+        client.subscribe_topic(self.progress_topic, lambda event: self._events.put(event[1]))
         try:
             kept = self._reattach(client)
             requeued = self.store.requeue_running("daemon restarted after an unclean stop", owner=self.node,
@@ -191,6 +196,7 @@ class DaskExecutor:
     def _submit(self, client: Client, job: Job) -> None:
         try:
             payload = self.outcomes.payload(job, self.settings.paths.shared_staging)
+            payload["progress_topic"] = self.progress_topic
         except (OncoAgentError, OSError) as exc:
             self.outcomes.record_failure(job, f"cannot prepare job: {exc}", retry=False)
             return
@@ -232,9 +238,17 @@ class DaskExecutor:
                 finished.append(self._events.get_nowait())
             except queue.Empty:
                 break
-        for name in finished:
-            if name is not None:
-                self._finished(name)
+        for item in finished:
+            if isinstance(item, dict):
+                self._progress(item)
+            elif item is not None:
+                self._finished(item)
+
+    def _progress(self, message: dict[str, Any]) -> None:
+        """A task's progress (:func:`agent.dask_task.run_job` sends it as a Dask event), for a job it runs."""
+        job_id = message.get("job_id")
+        if isinstance(job_id, int) and job_id in self._tasks:
+            self.outcomes.progress(job_id, *message["progress"])
 
     # ------------------------------------------------------------------------------------- outcomes
 

@@ -3,7 +3,8 @@
 The worker imports this module by name, so OncoAgent (and any plugin the daemon's config names) must be installed
 on every worker, and the paths a job names (its input files, ``results/``) must be the same on every worker as
 on the daemon: a shared file system. Pipelines and their models stay cached in the worker process between jobs,
-as in a local worker. Nothing here loads torch before a pipeline does.
+as in a local worker. A job's progress goes to the daemon as Dask events (the worker need not reach the store).
+Nothing here loads torch before a pipeline does.
 
 Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``), which
 also pins glibc's mmap threshold at 128 KiB: every array a pipeline allocates is then a fresh ``mmap`` whose
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.runtime import prepare_libraries
-from agent.worker import run_payload
+from agent.worker import progress_message, run_payload
+from pipelines.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,30 @@ def run_job(payload: dict[str, Any], pipeline_options: dict[str, dict[str, Any]]
         _allocator_set.append(_allocate_as_glibc_would())
     prepare_libraries(plugins)  # cheap after the first job: imports are cached
     _remove_earlier_staging(Path(payload["staging_dir"]), Path(payload["result_dir"]).name)
-    return run_payload(payload, pipeline_options, {"dask_worker": _worker_address()})
+    return run_payload(payload, pipeline_options, {"dask_worker": _worker_address()}, _progress_events(payload))
+
+
+def _progress_events(payload: dict[str, Any]) -> Progress:
+    """The job's progress as Dask events on the topic the daemon subscribed to (``progress_topic``): through
+    the scheduler to the daemon's client, which records them in the store (a task need not reach the store)."""
+    topic = payload.get("progress_topic")
+    if not topic:
+        return no_progress
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a Dask worker (a test calling run_job directly)
+        return no_progress
+    job_id = payload["job_id"]
+
+    def send(done: int, total: int, stage: str) -> None:
+        try:
+            worker.log_event(topic, progress_message(job_id, done, total, stage))
+        except (OSError, RuntimeError, TypeError) as exc:  # the worker is closing: the outcome will tell
+            log.debug("job %d: progress not sent: %s", job_id, exc)
+
+    return send
 
 
 def _allocate_as_glibc_would() -> bool:

@@ -147,18 +147,18 @@ class Executor:
             elif item in busy:
                 worker = busy[item]
                 try:
-                    outcome = worker.conn.recv()
+                    message = worker.conn.recv()
                 except (EOFError, OSError):
                     continue  # the sentinel reports the death
-                self._record_outcome(worker, outcome)
+                self._received(worker, message)
         for sentinel, worker in sentinels.items():
             if sentinel in ready or not worker.process.is_alive():
                 self._replace_dead(worker)
 
     def _replace_dead(self, worker: _Worker) -> None:
-        if worker.conn.poll():  # the job finished just before the process ended
-            with contextlib.suppress(EOFError, OSError):
-                self._record_outcome(worker, worker.conn.recv())
+        with contextlib.suppress(EOFError, OSError):
+            while worker.job is not None and worker.conn.poll():  # it may have finished just before it ended
+                self._received(worker, worker.conn.recv())
         worker.process.join(timeout=1)
         code = worker.process.exitcode
         if worker.job is not None:
@@ -183,6 +183,13 @@ class Executor:
                 self.outcomes.record_failure(job, f"timed out after {limit:g} s", retry=True)
                 worker.conn.close()
                 self._workers[self._workers.index(worker)] = self._spawn(worker.index)
+
+    def _received(self, worker: _Worker, message: dict[str, Any]) -> None:
+        """A worker's message: its job's progress (see :func:`agent.worker.progress_message`), or its outcome."""
+        if "progress" not in message:
+            self._record_outcome(worker, message)
+        elif worker.job is not None and message.get("job_id") == worker.job.id:
+            self.outcomes.progress(worker.job.id, *message["progress"])
 
     def _record_outcome(self, worker: _Worker, outcome: dict[str, Any]) -> None:
         job = worker.job

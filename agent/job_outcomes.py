@@ -125,6 +125,14 @@ class JobOutcomes:
                       job_id, self.node)
         self._renew_at = time.monotonic() + lease_s / 3
 
+    def progress(self, job_id: int, done: int, total: int, stage: str) -> None:
+        """Record how far a running job is (its process sends it at most about once a second). A write the store
+        refuses is dropped: progress must never hold up or fail the job."""
+        try:
+            self.store.report_progress(job_id, done, total, stage, time.time())
+        except OncoAgentError as exc:
+            log.debug("job %d: progress not recorded: %s", job_id, exc)
+
     # ------------------------------------------------------------------------------------- after
 
     @property

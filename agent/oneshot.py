@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from dicom_node.storage import routing_attrs, validate_uid
 from pipelines import registry
 from pipelines.base import PipelineInput
 from pipelines.errors import PipelineError
+from pipelines.progress import Progress, no_progress
 from pipelines.wsi.slide_files import sidecar_for, slide_context
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,14 @@ def output_name(inp: Input) -> str:
     return f"series-{inp.series_uid}"
 
 
+Watch = Callable[[str], AbstractContextManager[Progress]]
+"""Given an input's output name, a context for its run that yields the run's progress callback."""
+
+
+def _unwatched(name: str) -> AbstractContextManager[Progress]:
+    return nullcontext(no_progress)
+
+
 def process(
     settings: Settings,
     router: Router,
@@ -124,7 +134,10 @@ def process(
     out: Path,
     pipeline_name: str | None = None,
     progress: Callable[[Iterable[tuple[Input, tuple[Path, ...]]]], Iterable[tuple[Input, tuple[Path, ...]]]] = iter,
+    watch: Watch | None = None,
 ) -> list[Outcome]:
+    """Run each input's pipeline into ``out``; ``progress`` wraps the inputs (a bar over them), ``watch`` gives
+    each run, by its output name, the callback that hears how far it is (a bar over a slide's tiles)."""
     pattern = settings.ingest.filename_regex  # checked by the settings
     inputs, outcomes = collect(paths, re.compile(pattern) if pattern else None, settings.ingest.sidecar)
     for inp, files in progress(inputs):
@@ -141,13 +154,14 @@ def process(
             try:
                 pipeline = registry.get(pipeline_to_use, settings.pipelines.get(pipeline_to_use))
                 log.info("processing %s with %s %s", name, pipeline.name, pipeline.version)
-                doc = execute(
-                    pipeline,
-                    PipelineInput(inp.kind.value, inp.key, files, inp.attrs, inp.study_uid, inp.series_uid,
-                                  fingerprint=content_fingerprint(files)),
-                    out / name,
-                    out / ".staging",
-                )
+                with (watch or _unwatched)(name) as shown:
+                    doc = execute(
+                        pipeline,
+                        PipelineInput(inp.kind.value, inp.key, files, inp.attrs, inp.study_uid, inp.series_uid,
+                                      fingerprint=content_fingerprint(files), progress=shown),
+                        out / name,
+                        out / ".staging",
+                    )
             except (OncoAgentError, PipelineError) as exc:
                 outcomes.append(Outcome(name, False, str(exc), pipeline_to_use))
                 continue

@@ -108,6 +108,12 @@ class Job:
     unsent_reason: str | None = None  # succeeded, but its findings were not made for PACS (no patient context)
     claimed_by: str | None = None  # the daemon (executor.node) running it, or that ran it last
     lease_until: float | None = None  # while running: the claim holds until then unless renewed
+    # How far its latest attempt got (agent.progress reads them): units done of total (a slide's tiles, an MR
+    # series' stages), what it was doing, and when it said so. Cleared by a claim, kept when the job ends.
+    progress_done: int | None = None
+    progress_total: int | None = None
+    progress_stage: str | None = None
+    progress_at: float | None = None
 
     @property
     def ready(self) -> bool:

@@ -17,6 +17,7 @@ from agent import purge
 from agent.config import LoadedSettings, Settings
 from agent.errors import EXIT_FAILED, ConfigError, StoreError
 from agent.ingest.knobs import IngestKnobs
+from agent.progress import job_progress
 from agent.records import InputKind, Job, JobStatus, OutboxItem, OutboxStatus
 from pipelines.wsi.slide_files import sidecar_for, slide_context
 
@@ -108,7 +109,8 @@ def _pairs(mapping: dict[str, int]) -> str:
     return "  ".join(f"{k} {v}" for k, v in mapping.items())
 
 
-def _job_dict(job: Job) -> dict[str, Any]:
+def _job_dict(job: Job, now: float | None = None) -> dict[str, Any]:
+    progress = job_progress(job, time.time() if now is None else now)
     return {
         "id": job.id,
         "input_id": job.input_id,
@@ -126,6 +128,7 @@ def _job_dict(job: Job) -> dict[str, Any]:
         "result_path": str(job.result_path) if job.result_path else None,
         "models": job.models,
         "unsent_reason": job.unsent_reason,
+        "progress": None if progress is None else progress.as_dict() | {"at": _iso(progress.at)},
     }
 
 
@@ -155,6 +158,9 @@ def cmd_jobs_list(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     print(f"{'id':>6}  {'status':<10} {'pipeline':<12} {'prio':<8} {'tries':>5}  detail")
     for job in jobs:
         detail = job.last_error if job.status is not JobStatus.SUCCEEDED else str(job.result_path)
+        progress = job_progress(job, time.time()) if job.status is JobStatus.RUNNING else None
+        if progress is not None:
+            detail = progress.text()
         if job.unsent_reason:
             detail = f"not sent ({job.unsent_reason.split(':')[0]}): {detail}"
         print(
@@ -174,8 +180,10 @@ def cmd_jobs_show(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         ]
     if args.json:
         print(json.dumps(doc, indent=2))
-    else:
-        print(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), end="")
+        return 0
+    progress = job_progress(job, time.time())
+    doc["progress"] = None if progress is None else progress.text()  # 45 % (tiles 450/1000), about 2 min left
+    print(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), end="")
     return 0
 
 

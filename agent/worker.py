@@ -11,6 +11,7 @@ tests/unit/test_worker_imports.py checks both.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -28,6 +29,7 @@ from agent.runtime import prepare_process
 from pipelines import registry
 from pipelines.base import PipelineInput
 from pipelines.errors import InputError, TransientError
+from pipelines.progress import Progress, Throttled, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +90,32 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
         if payload is None:
             return
         placement = {} if config.gpu is None else {"worker_gpu": config.gpu}
-        conn.send(run_payload(payload, config.pipeline_options, placement))
+        conn.send(run_payload(payload, config.pipeline_options, placement, _progress_to(conn, payload["job_id"])))
         failpoints.reached("worker.after-outcome")
 
 
+def _progress_to(conn: Connection, job_id: int) -> Progress:
+    """A job's progress as messages to the executor over the job's pipe, ahead of its outcome (see
+    :func:`progress_message`); the executor records them in the store."""
+
+    def send(done: int, total: int, stage: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the executor is gone: the job's end will show it
+            conn.send(progress_message(job_id, done, total, stage))
+
+    return send
+
+
+def progress_message(job_id: int, done: int, total: int, stage: str) -> dict[str, Any]:
+    """What a running job sends its executor about its progress (an outcome has ``ok`` instead)."""
+    return {"job_id": job_id, "progress": [done, total, stage]}
+
+
 def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, Any]],
-                placement: dict[str, Any] | None = None) -> dict[str, Any]:
+                placement: dict[str, Any] | None = None, progress: Progress = no_progress) -> dict[str, Any]:
     """Run one job description; never raises, the outcome says what happened. ``placement`` says where it runs
     (``worker_gpu``: the device a local worker is pinned to; ``dask_worker``: the Dask worker's address): it is
-    logged and recorded in result.json.
+    logged and recorded in result.json. ``progress`` hears how far the pipeline is, at most once a second
+    (besides its first and last report and each change of stage: :class:`~pipelines.progress.Throttled`).
 
     This is where failures become job outcomes: an :class:`~pipelines.errors.InputError` (from the pipeline or
     the daemon's own result stage) fails the job as bad input, which the executor quarantines; a
@@ -114,6 +133,7 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
         job_id=job_id,
         previous_result=Path(payload["previous_result"]) if payload.get("previous_result") else None,
         fingerprint=payload.get("fingerprint", ""),
+        progress=no_progress if progress is no_progress else Throttled(progress),
     )
     with logs.job_context(job=job_id, study=inp.study_uid, series=inp.series_uid):
         try:

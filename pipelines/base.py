@@ -2,7 +2,8 @@
 
 A pipeline is a class with a ``name``, a ``version`` and a ``run`` method. ``run`` gets a
 :class:`PipelineInput` and an empty output folder, writes its files there and returns a
-:class:`PipelineResult`. It raises :class:`~pipelines.errors.InputError` for bad input (no retry) and
+:class:`PipelineResult`; it reports how far it is through the input's ``progress`` callback
+(:mod:`pipelines.progress`). It raises :class:`~pipelines.errors.InputError` for bad input (no retry) and
 :class:`~pipelines.errors.TransientError` for failures worth retrying. Models are loaded lazily inside ``run``
 (and cached per worker process), never at import.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
+
+from pipelines.progress import Progress, no_progress
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class PipelineInput:
     job_id: int | None = None
     previous_result: Path | None = None  # result folder this run supersedes (same input, earlier content)
     fingerprint: str = ""  # identifies the input's content (changes when a series gains an instance)
+    progress: Progress = field(default=no_progress, compare=False, repr=False)  # (done, total, stage) as it runs
 
 
 @dataclass(frozen=True)

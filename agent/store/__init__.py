@@ -185,6 +185,10 @@ class Store:
         """Extend ``owner``'s leases of running jobs; return the ids it still held."""
         return _claims.renew(self.engine, owner, job_ids, until)
 
+    def report_progress(self, job_id: int, done: int, total: int, stage: str, now: float) -> bool:
+        """Record how far a running job is; False when it no longer runs."""
+        return _jobs.report_progress(self.engine, job_id, done, total, stage, now)
+
     def succeed(
         self,
         job_id: int,

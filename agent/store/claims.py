@@ -56,6 +56,10 @@ def claim(engine: Engine, now: float | None = None, owner: str | None = None, le
                 updated_at=now,
                 claimed_by=owner,
                 lease_until=None if owner is None else now + lease_s,
+                progress_done=None,  # a new attempt (or a daemon taking over) reports from the start
+                progress_total=None,
+                progress_stage=None,
+                progress_at=None,
             )
         )
         detail = f"claimed by {owner}" if owner else None

@@ -22,6 +22,8 @@ from agent.records import BatchVerdict, Delivery, Job, JobStatus
 from agent.store import batch_review, events, inputs, outbox, schema
 from agent.store.engine import ERROR_TEXT_LIMIT, grouped, insert_id, locked, read, write
 
+PROGRESS_STAGE_LIMIT = 64  # jobs.progress_stage is String(64)
+
 
 def enqueue(
     engine: Engine,
@@ -194,6 +196,20 @@ def cancel(engine: Engine, job_id: int) -> Job:
         return _job_in(conn, job_id)
 
 
+def report_progress(engine: Engine, job_id: int, done: int, total: int, stage: str, now: float) -> bool:
+    """Record how far a running job is: ``done`` units of ``total`` (a slide's tiles, an MR series' stages),
+    doing ``stage``, as of ``now``; False when the job is not running (the report came after its end). Not
+    journalled: it changes once a second. A claim clears it (a new attempt starts afresh); the end keeps it."""
+    with write(engine) as conn:
+        changed = conn.execute(
+            update(schema.jobs)
+            .where(schema.jobs.c.id == job_id, schema.jobs.c.status == JobStatus.RUNNING.value)
+            .values(progress_done=done, progress_total=total, progress_stage=stage[:PROGRESS_STAGE_LIMIT],
+                    progress_at=now)
+        )
+        return bool(changed.rowcount)
+
+
 def get(engine: Engine, job_id: int) -> Job:
     with read(engine) as conn:
         return _job_in(conn, job_id)
@@ -349,4 +365,8 @@ def _from_row(row: RowMapping) -> Job:
         unsent_reason=row["unsent_reason"],
         claimed_by=row["claimed_by"],
         lease_until=row["lease_until"],
+        progress_done=row["progress_done"],
+        progress_total=row["progress_total"],
+        progress_stage=row["progress_stage"],
+        progress_at=row["progress_at"],
     )

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 LABEL_MAP = "lesions.nii.gz"
 FEATURES = "features.csv"
 PREVIEW = "preview.png"
+STAGES = ("reading series", "segmenting", "radiomics, classifying", "writing results")
+"""What a run's progress reports: the stage it starts, with the stages done before it of len(STAGES); the end
+is reported as len(STAGES) of len(STAGES), stage ``done``."""
 
 
 class MriTumourOptions(BaseModel):
@@ -116,6 +119,7 @@ class MriTumourPipeline:
         if inp.kind != "dicom-series":
             raise InputError(f"mri-tumour reads DICOM MR series, not {inp.kind} inputs")
         seconds: dict[str, float] = {}
+        inp.progress(0, len(STAGES), STAGES[0])
         t = time.perf_counter()
         volume = load_series(inp.paths)
         if volume.slices < self.options.min_slices:
@@ -123,6 +127,7 @@ class MriTumourPipeline:
         seconds["volume"] = time.perf_counter() - t
 
         seg_entry, clf_entry = self._entries()
+        inp.progress(1, len(STAGES), STAGES[1])
         t = time.perf_counter()
         segmentation = self.segmenter(seg_entry).segment(volume.image, self.options.min_lesion_ml)
         seconds["segmentation"] = time.perf_counter() - t
@@ -132,6 +137,7 @@ class MriTumourPipeline:
         lesions: list[dict[str, Any]] = []
         vectors: list[tuple[int, Any]] = []
         seconds["radiomics"] = seconds["classification"] = 0.0
+        inp.progress(2, len(STAGES), STAGES[2])
         for lesion in segmentation.lesions:
             item = _lesion_item(lesion)
             lesions.append(item)
@@ -145,9 +151,11 @@ class MriTumourPipeline:
             warnings.append(f"{len(segmentation.lesions)} lesions; only the largest {self.options.max_lesions} "
                             "were classified")
 
+        inp.progress(3, len(STAGES), STAGES[3])
         t = time.perf_counter()
         files = self._write(out_dir, volume.image, segmentation, vectors)
         seconds["writing"] = time.perf_counter() - t
+        inp.progress(len(STAGES), len(STAGES), "done")
         summary = {
             "series_uid": volume.series_uid,
             "study_uid": volume.study_uid,

@@ -25,6 +25,7 @@ from pipelines.base import ModelRef, PipelineInput, PipelineResult
 from pipelines.errors import InputError, PipelineOptionsError
 from pipelines.models.registry import ModelEntry, resolve
 from pipelines.models.registry import entry as model_entry
+from pipelines.progress import Progress
 from pipelines.wsi.detector import STRIDE_PX, Detector, Normalisation
 from pipelines.wsi.geojson import write_geojson
 from pipelines.wsi.labels import CTC, CTM
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 GEOJSON_FILE = "detections.geojson"
 DETECTIONS_FILE = "detections.json"
 PREVIEW_FILE = "preview.png"
+TILES_STAGE = "tiles"  # what a run's progress counts: tiles analysed of those over tissue
 DEFAULT_MODEL = "wsi-ctc-yolo11n"
 MASK_MPP_UM = 8.0  # overview resolution for the tissue mask ...
 MASK_MAX_SIDE_PX = 4096  # ... coarser for slides so large that the overview would exceed this
@@ -191,7 +193,7 @@ class WsiCtcPipeline:
             )
             timings["open_and_mask_s"] = time.monotonic() - t0
             t1 = time.monotonic()
-            raw = self._detect(reader, grid, mpp, setup)
+            raw = self._detect(reader, grid, mpp, setup, inp.progress)
             timings["tiles_s"] = time.monotonic() - t1
         merged = merge_across_seams(raw, opts.nms_iou)
         mpp_xy = (reader.resolution.mpp_x_um, reader.resolution.mpp_y_um)
@@ -219,7 +221,9 @@ class WsiCtcPipeline:
             warnings=tuple(warnings),
         )
 
-    def _detect(self, reader: SlideReader, grid: TileGrid, mpp: float, setup: _ModelSetup) -> list[Detection]:
+    def _detect(self, reader: SlideReader, grid: TileGrid, mpp: float, setup: _ModelSetup, progress: Progress,
+                ) -> list[Detection]:
+        """Every tile's detections, in level-0 pixels; ``progress`` hears of the tiles done (stage ``tiles``)."""
         opts = self.options
         choice = reader.level_for(mpp)
         t = grid.tile_px
@@ -228,12 +232,17 @@ class WsiCtcPipeline:
             return reader.read(tile.l0_x, tile.l0_y, t, t, mpp, choice)
 
         found: list[Detection] = []
+        total = len(grid.tiles)
+        done = 0
+        progress(done, total, TILES_STAGE)
         tiles = read_ahead(grid.tiles, read, workers=opts.read_workers, depth=2 * setup.batch_size)
         for batch in batched(tiles, setup.batch_size):
             stacked = np.stack([pixels for _, pixels in batch])
             outputs = setup.detector.predict(stacked, confidence=setup.confidence, iou=opts.nms_iou)
             for (tile, _), out in zip(batch, outputs, strict=True):
                 found.extend(to_level0(out, tile, grid, SEAM_MARGIN_PX))
+            done += len(batch)
+            progress(done, total, TILES_STAGE)
         return found
 
     # ------------------------------------------------------------------------------------------ summary
