@@ -117,7 +117,7 @@ class Daemon:
             registry.validate_options(settings.pipelines)
             store = Store.open(settings.database_url)
             ops = Operations(settings, store)
-            web = WebServer(settings.web, store) if settings.web.enabled else None
+            web = WebServer(settings, store) if settings.web.enabled else None
             try:
                 return self._serve(store, stop, ops, web)
             finally:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -26,8 +28,11 @@ from pynetdicom import AE
 
 from agent.config import LoadedSettings
 from agent.errors import OncoAgentError
+from agent.passwords import hash_password
 from agent.records import JobStatus
+from agent.review_records import Role
 from agent.store import Store
+from agent.store.users import add_user
 from pipelines.synthetic.mri_series import MRSeries, MRSeriesSpec, volume_geometry, write_mr_series
 from pipelines.synthetic.slides import SlideSpec, write_slide
 
@@ -39,6 +44,7 @@ MARKER = ".oncoagent-demo"
 MR_SPEC = MRSeriesSpec(rows=256, columns=256, slices=48, pixel_spacing_mm=1.5, slice_thickness_mm=4.0, seed=104,
                        lesions=2, labels=("malignant", "benign"))
 MR_TRUTH = "mr-series.truth.json"
+DEMO_USER = "demo"
 
 
 def run_demo(loaded: LoadedSettings, timeout: float) -> int:
@@ -89,7 +95,33 @@ def run_demo(loaded: LoadedSettings, timeout: float) -> int:
                 daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(timeout=30)
     print(f"daemon stopped (exit status {code})")
-    return _report(root, finished and code == 0)
+    status = _report(root, finished and code == 0)
+    _worklist_login(loaded, root)
+    return status
+
+
+def _worklist_login(loaded: LoadedSettings, root: Path) -> None:
+    """An admin login for the demo's worklist (its password beside the data, readable by its owner only), and
+    the one command that serves the worklist over the demo's results."""
+    password = secrets.token_urlsafe(12)
+    store = Store.open(f"sqlite:///{root / 'oncoagent.db'}", migrate=False)
+    try:
+        add_user(store.engine, DEMO_USER, Role.ADMIN, hash_password(password), time.time())
+    finally:
+        store.close()
+    login = root / "demo-login.txt"
+    login.touch(mode=0o600)
+    login.write_text(f"{DEMO_USER} {password}\n", encoding="utf-8")
+    web = loaded.settings.web
+    command = [Path(sys.executable).with_name("oncoagent").as_posix(), "--data-dir", str(root)]
+    if loaded.config_file is not None:
+        command += ["--config", str(loaded.config_file)]
+    scheme = "https" if web.tls_cert is not None else "http"
+    print()
+    print("the worklist: serve it over the demo's results with")
+    print(f"  {shlex.join([*command, 'run'])}")
+    print(f"then open {scheme}://{web.host}:{web.port}/ and sign in as {DEMO_USER} / {password}  "
+          f"(an admin; the password is also in {login})")
 
 
 def _write_mr_truth(series: MRSeries, spec: MRSeriesSpec, target: Path) -> None:

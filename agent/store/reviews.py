@@ -44,6 +44,14 @@ def latest_review(engine: Engine, job_id: int) -> Review | None:
         return _latest(conn, job_id)
 
 
+def review_version(engine: Engine, job_id: int, version: int) -> Review | None:
+    """Version ``version`` of the job's review (a reopened case's signed predecessor), or None."""
+    query = _review_query().where(_reviews.c.job_id == job_id, _reviews.c.version == version)
+    with read(engine) as conn:
+        row = conn.execute(query).mappings().first()
+    return None if row is None else _review_from_row(row)
+
+
 def review_summaries(engine: Engine, job_ids: Collection[int]) -> dict[int, Review]:
     """The newest review of each of ``job_ids`` that has one, by job id, in one query (a worklist page)."""
     if not job_ids:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -16,6 +17,7 @@ from agent.review_records import DecisionKind
 from agent.store import reviews
 from agent.store.cases import CaseFilter, CaseRow, list_cases
 from agent.web.case_views import (
+    corrected_result,
     decision_json,
     detections,
     is_slide_case,
@@ -24,10 +26,11 @@ from agent.web.case_views import (
     slide_counts,
     visible_pipelines,
 )
-from agent.web.context import WebContext
+from agent.web.context import MAX_ID, WebContext
 from agent.web.tiles import TileError
 
 router = APIRouter(prefix="/api")
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 Label = Literal["CTC", "CTM"]
 
 
@@ -74,7 +77,7 @@ def cases(request: Request,
 
 
 @router.get("/cases/{job_id}")
-def case(request: Request, job_id: int) -> dict[str, Any]:
+def case(request: Request, job_id: JobId) -> dict[str, Any]:
     context = web(request)
     caller = context.caller(request)
     found = context.case(caller, job_id)
@@ -118,7 +121,7 @@ def _model_version(found: CaseRow) -> str | None:
 
 
 @router.post("/cases/{job_id}/decisions")
-def decide(request: Request, job_id: int, body: Decide) -> dict[str, Any]:
+def decide(request: Request, job_id: JobId, body: Decide) -> dict[str, Any]:
     context = web(request)
     caller, found, review = _open_review(context, request, job_id)
     if body.target.startswith("d:") and int(body.target[2:]) >= len(detections(found)):
@@ -136,7 +139,7 @@ def decide(request: Request, job_id: int, body: Decide) -> dict[str, Any]:
 
 
 @router.post("/cases/{job_id}/added")
-def add_cell(request: Request, job_id: int, body: AddCell) -> dict[str, Any]:
+def add_cell(request: Request, job_id: JobId, body: AddCell) -> dict[str, Any]:
     context = web(request)
     caller, found, review = _open_review(context, request, job_id)
     x0, y0, x1, y1 = body.box
@@ -153,21 +156,18 @@ def add_cell(request: Request, job_id: int, body: AddCell) -> dict[str, Any]:
 
 
 @router.get("/cases/{job_id}/thumbnail")
-def thumbnail(request: Request, job_id: int) -> FileResponse:
+def thumbnail(request: Request, job_id: JobId) -> FileResponse:
     context = web(request)
     found = context.case(context.caller(request), job_id)
     return FileResponse(context.result_file(found, "preview.png"), media_type="image/png")
 
 
 def _slide_path(context: WebContext, request: Request, job_id: int) -> Path:
-    found = context.case(context.caller(request), job_id)
-    if not is_slide_case(found):
-        raise HTTPException(status_code=404, detail=f"case {job_id} has no slide")
-    return Path(found.input_path)
+    return context.slide_of(context.caller(request), job_id)
 
 
 @router.get("/cases/{job_id}/slide.dzi")
-def dzi(request: Request, job_id: int) -> Response:
+def dzi(request: Request, job_id: JobId) -> Response:
     context = web(request)
     try:
         return Response(context.tiles.dzi(_slide_path(context, request, job_id)), media_type="application/xml")
@@ -176,7 +176,7 @@ def dzi(request: Request, job_id: int) -> Response:
 
 
 @router.get("/cases/{job_id}/slide_files/{level}/{col}_{row}.jpeg")
-def tile(request: Request, job_id: int, level: int, col: int, row: int) -> Response:
+def tile(request: Request, job_id: JobId, level: int, col: int, row: int) -> Response:
     context = web(request)
     try:
         data = context.tiles.tile(_slide_path(context, request, job_id), level, col, row)
@@ -186,7 +186,7 @@ def tile(request: Request, job_id: int, level: int, col: int, row: int) -> Respo
 
 
 @router.get("/cases/{job_id}/crops/{index}.jpeg")
-def crop(request: Request, job_id: int, index: int) -> Response:
+def crop(request: Request, job_id: JobId, index: int) -> Response:
     context = web(request)
     path = _slide_path(context, request, job_id)
     found = detections(context.case(context.caller(request), job_id))
@@ -199,3 +199,34 @@ def crop(request: Request, job_id: int, index: int) -> Response:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
+
+
+class SignOffBody(BaseModel):
+    note: str | None = Field(default=None, max_length=4000)
+
+
+@router.post("/cases/{job_id}/sign-off")
+def sign_off(request: Request, job_id: JobId, body: SignOffBody) -> dict[str, Any]:
+    """Make the reviewed result final: the review is signed (one of two concurrent sign-offs fails with 409),
+    then the verified SR and the reviewed report are written and the SR queued for PACS."""
+    context = web(request)
+    caller, found, review = _open_review(context, request, job_id)
+    engine = context.store.engine
+    replaced = reviews.review_version(engine, job_id, review.version - 1) if review.version > 1 else None
+    previous = replaced.sr_sop_instance_uid if replaced is not None else None
+    corrected = corrected_result(found, reviews.decisions(engine, review.id))
+    signed = reviews.sign_off(engine, review.id, caller.user.id, corrected, body.note, time.time())
+    context.audit(caller.user.name, caller.address, "sign-off", job_id, f"version {signed.version}")
+    outputs = context.write_signoff(found, signed, caller, corrected, previous)
+    return {"version": signed.version, "status": signed.status.value, "signed_by": caller.user.name,
+            "signed_at": signed.signed_at, **outputs}
+
+
+@router.post("/cases/{job_id}/reopen")
+def reopen(request: Request, job_id: JobId) -> dict[str, Any]:
+    context = web(request)
+    caller = context.caller(request)
+    context.case(caller, job_id, decide=True)
+    review = reviews.reopen_review(context.store.engine, job_id, caller.user.id, time.time())
+    context.audit(caller.user.name, caller.address, "reopen", job_id, f"version {review.version}")
+    return {"version": review.version, "status": review.status.value}

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from agent.config import WebSettings
+from agent.config import Settings
 from agent.errors import ReviewStateError
 from agent.passwords import verify_password
 from agent.store import Store, web_sessions
@@ -37,9 +37,10 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(settings: WebSettings, store: Store) -> FastAPI:
+def create_app(config: Settings, store: Store) -> FastAPI:
+    settings = config.web
     app = FastAPI(title="OncoAgent worklist", openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
-    app.state.web = WebContext.build(settings, store)
+    app.state.web = WebContext.build(config, store)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
@@ -64,7 +65,7 @@ def create_app(settings: WebSettings, store: Store) -> FastAPI:
     def favicon() -> Response:
         return Response(status_code=204)
 
-    @app.get("/login", response_class=HTMLResponse)
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(request: Request, next: str = "/", error: str | None = None) -> Response:
         token = secrets.token_urlsafe(24)
         response = TEMPLATES.TemplateResponse(request, "login.html", {
@@ -73,7 +74,7 @@ def create_app(settings: WebSettings, store: Store) -> FastAPI:
                             secure=settings.tls_cert is not None, path="/login")
         return response
 
-    @app.post("/login")
+    @app.post("/login", include_in_schema=False)
     def login(request: Request, name: str = Form(max_length=128), password: str = Form(max_length=1024),
               csrf: str = Form(max_length=64), next: str = Form("/", max_length=512)) -> Response:
         context: WebContext = app.state.web
@@ -98,25 +99,25 @@ def create_app(settings: WebSettings, store: Store) -> FastAPI:
         context.auth.set_cookie(response, token)
         return response
 
-    @app.post("/logout")
+    @app.post("/logout", include_in_schema=False)
     def logout(request: Request, csrf: str = Form("", max_length=64)) -> Response:
         context: WebContext = app.state.web
         caller = context.auth.caller(request)
         if caller is not None:
             context.auth.check_csrf(request, caller, csrf)
-            web_sessions.end_session(store.engine, request.cookies.get(COOKIE, ""))
+            context.auth.end(request.cookies.get(COOKIE, ""))
             context.audit(caller.user.name, caller.address, "logout")
         response = RedirectResponse("/login", status_code=303)
         context.auth.clear_cookie(response)
         return response
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def worklist(request: Request) -> Response:
         context: WebContext = app.state.web
         caller = context.caller(request, page=True)
         return _page(context, request, caller, "worklist.html", {})
 
-    @app.get("/cases/{job_id}", response_class=HTMLResponse)
+    @app.get("/cases/{job_id}", response_class=HTMLResponse, include_in_schema=False)
     def case_page(request: Request, job_id: int) -> Response:
         context: WebContext = app.state.web
         caller = context.caller(request, page=True)

@@ -1,11 +1,13 @@
 """Who is asking: sessions, the trusted proxy header, CSRF and the login rate limit.
 
 A session is a random token in an HttpOnly, SameSite=Strict cookie (Secure under TLS); the store keeps only its
-SHA-256 with the user, an expiry and the session's CSRF token. Every request that changes state must carry that
-CSRF token (the ``X-CSRF-Token`` header from the pages' JavaScript, or a ``csrf`` form field), so another site
-cannot act with a reviewer's cookie. In ``proxy`` mode a reverse proxy at one of ``web.trusted_proxies`` names
-the user in ``web.proxy_header``; the header from any other address is ignored, and the named user must exist
-and be enabled. Failed logins are counted per address and per user name; past ``web.login_attempts`` within
+SHA-256 with the user, an expiry and the session's CSRF token. A session the store confirmed is believed for
+``SESSION_MEMORY_S`` without asking again (a viewer asks for tiles many times a second), so a logout elsewhere or a
+disabled account takes effect within seconds. Every request that changes state must carry the CSRF token (the
+``X-CSRF-Token`` header from the pages' JavaScript, or a ``csrf`` form field), so another site cannot act with a
+reviewer's cookie. In ``proxy`` mode a reverse proxy at one of ``web.trusted_proxies`` names the user in
+``web.proxy_header``; the header from any other address is ignored, and the named user must exist and be
+enabled. Failed logins are counted per address and per user name; past ``web.login_attempts`` within
 ``web.login_window_s`` further tries are refused without checking the password.
 """
 
@@ -28,6 +30,8 @@ COOKIE = "oa_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TRACKED_KEYS = 10_000  # addresses and names whose failures are remembered (oldest forgotten first)
+SESSION_MEMORY_S = 5.0  # a session found in the store is believed this long without asking again (tiles come fast)
+REMEMBERED_SESSIONS = 1024
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,30 @@ class Authenticator:
         self.store = store
         self.limiter = LoginLimiter(settings.login_attempts, settings.login_window_s)
         self.secure = settings.tls_cert is not None
+        self._remembered: OrderedDict[str, tuple[float, User, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _session(self, token: str, now: float) -> tuple[User, str] | None:
+        """The session's user and CSRF token: from memory for a few seconds after the store last said so."""
+        with self._lock:
+            remembered = self._remembered.get(token)
+        if remembered is not None and remembered[0] > now:
+            return remembered[1], remembered[2]
+        found = web_sessions.session_user(self.store.engine, token, now)
+        with self._lock:
+            if found is None:
+                self._remembered.pop(token, None)
+            else:
+                self._remembered[token] = (now + SESSION_MEMORY_S, *found)
+                self._remembered.move_to_end(token)
+                while len(self._remembered) > REMEMBERED_SESSIONS:
+                    self._remembered.popitem(last=False)
+        return found
+
+    def end(self, token: str) -> None:
+        with self._lock:
+            self._remembered.pop(token, None)
+        web_sessions.end_session(self.store.engine, token)
 
     def caller(self, request: Request) -> Caller | None:
         """The signed-in caller of the request, or None."""
@@ -94,7 +122,7 @@ class Authenticator:
         token = request.cookies.get(COOKIE)
         now = time.time()
         if token:
-            found = web_sessions.session_user(self.store.engine, token, now)
+            found = self._session(token, now)
             if found is not None:
                 user, csrf = found
                 if self._proxy_user_name(request) in (None, user.name):

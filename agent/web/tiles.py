@@ -3,8 +3,9 @@
 Slides stay open in a small LRU (``web.open_slides``): opening an SVS or a DICOM WSI reads its whole index, so a
 viewer panning across one slide must not reopen it per tile. Tiles already made are kept in a byte-bounded LRU
 (``web.tile_cache_mb``), so that the same tile asked for by two reviewers, or again after a zoom, costs nothing.
-openslide handles are not safe to share between threads reading at once, so each open slide has a lock; the
-JPEG encoding happens outside it.
+An openslide handle may be read from several threads at once (the C library is thread-safe and releases the
+GIL), so tiles of one slide are made in parallel. A slide leaving the LRU is not closed while a request may be
+reading it: dropping the last reference closes it (openslide-python closes a handle when it is collected).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ class TileError(Exception):
 class _Open:
     slide: openslide.AbstractSlide
     zoom: DeepZoomGenerator
-    lock: threading.Lock
 
 
 def slide_file(path: Path) -> Path:
@@ -64,14 +64,11 @@ class TileServer:
             slide = openslide.open_slide(str(slide_file(path)))
         except (openslide.OpenSlideError, OSError, ValueError) as exc:
             raise TileError(f"cannot open the slide: {exc}") from exc
-        opened = _Open(slide, DeepZoomGenerator(slide, tile_size=TILE_SIZE, overlap=OVERLAP, limit_bounds=False),
-                       threading.Lock())
+        opened = _Open(slide, DeepZoomGenerator(slide, tile_size=TILE_SIZE, overlap=OVERLAP, limit_bounds=False))
         with self._lock:
             self._slides[path] = opened
             while len(self._slides) > self._open_limit:
-                _old, evicted = self._slides.popitem(last=False)
-                with evicted.lock:
-                    evicted.slide.close()
+                self._slides.popitem(last=False)  # closed once no request holds it
         return opened
 
     def dzi(self, path: Path) -> str:
@@ -95,11 +92,10 @@ class TileServer:
         cols, rows = opened.zoom.level_tiles[level]
         if not (0 <= col < cols and 0 <= row < rows):
             raise TileError(f"no tile {col}_{row} at level {level}")
-        with opened.lock:
-            try:
-                image = opened.zoom.get_tile(level, (col, row))
-            except openslide.OpenSlideError as exc:
-                raise TileError(f"cannot read the tile: {exc}") from exc
+        try:
+            image = opened.zoom.get_tile(level, (col, row))
+        except openslide.OpenSlideError as exc:
+            raise TileError(f"cannot read the tile: {exc}") from exc
         data = _jpeg(image)
         self._keep(key, data)
         return data
@@ -110,21 +106,18 @@ class TileServer:
         x0, y0, x1, y1 = box
         side = max(8.0, 2.0 * max(x1 - x0, y1 - y0))
         left, top = int((x0 + x1 - side) / 2), int((y0 + y1 - side) / 2)
-        with opened.lock:
-            try:
-                region = opened.slide.read_region((left, top), 0, (int(side), int(side)))
-            except openslide.OpenSlideError as exc:
-                raise TileError(f"cannot read the region: {exc}") from exc
+        try:
+            region = opened.slide.read_region((left, top), 0, (int(side), int(side)))
+        except openslide.OpenSlideError as exc:
+            raise TileError(f"cannot read the region: {exc}") from exc
         return _jpeg(region.resize((size, size), Image.Resampling.BILINEAR))
 
     def close(self) -> None:
+        """Forget the open slides and the tiles (each slide closes once no request reads it any more)."""
         with self._lock:
-            slides, self._slides = list(self._slides.values()), OrderedDict()
+            self._slides.clear()
             self._tiles.clear()
             self._cached = 0
-        for opened in slides:
-            with opened.lock:
-                opened.slide.close()
 
     def _keep(self, key: tuple[Path, int, int, int], data: bytes) -> None:
         if len(data) > self._cache_limit:

@@ -5,22 +5,29 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.support.browser import chromium, page_of, sign_in
+from tests.support.net import network_isolated
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.timeout(900)
 def test_demo_runs_generated_samples_through_the_daemon(tmp_path: Path) -> None:
     data = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("ONCOAGENT_WEB__PORT", None)  # the configured port, as a user's shell has it
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", "--data-dir", str(data), "demo", "--timeout", "700"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=800,
-        check=False,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=800, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "daemon stopped (exit status 0)" in proc.stdout
@@ -54,6 +61,37 @@ def test_demo_runs_generated_samples_through_the_daemon(tmp_path: Path) -> None:
                 f"{f['malignancy_probability']:.2f}, {f['label']}")
         assert line in proc.stdout
     assert (data / ".oncoagent-demo").exists()  # its own folder: the next run starts it afresh
+    _the_printed_command_serves_the_worklist(proc.stdout, env, tmp_path)
+
+
+def _the_printed_command_serves_the_worklist(stdout: str, env: dict[str, str], shots: Path) -> None:
+    """The demo ends with the command that serves the worklist, its URL and a login: all three work."""
+    lines = stdout.splitlines()
+    command = shlex.split(lines[lines.index("the worklist: serve it over the demo's results with") + 1])
+    found = re.search(r"then open (http://\S+/) and sign in as (\S+) / (\S+)", stdout)
+    assert found is not None, stdout
+    url, name, password = found.groups()
+    if not network_isolated():
+        pytest.skip("the served daemon takes the configured ports: run through tests/run-isolated.sh")
+    served = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _answers(url + "login"), 120, interval=0.2, what="the demo's worklist")
+        with chromium() as browser, page_of(browser) as page:
+            sign_in(page, url.rstrip("/"), name, password)
+            page.wait_for_selector("body[data-loaded]")
+            assert page.locator("tr.case-row").count() == 3, "both slides and the MR series are on the worklist"
+            page.screenshot(path=str(shots / "demo-worklist.png"))
+    finally:
+        served.terminate()
+        served.wait(timeout=60)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 def test_demo_refuses_a_data_dir_that_is_not_its_own(tmp_path: Path) -> None:
