@@ -89,6 +89,7 @@ class ReportDocument:
     generated: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     pipeline: str = ""
     pipeline_version: str = ""
+    signed: tuple[str, ...] = ()  # a reviewed result: who signed it, when, and their note (reports.verified)
 
 
 # ------------------------------------------------------------------------------------------ content
@@ -125,6 +126,15 @@ def build_document(
         pipeline=pipeline,
         pipeline_version=str(doc.get("pipeline_version", "")),
     )
+
+
+def input_name(kind: str, key: str, headers: Sequence[Any]) -> str:
+    """How the report names its input: a slide by its file name, a DICOM series by modality and description."""
+    if kind != "dicom-series":
+        return Path(key).name
+    first = headers[0] if headers else None
+    described = " ".join(str(first.get(k) or "") for k in ("Modality", "SeriesDescription")) if first else ""
+    return f"DICOM series {described.strip()}".strip()
 
 
 def _case(doc: Mapping[str, Any], context: StudyContext | None, input_name: str) -> tuple[tuple[str, str], ...]:
@@ -183,7 +193,7 @@ def _slide_content(f: SlideFindings) -> tuple[str, str, tuple[Table, ...]]:
         tables.append(Table(
             "Most confident detections",
             ("", "Class", "Confidence", "Box (level-0 px: x, y, width, height)"),
-            tuple(Row(str(n), (d.cls, f"{d.confidence:.3f}",
+            tuple(Row(str(n), (d.cls, "added" if d.confidence is None else f"{d.confidence:.3f}",
                                f"{d.l0_x0:.0f}, {d.l0_y0:.0f}, {d.l0_x1 - d.l0_x0:.0f}, {d.l0_y1 - d.l0_y0:.0f}"))
                   for n, d in enumerate(top, start=1)),
             note=f"{len(f.detections)} detection(s) in all; every one is in detections.geojson and, for DICOM "

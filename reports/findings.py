@@ -38,10 +38,11 @@ class Algorithm:
 
 @dataclass(frozen=True)
 class Detection:
-    """One CTC or CTM, its box in level-0 pixels (x0, y0, x1, y1), the model's confidence."""
+    """One CTC or CTM, its box in level-0 pixels (x0, y0, x1, y1), the model's confidence (None: a cell a
+    reviewer added, which no model scored)."""
 
     cls: str
-    confidence: float
+    confidence: float | None
     l0_x0: float
     l0_y0: float
     l0_x1: float
@@ -52,7 +53,8 @@ class Detection:
     def from_doc(cls, item: Mapping[str, Any]) -> Detection:
         try:
             x0, y0, x1, y1 = (float(v) for v in item["l0_box"])
-            return cls(str(item["class"]), float(item["confidence"]), x0, y0, x1, y1, int(item.get("members") or 0))
+            confidence = None if item["confidence"] is None else float(item["confidence"])
+            return cls(str(item["class"]), confidence, x0, y0, x1, y1, int(item.get("members") or 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise ReportInputError(f"detection without class, confidence and l0_box: {item!r}") from exc
 
@@ -104,8 +106,10 @@ class SlideFindings:
             raise ReportInputError(f"wsi-ctc summary: {type(exc).__name__}: {exc}") from exc
 
     def top_detections(self, limit: int) -> tuple[Detection, ...]:
-        """The ``limit`` most confident detections, CTMs before CTCs at equal confidence."""
-        ranked = sorted(self.detections, key=lambda d: (-d.confidence, d.cls != "CTM", d.l0_y0, d.l0_x0))
+        """The ``limit`` most confident detections, CTMs before CTCs at equal confidence (cells a reviewer
+        added, without a confidence, last)."""
+        ranked = sorted(self.detections, key=lambda d: (d.confidence is None, -(d.confidence or 0.0),
+                                                        d.cls != "CTM", d.l0_y0, d.l0_x0))
         return tuple(ranked[:limit])
 
 

@@ -8,13 +8,15 @@ Sequence in SEG and bulk annotations).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from highdicom import AlgorithmIdentificationSequence
 from highdicom.sr import AlgorithmIdentification
 
 from reports.codes import ALGORITHM_FAMILY
-from reports.findings import Algorithm
+from reports.findings import Algorithm, algorithms
 from reports.uids import OutputUids, device_uid
 
 MANUFACTURER = "OncoAgent"
@@ -44,6 +46,15 @@ class Producer:
         """Device serial number (Type 1 in the equipment modules): the first model's weights hash prefix,
         so that objects from different weights are told apart."""
         return next((a.sha256[:16] for a in self.algorithms if a.sha256), self.version) or "none"
+
+    @classmethod
+    def of_result(cls, doc: Mapping[str, Any], input_key: str, study_uid: str | None, series_uid: str | None,
+                  fingerprint: str) -> Producer:
+        """The maker of the result ``doc`` (result.json's content) of the input named by the other arguments."""
+        pipeline, version = str(doc.get("pipeline", "")), str(doc.get("pipeline_version", ""))
+        return cls(pipeline, version, algorithms(doc), OutputUids.for_result(
+            pipeline=pipeline, pipeline_version=version, input_key=input_key, study_uid=study_uid,
+            series_uid=series_uid, fingerprint=fingerprint))
 
     def algorithm(self, position: int) -> Algorithm | None:
         """The model at ``position`` of ``doc["models"]``, or the last one when there are fewer."""

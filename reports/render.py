@@ -47,13 +47,11 @@ from reports.findings import (
     WSI_PIPELINE,
     MriFindings,
     SlideFindings,
-    algorithms,
 )
 from reports.outcome import DicomOutput, MissingOutput, ReportOutcome
 from reports.producer import Producer
 from reports.seg import lesion_segmentation
 from reports.sr import MAX_REGIONS, comprehensive_3d_sr, comprehensive_sr, mri_report, slide_report
-from reports.uids import OutputUids
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +107,7 @@ class _Run:
         self.dicom: list[DicomOutput] = []  # top-level objects, for PACS
         self.missing: list[MissingOutput] = []
         self.unsent_reason: str | None = None
-        self.producer = Producer(
-            self.pipeline,
-            str(doc.get("pipeline_version", "")),
-            algorithms(doc),
-            OutputUids.for_result(
-                pipeline=self.pipeline,
-                pipeline_version=str(doc.get("pipeline_version", "")),
-                input_key=inp.key,
-                study_uid=inp.study_uid,
-                series_uid=inp.series_uid,
-                fingerprint=inp.fingerprint,
-            ),
-        )
+        self.producer = Producer.of_result(doc, inp.key, inp.study_uid, inp.series_uid, inp.fingerprint)
         self.headers: list[Dataset] = []
         self.context: StudyContext | None = None
         self.report_objects: tuple[Any, list[Dataset]] | None = None  # (MeasurementReport, evidence)
@@ -348,11 +334,7 @@ class _Run:
             return None
 
     def _documents(self) -> bytes | None:
-        name = Path(self.inp.key).name
-        if self.inp.kind == "dicom-series":
-            first = self.headers[0] if self.headers else None
-            described = " ".join(str(first.get(k) or "") for k in ("Modality", "SeriesDescription")) if first else ""
-            name = f"DICOM series {described.strip()}".strip()
+        name = document.input_name(self.inp.kind, self.inp.key, self.headers)
         report = self.require("report", lambda: document.build_document(
             self.doc, self.context, name, self.figures, self.objects, self.warnings))
         if report is None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from highdicom.seg import Segmentation
@@ -67,8 +69,10 @@ Group = (
 # ------------------------------------------------------------------------------------------ shared parts
 
 
-def observation_context(producer: Producer, subject: SubjectContext | None = None) -> ObservationContext:
-    """TID 1001: the pipeline as observer device (TID 1004), optionally the specimen as subject."""
+def observation_context(producer: Producer, subject: SubjectContext | None = None,
+                        person: ObserverContext | None = None) -> ObservationContext:
+    """TID 1001: the pipeline as observer device (TID 1004), optionally the specimen as subject and the person
+    who verified the device's findings (TID 1003, see :mod:`reports.verified`)."""
     device = DeviceObserverIdentifyingAttributes(
         uid=producer.device_uid,
         name=producer.device_name,
@@ -76,6 +80,7 @@ def observation_context(producer: Producer, subject: SubjectContext | None = Non
         model_name=producer.model_names,
     )
     return ObservationContext(
+        observer_person_context=person,
         observer_device_context=ObserverContext(
             observer_type=CodedConcept.from_code(codes.OBSERVER_DEVICE), observer_identifying_attributes=device
         ),
@@ -106,10 +111,14 @@ def slide_report(
     regions: bool,
     max_regions: int = MAX_REGIONS,
     subject: SubjectContext | None = None,
+    triage: bool = True,
+    person: ObserverContext | None = None,
 ) -> MeasurementReport:
     """TID 1500 for a ``wsi-ctc`` result. ``source_image`` is the level-0 whole-slide image (``regions``
     true: detections become image regions on it) or, for a slide that is not DICOM, the secondary capture of
-    its overview (``regions`` false: counts only)."""
+    its overview (``regions`` false: counts only). ``triage`` false leaves out the triage score and level (a
+    reviewed result: the triage ordered the worklist, the counts are the reviewer's); ``person`` is the
+    verifying observer of a reviewed result."""
     measurements = [
         _measurement(producer, 0, codes.CTC_COUNT, findings.ctc_count, codes.UNIT_NONE),
         _measurement(producer, 0, codes.CTM_COUNT, findings.ctm_count, codes.UNIT_NONE),
@@ -123,12 +132,12 @@ def slide_report(
             _measurement(producer, 0, codes.CTM_DENSITY, findings.ctm_density_per_mm2, codes.UNIT_PER_MM2)
         )
     listed = findings.top_detections(max_regions) if regions and source_image is not None else ()
-    measurements += [
-        _measurement(producer, 0, codes.TISSUE_AREA, findings.tissue_area_mm2, codes.UNIT_MM2),
-        _measurement(producer, 0, codes.PRIORITY_SCORE, findings.priority_score, codes.UNIT_NONE),
-        _measurement(producer, 0, codes.REGIONS_LISTED, len(listed), codes.UNIT_NONE),
-    ]
-    level = codes.PRIORITY_LEVELS.get(findings.priority.lower())
+    measurements.append(_measurement(producer, 0, codes.TISSUE_AREA, findings.tissue_area_mm2, codes.UNIT_MM2))
+    if triage:
+        measurements.append(_measurement(producer, 0, codes.PRIORITY_SCORE, findings.priority_score,
+                                         codes.UNIT_NONE))
+    measurements.append(_measurement(producer, 0, codes.REGIONS_LISTED, len(listed), codes.UNIT_NONE))
+    level = codes.PRIORITY_LEVELS.get(findings.priority.lower()) if triage else None
     slide_group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(uid=producer.uids.item("slide", 0), identifier="Slide"),
         algorithm_id=producer.pipeline_identification(),
@@ -141,7 +150,7 @@ def slide_report(
         source = SourceImageForRegion.from_source_image(source_image)
         groups += [_detection_group(d, n, source, producer) for n, d in enumerate(listed, start=1)]
     return MeasurementReport(
-        observation_context=observation_context(producer, subject),
+        observation_context=observation_context(producer, subject, person),
         procedure_reported=codes.PROCEDURE_SLIDE,
         imaging_measurements=groups,
         title=codes.REPORT_TITLE,
@@ -161,7 +170,8 @@ def _detection_group(
         ],
         dtype=np.float64,
     )
-    measurements = [_measurement(producer, 0, codes.DETECTION_CONFIDENCE, detection.confidence, codes.UNIT_NONE)]
+    measurements = [] if detection.confidence is None else [  # None: a cell the reviewer added
+        _measurement(producer, 0, codes.DETECTION_CONFIDENCE, detection.confidence, codes.UNIT_NONE)]
     if detection.cls == "CTM" and detection.members:
         measurements.append(_measurement(producer, 0, codes.CLUSTER_MEMBERS, detection.members, codes.UNIT_NONE))
     return PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -183,9 +193,11 @@ def mri_report(
     producer: Producer,
     segmentation: Segmentation | None,
     segment_numbers: Mapping[int, int],
+    person: ObserverContext | None = None,
 ) -> MeasurementReport:
     """TID 1500 for an ``mri-tumour`` result; ``segment_numbers`` maps lesion index → segment number in
-    ``segmentation`` (lesions without a segment get a TID 1501 group without a region)."""
+    ``segmentation`` (lesions without a segment get a TID 1501 group without a region); ``person`` is the
+    verifying observer of a reviewed result."""
     series_group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(uid=producer.uids.item("series", 0), identifier="Series"),
         algorithm_id=producer.pipeline_identification(),
@@ -203,7 +215,7 @@ def mri_report(
         number = segment_numbers.get(lesion.index)
         groups.append(_lesion_group(lesion, producer, segmentation if number else None, number or 0))
     return MeasurementReport(
-        observation_context=observation_context(producer),
+        observation_context=observation_context(producer, person=person),
         procedure_reported=codes.PROCEDURE_MRI,
         imaging_measurements=groups,
         title=codes.REPORT_TITLE,
@@ -263,6 +275,55 @@ def referenced_segment(segmentation: Dataset, segment_number: int) -> Referenced
 # ------------------------------------------------------------------------------------------ documents
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Where an SR document goes and what it says of itself: its UIDs, whether a person verified it (the
+    verifying observer's name, organization and time, DICOM DT), and the document it supersedes."""
+
+    series_instance_uid: str
+    sop_instance_uid: str
+    series_number: int = SR_SERIES_NUMBER
+    instance_number: int = 1
+    series_description: str = ""
+    previous: Dataset | None = None
+    verifier: tuple[str, str, str] | None = None  # (name as PN, organization, verification DT)
+    content_at: datetime | None = None  # Content Date/Time (None: now)
+
+
+def sr_document(cls: type[Comprehensive3DSR] | type[ComprehensiveSR], report: MeasurementReport,
+                evidence: Sequence[Dataset], producer: Producer, identity: Identity,
+                ) -> Comprehensive3DSR | ComprehensiveSR:
+    """The SR document of ``report``: unverified (an algorithm's findings) or verified by a person, final."""
+    previous = identity.previous
+    superseded = previous is not None and previous.get("SOPInstanceUID") != identity.sop_instance_uid
+    verifier = identity.verifier
+    sr = cls(
+        evidence=list(evidence),
+        content=report[0],
+        series_instance_uid=identity.series_instance_uid,
+        series_number=identity.series_number,
+        sop_instance_uid=identity.sop_instance_uid,
+        instance_number=identity.instance_number,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=verifier is not None,  # an algorithm's findings are final only once a person verified them
+        is_verified=verifier is not None,
+        verifying_observer_name=verifier[0] if verifier else None,
+        verifying_organization=verifier[1] if verifier else None,
+        previous_versions=[previous] if superseded and previous is not None else None,
+        coding_schemes=codes.coding_schemes(),
+        series_description=(identity.series_description or f"{MANUFACTURER} {producer.pipeline} results")[:64],
+        manufacturer_model_name=producer.pipeline,
+        software_versions=producer.version,
+        device_serial_number=producer.serial_number,
+        content_date=identity.content_at.date() if identity.content_at else None,
+        content_time=identity.content_at.time().replace(microsecond=0) if identity.content_at else None,
+    )
+    if verifier is not None:  # highdicom stamps the time of the call; the verification is the reviewer's
+        sr.VerifyingObserverSequence[0].VerificationDateTime = verifier[2]
+    return sr
+
+
 def _document(
     cls: type[Comprehensive3DSR] | type[ComprehensiveSR],
     report: MeasurementReport,
@@ -271,24 +332,8 @@ def _document(
     previous: Dataset | None,
     sop_instance_uid: str,
 ) -> Comprehensive3DSR | ComprehensiveSR:
-    superseded = previous is not None and previous.get("SOPInstanceUID") != sop_instance_uid
-    return cls(
-        evidence=list(evidence),
-        content=report[0],
-        series_instance_uid=producer.uids.series("sr"),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        is_final=False,  # findings of an algorithm, not yet verified by a person
-        previous_versions=[previous] if superseded and previous is not None else None,
-        coding_schemes=codes.coding_schemes(),
-        series_description=f"{MANUFACTURER} {producer.pipeline} results"[:64],
-        manufacturer_model_name=producer.pipeline,
-        software_versions=producer.version,
-        device_serial_number=producer.serial_number,
-    )
+    identity = Identity(producer.uids.series("sr"), sop_instance_uid, previous=previous)
+    return sr_document(cls, report, evidence, producer, identity)
 
 
 def comprehensive_3d_sr(report: MeasurementReport, evidence: Sequence[Dataset], producer: Producer,

@@ -71,3 +71,15 @@ def context_study_uid(accession_number: str, patient_id: str) -> str:
 def device_uid(name: str, version: str, sha256: str) -> str:
     """Device Observer UID of an algorithm: one per model name, version and weights."""
     return derived_uid("device", name, version, sha256)
+
+
+def reviewed_uids(ai_sr_uid: str, version: int) -> OutputUids:
+    """The UIDs of the objects of a reviewer's sign-off ``version`` of the result whose AI SR is ``ai_sr_uid``
+    (a UID that names the input, its content and the pipeline version already): the same sign-off always gets
+    the same UIDs, another version or another result other ones."""
+    return OutputUids(f"review|{ai_sr_uid}|v{version}")
+
+
+def reviewed_series_uid(ai_sr_uid: str) -> str:
+    """The one series that holds every signed version of the result whose AI SR is ``ai_sr_uid``."""
+    return derived_uid(f"review|{ai_sr_uid}", "series", "verified-sr")
