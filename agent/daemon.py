@@ -140,6 +140,9 @@ class Daemon:
         sender = outbox_sender(NamedOutbox(store, node, settings.outbox.lease_s), settings.destinations,
                                settings.outbox, settings.scp.ae_title)
 
+        if web is not None:
+            web.app.state.web.outbox_queued = sender.wake  # a sign-off's verified SR goes out at once
+
         def finished(job: Job) -> None:
             sender.wake()  # a success commits its outbox entries with it; the sender only needs to look
             ops.job_finished(job)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -29,14 +29,21 @@ from agent.web.case_views import (
 from agent.web.context import MAX_ID, WebContext
 from agent.web.tiles import TileError
 
-router = APIRouter(prefix="/api")
-JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
-Label = Literal["CTC", "CTM"]
-
 
 def web(request: Request) -> WebContext:
     context: WebContext = request.app.state.web
     return context
+
+
+def signed_in(request: Request) -> None:
+    """Every API route's first step, before its parameters are validated: 401 for an anonymous caller, 403 for
+    a change without the session's CSRF token (a malformed request from nobody learns nothing of the API)."""
+    web(request).caller(request)
+
+
+router = APIRouter(prefix="/api", dependencies=[Depends(signed_in)])
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+Label = Literal["CTC", "CTM"]
 
 
 class Decide(BaseModel):

@@ -47,6 +47,9 @@ def create_app(config: Settings, store: Store) -> FastAPI:
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
+        caller = getattr(request.state, "caller", None)
+        if caller is not None and caller.new_token is not None and COOKIE not in response.headers.get("set-cookie", ""):
+            app.state.web.auth.set_cookie(response, caller.new_token)  # a proxy's user: its session from now on
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if request.url.path.startswith("/api/") and "cache-control" not in response.headers:
@@ -115,7 +118,7 @@ def create_app(config: Settings, store: Store) -> FastAPI:
     def worklist(request: Request) -> Response:
         context: WebContext = app.state.web
         caller = context.caller(request, page=True)
-        return _page(context, request, caller, "worklist.html", {})
+        return _page(request, caller, "worklist.html", {})
 
     @app.get("/cases/{job_id}", response_class=HTMLResponse, include_in_schema=False)
     def case_page(request: Request, job_id: int) -> Response:
@@ -123,17 +126,14 @@ def create_app(config: Settings, store: Store) -> FastAPI:
         caller = context.caller(request, page=True)
         found = context.case(caller, job_id)
         template = "slide_case.html" if is_slide_case(found) else "series_case.html"
-        return _page(context, request, caller, template, {"job_id": job_id})
+        return _page(request, caller, template, {"job_id": job_id})
 
     return app
 
 
-def _page(context: WebContext, request: Request, caller: Any, template: str, extra: dict[str, Any]) -> Response:
-    response = TEMPLATES.TemplateResponse(request, template, {
+def _page(request: Request, caller: Any, template: str, extra: dict[str, Any]) -> Response:
+    return TEMPLATES.TemplateResponse(request, template, {
         "user": caller.user, "role": caller.role.value, "csrf": caller.csrf, **extra})
-    if caller.new_token is not None:
-        context.auth.set_cookie(response, caller.new_token)
-    return response
 
 
 def _local(target: str) -> str:

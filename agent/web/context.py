@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from fastapi import HTTPException, Request
 
 from agent.config import Settings, WebSettings
 from agent.review_records import Review, WebAuditEvent
+from agent.signoff import SignOff, write_signoff
 from agent.store import Store, reviews, web_audit
 from agent.store.cases import CaseRow, get_case
 from agent.web.auth import Authenticator, Caller, client_address
@@ -41,6 +43,7 @@ class WebContext:
     auth: Authenticator
     tiles: TileServer
     config: Settings  # the daemon's settings: destinations and reports for a sign-off's outputs
+    outbox_queued: Callable[[], None] = lambda: None  # the daemon wakes its outbox sender with this
     _slides: OrderedDict[int, tuple[str, Path]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -51,12 +54,16 @@ class WebContext:
                    TileServer(settings.open_slides, settings.tile_cache_mb * 1024 * 1024), config)
 
     def caller(self, request: Request, page: bool = False) -> Caller:
+        known: Caller | None = getattr(request.state, "caller", None)
+        if known is not None:
+            return known
         caller = self.auth.caller(request)
         if caller is None:
             if page:
                 raise LoginRequired()
             raise HTTPException(status_code=401, detail="sign in first")
         self.auth.check_csrf(request, caller)
+        request.state.caller = caller
         return caller
 
     def slide_of(self, caller: Caller, job_id: int) -> Path:
@@ -107,8 +114,6 @@ class WebContext:
         """The signed review's outputs (verified SR queued for PACS, reviewed report), as the answer shows them.
         The review is already signed: outputs that cannot be written are reported, not a reason to unsign."""
         assert signed.signed_at is not None
-        from agent.signoff import SignOff, write_signoff
-
         signoff = SignOff(job_id=case.job_id, version=signed.version, reviewer=caller.user.name,
                           reviewer_role=caller.role.value, signed_at=signed.signed_at, note=signed.note,
                           corrected=corrected, previous_sr_uid=previous_sr_uid)
@@ -120,6 +125,8 @@ class WebContext:
                     "outputs_error": f"{exc.__class__.__name__}: {exc}"}
         if outputs.sr_sop_instance_uid is not None:
             reviews.set_sr_uid(self.store.engine, signed.id, outputs.sr_sop_instance_uid)
+        if outputs.queued:
+            self.outbox_queued()
         return {"sr_sop_instance_uid": outputs.sr_sop_instance_uid, "queued": outputs.queued,
                 "report": str(outputs.pdf) if outputs.pdf else None, "unsent_reason": outputs.unsent_reason}
 
