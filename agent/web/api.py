@@ -16,10 +16,14 @@ from agent.review_records import DecisionKind
 from agent.store import reviews
 from agent.store.cases import CaseFilter, CaseRow, list_cases
 from agent.web.case_views import (
+    LESION_CLASSES,
+    SLIDE_CLASSES,
     decision_json,
     detections,
     is_slide_case,
+    lesions,
     may_decide,
+    mr_counts,
     row_json,
     slide_counts,
     visible_pipelines,
@@ -37,9 +41,11 @@ def web(request: Request) -> WebContext:
 
 
 class Decide(BaseModel):
-    target: str = Field(pattern=r"^(d|a):\d{1,9}$", description="d:<index> a detection, a:<n> an added cell")
+    target: str = Field(pattern=r"^(d|a|l):\d{1,9}$", description="a slide case's d:<index> (a detection) or "
+                        "a:<n> (an added cell, undo only); an MR case's l:<index> (a lesion)")
     decision: Literal["confirmed", "rejected"] | None = Field(description="null: undo the decision")
-    label: Label | None = None
+    label: Literal["CTC", "CTM", "malignant", "benign"] | None = Field(
+        default=None, description="the class after the decision: CTC/CTM on a slide, malignant/benign on MR")
 
 
 class AddCell(BaseModel):
@@ -99,6 +105,8 @@ def case(request: Request, job_id: int) -> dict[str, Any]:
                                      strict=True))
         except TileError as exc:
             body["slide"] = {"error": str(exc)}
+    else:
+        body["counts"] = mr_counts(lesions(found), decided)
     return body
 
 
@@ -121,8 +129,7 @@ def _model_version(found: CaseRow) -> str | None:
 def decide(request: Request, job_id: int, body: Decide) -> dict[str, Any]:
     context = web(request)
     caller, found, review = _open_review(context, request, job_id)
-    if body.target.startswith("d:") and int(body.target[2:]) >= len(detections(found)):
-        raise HTTPException(status_code=422, detail=f"no detection {body.target}")
+    _check_decision(found, body)
     engine = context.store.engine
     if body.decision is None:
         reviews.remove_decision(engine, review.id, body.target)
@@ -132,7 +139,23 @@ def decide(request: Request, job_id: int, body: Decide) -> dict[str, Any]:
     context.audit(caller.user.name, caller.address, "decide", job_id,
                   f"{body.target} {body.decision or 'undone'}" + (f" as {body.label}" if body.label else ""))
     decided = reviews.decisions(engine, review.id)
-    return {"decisions": [decision_json(d) for d in decided], "counts": slide_counts(detections(found), decided)}
+    counts = slide_counts(detections(found), decided) if is_slide_case(found) else mr_counts(lesions(found), decided)
+    return {"decisions": [decision_json(d) for d in decided], "counts": counts}
+
+
+def _check_decision(found: CaseRow, body: Decide) -> None:
+    """422 unless the target and label belong to this kind of case (and the target exists in it)."""
+    kind, number = body.target[0], int(body.target[2:])
+    if is_slide_case(found):
+        exists = (kind == "d" and number < len(detections(found))) or (kind == "a" and body.decision is None)
+        targets, labels = "d:<detection> or, to undo, a:<added cell>", SLIDE_CLASSES
+    else:
+        exists = kind == "l" and any(lesion.get("index") == number for lesion in lesions(found))
+        targets, labels = "l:<lesion index>", LESION_CLASSES
+    if not exists:
+        raise HTTPException(status_code=422, detail=f"no {body.target} in case {found.job_id} (targets: {targets})")
+    if body.label is not None and body.label not in labels:
+        raise HTTPException(status_code=422, detail=f"label {body.label}: this case's classes are {', '.join(labels)}")
 
 
 @router.post("/cases/{job_id}/added")

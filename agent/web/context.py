@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import HTTPException, Request
@@ -21,6 +21,7 @@ from agent.store.cases import CaseRow, get_case
 from agent.web.auth import Authenticator, Caller, client_address
 from agent.web.case_views import may_decide, may_see
 from agent.web.tiles import TileServer
+from agent.web.volumes import VolumeCache
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class WebContext:
     store: Store
     auth: Authenticator
     tiles: TileServer
+    volumes: VolumeCache = field(default_factory=VolumeCache)  # MR cases' loaded series
 
     @classmethod
     def build(cls, settings: WebSettings, store: Store) -> WebContext:
