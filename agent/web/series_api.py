@@ -1,7 +1,7 @@
-"""The JSON API of an MR case under ``/api/``: its volume (slices, spacing, default window, the lesions and the
-slices each spans), slices of the acquired plane as PNG after window/level with the lesions' outlines, and the
-reviewer's note (on any case in review). Lesion decisions go through ``POST /api/cases/{id}/decisions``
-(:mod:`agent.web.api`) with ``l:<lesion index>`` targets."""
+"""The JSON API of an MR case under ``/api/``: its volume (slices, spacing, default window, the planes it can be
+shown in, the lesions and the slices each spans), slices of the acquired plane or of a reformat as PNG after
+window/level with the lesions' outlines, and the reviewer's note (on any case in review). Lesion decisions go
+through ``POST /api/cases/{id}/decisions`` (:mod:`agent.web.api`) with ``l:<lesion index>`` targets."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from agent.store.cases import CaseRow
 from agent.web.api import _open_review, web
 from agent.web.case_views import is_slide_case, lesions
 from agent.web.context import WebContext
-from agent.web.volumes import LoadedVolume, VolumeError, colour, load_volume, render_slice
+from agent.web.volumes import LoadedVolume, VolumeError, colour, load_volume, planes, render_slice
 
 router = APIRouter(prefix="/api")
 log = logging.getLogger(__name__)
@@ -72,10 +72,11 @@ def volume(request: Request, job_id: int) -> dict[str, Any]:
         listed.append({
             "index": lesion.get("index"), "colour": colour(int(lesion.get("index") or 1)),
             "slices": None if extent is None else [extent.first_slice, extent.last_slice],
+            "ranges": None if extent is None else [list(r) for r in extent.ranges],
             "centre_voxel": None if extent is None else list(extent.centre),
         })
     return {
-        "slices": slices, "rows": rows, "columns": columns,
+        "slices": slices, "rows": rows, "columns": columns, "planes": planes(loaded),
         "spacing_mm": [round(v, 4) for v in loaded.spacing_mm],
         "window": {"center": round(loaded.window[0], 3), "width": round(loaded.window[1], 3),
                    "source": loaded.window_source},
@@ -89,16 +90,19 @@ def volume(request: Request, job_id: int) -> dict[str, Any]:
 def slice_png(request: Request, job_id: int, k: int,
               center: Annotated[float | None, Query(ge=-WINDOW_LIMIT, le=WINDOW_LIMIT)] = None,
               width: Annotated[float | None, Query(gt=0, le=WINDOW_LIMIT)] = None,
-              outlines: bool = True) -> Response:
+              outlines: bool = True,
+              axis: Annotated[int, Query(ge=0, le=2, description="0: the acquired plane; 1, 2: reformats")] = 0,
+              ) -> Response:
     context = web(request)
     caller = context.caller(request)
     found = context.case(caller, job_id)
     loaded = _volume(context, found)
-    if not 0 <= k < loaded.shape[0]:
-        raise HTTPException(status_code=404, detail=f"no slice {k}: the series has {loaded.shape[0]}")
+    if not 0 <= k < loaded.shape[axis]:
+        raise HTTPException(status_code=404, detail=f"no slice {k}: the series has {loaded.shape[axis]} across axis "
+                                                    f"{axis}")
     window_centre = loaded.window[0] if center is None or not math.isfinite(center) else center
     window_width = loaded.window[1] if width is None or not math.isfinite(width) else width
-    data = render_slice(loaded, k, window_centre, window_width, outlines)
+    data = render_slice(loaded, k, window_centre, window_width, outlines, axis)
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
 

@@ -37,6 +37,8 @@ CACHE_ENTRIES = 4  # volumes kept loaded
 CACHE_BYTES = 1 << 30  # and at most this much memory for them
 GRID_TOLERANCE = 1e-3  # mm (origin, spacing) and direction-cosine difference still taken as one grid
 PERCENTILES = (1.0, 99.5)  # the default window when the header has none
+PLANE_NAMES = ("sagittal", "coronal", "axial")  # a plane whose normal runs along L, P or S most
+MAX_SIDE = 2048  # pixels of a reformat stretched to the slices' spacing
 # distinct colours for lesion 1, 2, ... (repeating past the tenth)
 COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
@@ -49,10 +51,17 @@ class VolumeError(Exception):
 @dataclass(frozen=True)
 class LesionExtent:
     index: int  # the lesion's value in the label map
-    first_slice: int
-    last_slice: int
+    ranges: tuple[tuple[int, int], ...]  # first and last index along (slice, row, column), inclusive
     voxels: int
     centre: tuple[float, float, float]  # (slice, row, column), fractional voxel index
+
+    @property
+    def first_slice(self) -> int:
+        return self.ranges[0][0]
+
+    @property
+    def last_slice(self) -> int:
+        return self.ranges[0][1]
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class LoadedVolume:
     window_source: str  # "header" or "percentiles"
     lesions: tuple[LesionExtent, ...]
     label_error: str | None = None
+    direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1)  # LPS, row-major; column j: index axis j (x, y, z)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -99,7 +109,8 @@ def load_volume(paths: Sequence[Path], label_map: Path | None) -> LoadedVolume:
         lo, hi = (float(v) for v in np.percentile(pixels, PERCENTILES))
         window, source = ((lo + hi) / 2, max(hi - lo, 1.0)), "percentiles"
     return LoadedVolume(pixels, labels, series.spacing_mm, window, source,
-                        _extents(labels) if labels is not None else (), label_error)
+                        _extents(labels) if labels is not None else (), label_error,
+                        tuple(float(v) for v in series.image.GetDirection()))
 
 
 def _labels_on(image: sitk.Image, path: Path) -> npt.NDArray[np.uint16]:
@@ -137,7 +148,7 @@ def _extents(labels: npt.NDArray[np.uint16]) -> tuple[LesionExtent, ...]:
         mask = labels[box] == index
         offset = [s.start for s in box]
         centre = [float(c) + o for c, o in zip(ndimage.center_of_mass(mask), offset, strict=True)]
-        found.append(LesionExtent(index, int(box[0].start), int(box[0].stop) - 1, int(mask.sum()),
+        found.append(LesionExtent(index, tuple((int(b.start), int(b.stop) - 1) for b in box), int(mask.sum()),
                                   (round(centre[0], 2), round(centre[1], 2), round(centre[2], 2))))
     return tuple(found)
 
@@ -168,23 +179,49 @@ def _first(value: Any) -> float | None:
     return number if np.isfinite(number) else None
 
 
-def render_slice(volume: LoadedVolume, k: int, centre: float, width: float, outlines: bool) -> bytes:
-    """Slice ``k`` of the acquired plane as PNG: values mapped to 0..255 through the window (centre, width),
-    greyscale, or RGB with the outline of each lesion that crosses it in its colour."""
-    plane = volume.pixels[k]
+def planes(volume: LoadedVolume) -> list[dict[str, Any]]:
+    """The planes a volume can be shown in: axis 0 the acquired one, 1 and 2 reformats across its rows and its
+    columns; each named for the patient axis its normal runs along most."""
+    matrix = np.array(volume.direction, dtype=float).reshape(3, 3)
+    return [{"axis": axis, "name": PLANE_NAMES[int(np.argmax(np.abs(matrix[:, 2 - axis])))],
+             "slices": int(volume.pixels.shape[axis]), "acquired": axis == 0} for axis in range(3)]
+
+
+def render_slice(volume: LoadedVolume, k: int, centre: float, width: float, outlines: bool, axis: int = 0) -> bytes:
+    """Slice ``k`` across array axis ``axis`` (0: the acquired plane) as PNG: values mapped to 0..255 through the
+    window (centre, width), greyscale, or RGB with the outline of each lesion that crosses it in its colour. A
+    reformat is shown with the slices running vertically, superior up, and stretched to square millimetres."""
+    plane = np.take(volume.pixels, k, axis=axis)
     low = centre - width / 2
     grey = (np.clip((plane - low) / width, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     image = Image.fromarray(grey)
-    if outlines and volume.labels is not None and volume.labels[k].any():
+    labels = None if volume.labels is None else np.take(volume.labels, k, axis=axis)
+    if outlines and labels is not None and labels.any():
         rgb = np.repeat(grey[:, :, None], 3, axis=2)
-        labels = volume.labels[k]
         edge = _edges(labels)
         palette = np.array(COLOURS, dtype=np.uint8)
         rgb[edge] = palette[(labels[edge].astype(np.int64) - 1) % len(COLOURS)]
         image = Image.fromarray(rgb)
+    if axis != 0:
+        image = _presented(image, volume, axis)
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=1)
     return out.getvalue()
+
+
+def _presented(image: Image.Image, volume: LoadedVolume, axis: int) -> Image.Image:
+    """A reformat (vertical: the slices; horizontal: the columns or the rows) turned so that superior is up and
+    the patient's left or back is right, and stretched vertically to the slices' spacing (nearest neighbour:
+    the outlines keep their colours)."""
+    matrix = np.array(volume.direction, dtype=float).reshape(3, 3)
+    vertical, horizontal = matrix[:, 2], matrix[:, 0 if axis == 1 else 1]  # index axis z; x (columns) or y (rows)
+    if int(np.argmax(np.abs(vertical))) == 2 and vertical[2] > 0:
+        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    if horizontal[int(np.argmax(np.abs(horizontal)))] < 0:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    across = volume.spacing_mm[0] if axis == 1 else volume.spacing_mm[1]
+    height = round(image.height * volume.spacing_mm[2] / across)
+    return image.resize((image.width, max(1, min(height, MAX_SIDE))), Image.Resampling.NEAREST)
 
 
 def _edges(labels: npt.NDArray[np.uint16]) -> npt.NDArray[np.bool_]:

@@ -44,7 +44,9 @@ def test_a_radiologist_scrolls_rejects_a_lesion_and_saves_a_note(tmp_path: Path)
         page.fill("#note", "lesion 1 is a vessel; follow up the rest in 3 months")
         page.click("#save-note")
         page.wait_for_function("document.body.dataset.noteSaved === '1'")
-        page.wait_for_function("document.body.dataset.slice !== undefined")
+        page.keyboard.press("v")  # the next plane: a reformat through the selected lesion
+        page.wait_for_function("document.body.dataset.plane === 'coronal'")
+        assert page.input_value("#plane") == "1" and page.get_attribute("#slice", "max") == "127"
         shot = tmp_path / "mr-case.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000

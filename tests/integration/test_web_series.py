@@ -73,6 +73,11 @@ def test_a_slice_through_the_lesion_shows_its_outline_there_and_a_far_slice_none
     far = 0 if k > 12 else 23
     assert not any(first <= far <= last for first, last in (les["slices"] for les in volume["lesions"]))
     assert not np.all(png(rita.get(f"/api/cases/{case.job_id}/slices/{far}.png")) == colour, axis=2).any()
+    coronal = png(rita.get(f"/api/cases/{case.job_id}/slices/{round(row)}.png?axis=1"))
+    assert coronal.shape[:2] == (round(24 * 4.0 / 2.8), 128)  # slices stretched to square millimetres
+    drawn = np.argwhere(np.all(coronal == colour, axis=2))
+    assert len(drawn) > 8 and abs(drawn[:, 1].mean() - column) < 3.0
+    assert abs(drawn[:, 0].mean() - (23.5 - k) * 4.0 / 2.8) < 3 * 4.0 / 2.8  # superior up: the last slice on top
     plain = png(rita.get(f"/api/cases/{case.job_id}/slices/{round(k)}.png?outlines=0"))
     assert not np.all(plain == colour, axis=2).any() and np.all(plain[..., 0] == plain[..., 1])
 

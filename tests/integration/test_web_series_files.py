@@ -80,11 +80,14 @@ def test_a_case_without_its_files_is_a_404_with_the_reason(served: tuple[str, St
         assert refused(gone) == f"case {gone}: the series' files are gone"
         assert "IM0000.dcm: not a readable DICOM file" in refused(broken, "/slices/2.png")
         assert refused(slide) == f"case {slide} is a slide, not an MR series"
-        assert refused(whole, f"/slices/{SPEC.slices}.png") == f"no slice {SPEC.slices}: the series has {SPEC.slices}"
+        assert refused(whole, f"/slices/{SPEC.slices}.png") == "no slice 12: the series has 12 across axis 0"
+        assert refused(whole, "/slices/64.png?axis=1") == "no slice 64: the series has 64 across axis 1"
+        assert ada.get(f"/api/cases/{whole}/slices/63.png?axis=2").status_code == 200
+        assert ada.get(f"/api/cases/{whole}/slices/3.png?axis=3").status_code == 422
         unlabelled_volume = ada.get(f"/api/cases/{unlabelled}/volume").json()
         assert unlabelled_volume["outlines"] is False
         assert unlabelled_volume["outline_error"] == "the result has no lesions.nii.gz"
-        assert unlabelled_volume["lesions"] == [{"index": 1, "colour": "#e6194b", "slices": None,
+        assert unlabelled_volume["lesions"] == [{"index": 1, "colour": "#e6194b", "slices": None, "ranges": None,
                                                  "centre_voxel": None}]
         plain = ada.get(f"/api/cases/{unlabelled}/slices/{k}.png")
         assert plain.status_code == 200 and plain.content.startswith(b"\x89PNG")

@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from agent.web.volumes import COLOURS, LoadedVolume, VolumeCache, VolumeError, load_volume, render_slice
+from agent.web.volumes import COLOURS, LoadedVolume, VolumeCache, VolumeError, load_volume, planes, render_slice
 from pipelines.synthetic.mri_series import MRSeries, MRSeriesSpec, volume_geometry, write_mr_series
 
 SPEC = MRSeriesSpec(rows=64, columns=64, slices=12, pixel_spacing_mm=4.0, slice_thickness_mm=6.0, lesions=1,
@@ -70,6 +70,23 @@ def test_outlines_are_drawn_where_the_generator_put_the_lesion(tmp_path: Path, o
     assert np.linalg.norm(drawn - [row, column], axis=1).max() < truth.radius_mm * 1.6 / spec.pixel_spacing_mm + shrink
     far = next(z for z in range(spec.slices) if abs(z - k) > truth.radius_mm / spec.slice_thickness_mm + 2)
     assert len(outline_at(volume, far, COLOURS[0])) == 0
+
+
+def test_reformats_show_the_lesion_where_it_is_superior_up_in_square_millimetres(tmp_path: Path) -> None:
+    series = write_mr_series(tmp_path / "series", SPEC)
+    write_label_map(tmp_path / "lesions.nii.gz", series, SPEC)
+    volume = load_volume(series.files, tmp_path / "lesions.nii.gz")
+    assert [(p["name"], p["slices"]) for p in planes(volume)] == [("axial", 12), ("coronal", 64), ("sagittal", 64)]
+    k, row, column = series.lesions[0].centre_ijk
+    stretch = SPEC.slice_thickness_mm / SPEC.pixel_spacing_mm
+    for axis, across in ((1, column), (2, row)):  # through the lesion's row: coronal; its column: sagittal
+        centre, width = volume.window
+        shown = pixels(render_slice(volume, round((row, column)[axis - 1]), centre, width, True, axis=axis))
+        assert shown.shape[:2] == (round(SPEC.slices * stretch), 64)
+        drawn = np.argwhere(np.all(shown == COLOURS[0], axis=2))
+        assert len(drawn) > 0, axis
+        up = (SPEC.slices - 0.5 - k) * stretch  # the first slice is the most inferior (z grows with k): at the bottom
+        assert abs(drawn[:, 0].mean() - up) < 1.5 * stretch and abs(drawn[:, 1].mean() - across) < 1.5, axis
 
 
 def test_window_level_maps_values_and_outlines_can_be_left_off(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ const root = document.querySelector(".series-case");
 const api = "/api/cases/" + root.dataset.job;
 const CLASSES = ["malignant", "benign"];
 const FEATURES_SHOWN = 4;
-const state = {volume: null, lesions: [], decisions: new Map(), selected: -1, slice: 0, center: 0, width: 1,
+const state = {volume: null, lesions: [], decisions: new Map(), selected: -1, axis: 0, slice: 0, center: 0, width: 1,
   outlines: true, mayDecide: false, loading: false, wanted: null};
 const image = document.getElementById("slice-image");
 
@@ -16,7 +16,7 @@ function fixed(value, digits) { return value == null ? "" : Number(value).toFixe
 // ---------------------------------------------------------------------------------------------- slices
 
 function sliceUrl(k) {
-  const query = new URLSearchParams({center: state.center.toFixed(3), width: state.width.toFixed(3), outlines: state.outlines ? "1" : "0"});
+  const query = new URLSearchParams({center: state.center.toFixed(3), width: state.width.toFixed(3), outlines: state.outlines ? "1" : "0", axis: String(state.axis)});
   return api + "/slices/" + k + ".png?" + query;
 }
 
@@ -26,22 +26,41 @@ function draw() {
   if (state.loading) { state.wanted = wish; return; }
   state.loading = true;
   state.wanted = null;
-  const k = state.slice;
-  image.onload = () => { state.loading = false; document.body.dataset.slice = String(k); if (state.wanted) draw(); };
+  const k = state.slice, axis = state.axis;
+  image.onload = () => {
+    state.loading = false;
+    document.body.dataset.slice = String(k);
+    document.body.dataset.plane = state.volume.planes[axis].name;
+    if (state.wanted) draw();
+  };
   image.onerror = () => { state.loading = false; message("slice " + k + " cannot be shown"); if (state.wanted) draw(); };
   image.src = wish;
 }
 
+function onSlice(lesion) {
+  const range = lesion.ranges && lesion.ranges[state.axis];
+  return Boolean(range && range[0] <= state.slice && state.slice <= range[1]);
+}
+
 function showSlice(k) {
   if (!state.volume) return;
-  state.slice = Math.max(0, Math.min(state.volume.slices - 1, k));
+  const count = state.volume.planes[state.axis].slices;
+  state.slice = Math.max(0, Math.min(count - 1, k));
   document.getElementById("slice").value = String(state.slice);
-  document.getElementById("slice-value").textContent = (state.slice + 1) + " / " + state.volume.slices;
-  for (const row of document.querySelectorAll("#lesions tr")) {
-    const lesion = state.lesions[parseInt(row.dataset.position, 10)];
-    row.classList.toggle("on-slice", Boolean(lesion.slices && lesion.slices[0] <= state.slice && state.slice <= lesion.slices[1]));
-  }
+  document.getElementById("slice-value").textContent = (state.slice + 1) + " / " + count;
+  for (const row of document.querySelectorAll("#lesions tr")) row.classList.toggle("on-slice", onSlice(state.lesions[parseInt(row.dataset.position, 10)]));
   draw();
+}
+
+// Another plane: the slider spans its slices; the view goes through the selected lesion, or the middle.
+function setPlane(axis) {
+  state.axis = axis;
+  const plane = state.volume.planes[axis];
+  document.getElementById("plane").value = String(axis);
+  document.getElementById("slice").max = String(plane.slices - 1);
+  const lesion = state.selected >= 0 ? state.lesions[state.selected] : null;
+  const range = lesion && lesion.ranges ? lesion.ranges[axis] : null;
+  showSlice(range ? Math.round((range[0] + range[1]) / 2) : Math.floor(plane.slices / 2));
 }
 
 function setWindow(center, width) {
@@ -90,8 +109,8 @@ function setupWindow() {
 function decisionOf(lesion) { return state.decisions.get("l:" + lesion.index); }
 function classOf(lesion) { const d = decisionOf(lesion); return (d && d.label) || lesion.label || "not classified"; }
 
-function featureText(features) {
-  const entries = Object.entries(features || {}).slice(0, FEATURES_SHOWN);
+function featureText(features, count) {
+  const entries = Object.entries(features || {}).slice(0, count);
   return entries.map(([name, value]) => name.replace(/^original_/, "") + " " + Number(value).toPrecision(3)).join("; ");
 }
 
@@ -108,7 +127,8 @@ function lesionRow(lesion, position) {
   const slices = lesion.slices ? (lesion.slices[0] + 1) + "–" + (lesion.slices[1] + 1) : "";
   const cells = [first, OA.text("td", fixed(lesion.volume_ml, 2)), OA.text("td", fixed(lesion.longest_diameter_mm, 1)),
     OA.text("td", centroid), OA.text("td", slices), OA.text("td", fixed(lesion.malignancy_probability, 3)),
-    OA.text("td", "", "class"), OA.text("td", featureText(lesion.features), "features")];
+    OA.text("td", "", "class"), OA.text("td", featureText(lesion.features, FEATURES_SHOWN), "features")];
+  cells[cells.length - 1].title = featureText(lesion.features, Infinity);
   const actions = document.createElement("td");
   actions.className = "actions";
   for (const [label, key, act] of [["Accept", "C", () => accept(lesion)], ["Reject", "R", () => decide(lesion, "rejected", null)],
@@ -133,7 +153,7 @@ function restyle() {
     row.querySelector(".class").textContent = classOf(lesion) + (decided && decided.label && decided.label !== lesion.label ? " (AI: " + lesion.label + ")" : "");
     row.querySelector(".decision").textContent = kind === "confirmed" ? "accepted" : kind;
     row.className = ["lesion-row", kind, position === state.selected ? "selected" : "",
-      lesion.slices && lesion.slices[0] <= state.slice && state.slice <= lesion.slices[1] ? "on-slice" : ""].join(" ");
+      onSlice(lesion) ? "on-slice" : ""].join(" ");
   }
 }
 
@@ -142,7 +162,7 @@ function select(position, jump) {
   state.selected = position;
   const lesion = state.lesions[position];
   document.body.dataset.lesion = String(lesion.index);
-  if (jump && lesion.slices) showSlice(Math.round((lesion.slices[0] + lesion.slices[1]) / 2));
+  if (jump && lesion.ranges) showSlice(Math.round((lesion.ranges[state.axis][0] + lesion.ranges[state.axis][1]) / 2));
   restyle();
 }
 
@@ -192,6 +212,7 @@ document.addEventListener("keydown", (event) => {
   else if (key === "r" && lesion) decide(lesion, "rejected", null);
   else if (key === "t" && lesion) flip(lesion);
   else if (key === "u" && lesion) decide(lesion, null, null);
+  else if (key === "v") setPlane((state.axis + 1) % 3);
   else if (key === "o") { const box = document.getElementById("outlines"); box.checked = !box.checked; box.dispatchEvent(new Event("change")); }
   else return;
   event.preventDefault();
@@ -216,8 +237,10 @@ async function load() {
   if (volume.outline_error) message("no outlines: " + volume.outline_error);
   showCounts(data.counts);
   document.getElementById("lesions").replaceChildren(...state.lesions.map(lesionRow));
-  const slider = document.getElementById("slice");
-  slider.max = String(volume.slices - 1);
+  const planes = document.getElementById("plane");
+  planes.replaceChildren(...volume.planes.map((p) => { const o = OA.text("option", p.name + (p.acquired ? " (acquired)" : "")); o.value = String(p.axis); return o; }));
+  planes.addEventListener("change", () => setPlane(parseInt(planes.value, 10)));
+  document.getElementById("slice").max = String(volume.slices - 1);
   setupWindow();
   state.center = volume.window.center;
   state.width = volume.window.width;
