@@ -482,6 +482,10 @@ class Store:
         of two concurrent sign-offs one fails."""
         return _reviews.sign_off(self.engine, review_id, user_id, result, note, now)
 
+    def set_note(self, review_id: int, note: str | None, now: float) -> Review:
+        """The reviewer's note on a review in progress; ReviewStateError unless in review."""
+        return _reviews.set_note(self.engine, review_id, note, now)
+
     def set_sr_uid(self, review_id: int, uid: str) -> None:
         _reviews.set_sr_uid(self.engine, review_id, uid)
 

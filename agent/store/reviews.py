@@ -173,6 +173,17 @@ def sign_off(engine: Engine, review_id: int, user_id: int, result: Mapping[str, 
         return _get(conn, review_id)
 
 
+def set_note(engine: Engine, review_id: int, note: str | None, now: float) -> Review:
+    """Set the reviewer's note while the case is in review (a sign-off may replace it). ValueError for an
+    over-long note; :class:`ReviewStateError` when the review is not in review."""
+    _check_length("note", note, NOTE_LIMIT)
+    with write(engine) as conn:
+        _lock_in_review(conn, review_id, "annotated", None)
+        conn.execute(update(_reviews).where(_reviews.c.id == review_id).values(
+            note=None if note is None else escape_nul(note), updated_at=now))
+        return _get(conn, review_id)
+
+
 def set_sr_uid(engine: Engine, review_id: int, uid: str) -> None:
     """Record the SOP Instance UID of the verified SR made from the signed review."""
     _check_length("SOP Instance UID", uid, UID_LIMIT)

@@ -17,11 +17,15 @@ from agent.review_records import DecisionKind
 from agent.store import reviews
 from agent.store.cases import CaseFilter, CaseRow, list_cases
 from agent.web.case_views import (
+    LESION_CLASSES,
+    SLIDE_CLASSES,
     corrected_result,
     decision_json,
     detections,
     is_slide_case,
+    lesions,
     may_decide,
+    mr_counts,
     row_json,
     slide_counts,
     visible_pipelines,
@@ -47,9 +51,11 @@ Label = Literal["CTC", "CTM"]
 
 
 class Decide(BaseModel):
-    target: str = Field(pattern=r"^(d|a):\d{1,9}$", description="d:<index> a detection, a:<n> an added cell")
+    target: str = Field(pattern=r"^(d|a|l):\d{1,9}$", description="a slide case's d:<index> (a detection) or "
+                        "a:<n> (an added cell, undo only); an MR case's l:<index> (a lesion)")
     decision: Literal["confirmed", "rejected"] | None = Field(description="null: undo the decision")
-    label: Label | None = None
+    label: Literal["CTC", "CTM", "malignant", "benign"] | None = Field(
+        default=None, description="the class after the decision: CTC/CTM on a slide, malignant/benign on MR")
 
 
 class AddCell(BaseModel):
@@ -109,10 +115,12 @@ def case(request: Request, job_id: JobId) -> dict[str, Any]:
                                      strict=True))
         except TileError as exc:
             body["slide"] = {"error": str(exc)}
+    else:
+        body["counts"] = mr_counts(lesions(found), decided)
     return body
 
 
-def _open_review(context: WebContext, request: Request, job_id: int) -> tuple[Any, CaseRow, Any]:
+def open_review(context: WebContext, request: Request, job_id: int) -> tuple[Any, CaseRow, Any]:
     caller = context.caller(request)
     found = context.case(caller, job_id, decide=True)
     if found.job_status != "succeeded":
@@ -130,9 +138,8 @@ def _model_version(found: CaseRow) -> str | None:
 @router.post("/cases/{job_id}/decisions")
 def decide(request: Request, job_id: JobId, body: Decide) -> dict[str, Any]:
     context = web(request)
-    caller, found, review = _open_review(context, request, job_id)
-    if body.target.startswith("d:") and int(body.target[2:]) >= len(detections(found)):
-        raise HTTPException(status_code=422, detail=f"no detection {body.target}")
+    caller, found, review = open_review(context, request, job_id)
+    _check_decision(found, body)
     engine = context.store.engine
     if body.decision is None:
         reviews.remove_decision(engine, review.id, body.target)
@@ -142,13 +149,29 @@ def decide(request: Request, job_id: JobId, body: Decide) -> dict[str, Any]:
     context.audit(caller.user.name, caller.address, "decide", job_id,
                   f"{body.target} {body.decision or 'undone'}" + (f" as {body.label}" if body.label else ""))
     decided = reviews.decisions(engine, review.id)
-    return {"decisions": [decision_json(d) for d in decided], "counts": slide_counts(detections(found), decided)}
+    counts = slide_counts(detections(found), decided) if is_slide_case(found) else mr_counts(lesions(found), decided)
+    return {"decisions": [decision_json(d) for d in decided], "counts": counts}
+
+
+def _check_decision(found: CaseRow, body: Decide) -> None:
+    """422 unless the target and label belong to this kind of case (and the target exists in it)."""
+    kind, number = body.target[0], int(body.target[2:])
+    if is_slide_case(found):
+        exists = (kind == "d" and number < len(detections(found))) or (kind == "a" and body.decision is None)
+        targets, labels = "d:<detection> or, to undo, a:<added cell>", SLIDE_CLASSES
+    else:
+        exists = kind == "l" and any(lesion.get("index") == number for lesion in lesions(found))
+        targets, labels = "l:<lesion index>", LESION_CLASSES
+    if not exists:
+        raise HTTPException(status_code=422, detail=f"no {body.target} in case {found.job_id} (targets: {targets})")
+    if body.label is not None and body.label not in labels:
+        raise HTTPException(status_code=422, detail=f"label {body.label}: this case's classes are {', '.join(labels)}")
 
 
 @router.post("/cases/{job_id}/added")
 def add_cell(request: Request, job_id: JobId, body: AddCell) -> dict[str, Any]:
     context = web(request)
-    caller, found, review = _open_review(context, request, job_id)
+    caller, found, review = open_review(context, request, job_id)
     x0, y0, x1, y1 = body.box
     if not (x1 > x0 and y1 > y0):
         raise HTTPException(status_code=422, detail="the box must have x1 > x0 and y1 > y0")
@@ -217,12 +240,13 @@ def sign_off(request: Request, job_id: JobId, body: SignOffBody) -> dict[str, An
     """Make the reviewed result final: the review is signed (one of two concurrent sign-offs fails with 409),
     then the verified SR and the reviewed report are written and the SR queued for PACS."""
     context = web(request)
-    caller, found, review = _open_review(context, request, job_id)
+    caller, found, review = open_review(context, request, job_id)
     engine = context.store.engine
     replaced = reviews.review_version(engine, job_id, review.version - 1) if review.version > 1 else None
     previous = replaced.sr_sop_instance_uid if replaced is not None else None
     corrected = corrected_result(found, reviews.decisions(engine, review.id))
-    signed = reviews.sign_off(engine, review.id, caller.user.id, corrected, body.note, time.time())
+    note = body.note if body.note is not None else review.note  # a note saved while in review stays
+    signed = reviews.sign_off(engine, review.id, caller.user.id, corrected, note, time.time())
     context.audit(caller.user.name, caller.address, "sign-off", job_id, f"version {signed.version}")
     outputs = context.write_signoff(found, signed, caller, corrected, previous)
     return {"version": signed.version, "status": signed.status.value, "signed_by": caller.user.name,

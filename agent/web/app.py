@@ -25,6 +25,7 @@ from agent.web.api import router
 from agent.web.auth import COOKIE, client_address
 from agent.web.case_views import is_slide_case
 from agent.web.context import LoginRequired, WebContext
+from agent.web.series_api import router as series_router
 
 LOGIN_CSRF_COOKIE = "oa_login"
 HERE = Path(str(resources.files("agent.web")))
@@ -42,6 +43,7 @@ def create_app(config: Settings, store: Store) -> FastAPI:
     app = FastAPI(title="OncoAgent worklist", openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
     app.state.web = WebContext.build(config, store)
     app.include_router(router)
+    app.include_router(series_router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.middleware("http")

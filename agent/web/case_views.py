@@ -21,6 +21,7 @@ from agent.store.cases import CaseRow
 PATHOLOGY_PIPELINES = ("wsi-ctc",)
 RADIOLOGY_PIPELINES = ("mri-tumour",)
 SLIDE_CLASSES = ("CTC", "CTM")
+LESION_CLASSES = ("malignant", "benign")
 
 
 def visible_pipelines(role: Role) -> tuple[str, ...] | None:
@@ -149,6 +150,33 @@ def slide_counts(found: list[dict[str, Any]], decided: list[Decision]) -> dict[s
         "result": {c: result.get(c, 0) for c in SLIDE_CLASSES},
         "confirmed": kinds.get("confirmed", 0), "rejected": kinds.get("rejected", 0), "added": len(added),
         "undecided": len(found) - sum(kinds.values()),
+    }
+
+
+def lesions(case: CaseRow) -> list[dict[str, Any]]:
+    """The AI's lesions of an MR case (index = the lesion's value in the label map), as the result lists them."""
+    return list((case.summary or {}).get("lesions") or [])
+
+
+def mr_counts(found: list[dict[str, Any]], decided: list[Decision]) -> dict[str, Any]:
+    """An MR case's tally: lesions accepted, rejected, undecided; and by class as the AI classed them and after
+    the reviewer (a rejected lesion counts in no class, a confirmed one in the class it was confirmed as)."""
+    by_target = {d.target: d for d in decided}
+    ai = Counter(str(lesion.get("label")) for lesion in found)
+    result: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for lesion in found:
+        decision = by_target.get(f"l:{lesion['index']}")
+        kinds[decision.decision.value if decision is not None else "undecided"] += 1
+        if decision is None:
+            result[str(lesion.get("label"))] += 1
+        elif decision.decision is not DecisionKind.REJECTED:
+            result[decision.label or str(lesion.get("label"))] += 1
+    return {
+        "ai": {c: ai.get(c, 0) for c in LESION_CLASSES},
+        "result": {c: result.get(c, 0) for c in LESION_CLASSES},
+        "accepted": kinds.get("confirmed", 0), "rejected": kinds.get("rejected", 0),
+        "undecided": kinds.get("undecided", 0), "malignant": result.get("malignant", 0),
     }
 
 

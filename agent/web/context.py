@@ -26,6 +26,7 @@ from agent.store.cases import CaseRow, get_case
 from agent.web.auth import Authenticator, Caller, client_address
 from agent.web.case_views import is_slide_case, may_decide, may_see, visible_pipelines
 from agent.web.tiles import TileServer
+from agent.web.volumes import VolumeCache
 
 log = logging.getLogger(__name__)
 REMEMBERED_SLIDES = 4096
@@ -44,6 +45,7 @@ class WebContext:
     tiles: TileServer
     config: Settings  # the daemon's settings: destinations and reports for a sign-off's outputs
     outbox_queued: Callable[[], None] = lambda: None  # the daemon wakes its outbox sender with this
+    volumes: VolumeCache = field(default_factory=VolumeCache)  # MR cases' loaded series
     _slides: OrderedDict[int, tuple[str, Path]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -79,6 +79,7 @@ class WebServer:
         if self._socket is not None:
             self._socket.close()
         self.app.state.web.tiles.close()
+        self.app.state.web.volumes.clear()
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

@@ -207,6 +207,21 @@ def test_a_signed_review_refuses_every_change(store: Store) -> None:
         store.sign_off(9999, alice.id, {}, None, T0)
 
 
+def test_a_note_is_kept_while_in_review_and_refused_once_signed(store: Store) -> None:
+    alice = user(store, role=Role.RADIOLOGIST)
+    job = succeeded_job(store)
+    review = store.start_review(job, alice.id, T0)
+    noted = store.set_note(review.id, "lesion 2: cyst\x00", T0 + 1)
+    assert (noted.note, noted.updated_at, noted.status) == ("lesion 2: cyst\\x00", T0 + 1, ReviewStatus.IN_REVIEW)
+    assert store.set_note(review.id, None, T0 + 2).note is None
+    with pytest.raises(ValueError, match="at most 4000 characters"):
+        store.set_note(review.id, "x" * 4001, T0 + 3)
+    store.sign_off(review.id, alice.id, {}, "signed note", T0 + 4)
+    with pytest.raises(ReviewStateError, match="signed_off: it cannot be annotated"):
+        store.set_note(review.id, "too late", T0 + 5)
+    assert store.latest_review(job).note == "signed note"  # type: ignore[union-attr]
+
+
 def test_reopening_copies_the_decisions_to_version_2_and_keeps_version_1_signed(store: Store) -> None:
     alice, bob = user(store), user(store, "bob")
     job = succeeded_job(store)
