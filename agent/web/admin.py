@@ -1,5 +1,6 @@
 """The admin page and its API under ``/api/admin/``: failed jobs with their reason and a retry, slide results kept
-for lack of patient context with a form to attach it, the review statistics per model version, the accounts.
+for lack of patient context with a form to attach it, the review statistics per model version, the accounts
+(listed, added, disabled; passwords changed and proxy-only accounts made with ``oncoagent users``).
 
 Only admins: every route asks :meth:`WebContext.caller` who is asking (401 anonymous, 403 a wrong CSRF token)
 and answers 403 to any other role. Every change an admin makes is in the web audit trail (no patient values in
@@ -19,14 +20,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.errors import StoreError
+from agent.errors import StoreError, UnknownUserError, UserExistsError
+from agent.passwords import MAX_LENGTH, hash_password
 from agent.records import InputKind, JobStatus
-from agent.review_records import Role
+from agent.review_records import Role, User
 from agent.store.cases import CaseFilter, CaseRow, list_cases
 from agent.web.api import web
 from agent.web.auth import Caller
@@ -58,6 +60,13 @@ class SlideContext(BaseModel):
     container_identifier: Text | None = None
 
 
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    role: Role
+    password: str = Field(min_length=1, max_length=MAX_LENGTH)
+
+
 def admin(request: Request, page: bool = False) -> tuple[WebContext, Caller]:
     """The context and the caller, who must be an admin (403 otherwise, recorded)."""
     context = web(request)
@@ -66,6 +75,15 @@ def admin(request: Request, page: bool = False) -> tuple[WebContext, Caller]:
         context.audit(caller.user.name, caller.address, "refused", None, f"admin route {request.url.path}")
         raise HTTPException(status_code=403, detail="for admins only")
     return context, caller
+
+
+def admin_api(request: Request) -> tuple[WebContext, Caller]:
+    """:func:`admin` as a dependency of the API routes: it runs before their parameters and body are validated, so
+    that a request without an admin's session gets its 401/403 whatever it sent."""
+    return admin(request)
+
+
+Admin = Annotated[tuple[WebContext, Caller], Depends(admin_api)]
 
 
 @router.get("/admin", response_class=HTMLResponse, include_in_schema=False)
@@ -85,9 +103,9 @@ def _paged(context: WebContext, page: int, **filters: Any) -> tuple[list[CaseRow
 
 
 @router.get("/api/admin/failed")
-def failed(request: Request, page: Page = 1) -> dict[str, Any]:
+def failed(who: Admin, page: Page = 1) -> dict[str, Any]:
     """The cases whose newest job failed (or was cancelled), newest first, with the reason."""
-    context, _caller = admin(request)
+    context, _caller = who
     rows, total, size = _paged(context, page, status="failed")
     jobs = []
     for row in rows:
@@ -99,8 +117,8 @@ def failed(request: Request, page: Page = 1) -> dict[str, Any]:
 
 
 @router.post("/api/admin/jobs/{job_id}/retry")
-def retry(request: Request, job_id: int) -> dict[str, Any]:
-    context, caller = admin(request)
+def retry(who: Admin, job_id: int) -> dict[str, Any]:
+    context, caller = who
     try:
         context.store.get_job(job_id)
     except StoreError as exc:
@@ -115,11 +133,11 @@ def retry(request: Request, job_id: int) -> dict[str, Any]:
 
 
 @router.get("/api/admin/no-context")
-def no_context(request: Request, page: Page = 1) -> dict[str, Any]:
+def no_context(who: Admin, page: Page = 1) -> dict[str, Any]:
     """Slide results kept locally for lack of patient context, with the reason and what context they have. A
     case whose job was queued again (context attached, or a retry) stays listed with its status until the job
     ends: ``waiting`` says whether it still waits for context."""
-    context, _caller = admin(request)
+    context, _caller = who
     rows, total, size = _paged(context, page, no_context=True)
     slides = [{"job_id": r.job_id, "input_id": r.input_id, "name": display_name(r), "pipeline": r.pipeline,
                "kind": r.input_kind, "reason": r.unsent_reason, "finished_at": r.finished_at,
@@ -129,9 +147,9 @@ def no_context(request: Request, page: Page = 1) -> dict[str, Any]:
 
 
 @router.post("/api/admin/inputs/{input_id}/context")
-def attach_context(request: Request, input_id: int, body: SlideContext) -> dict[str, Any]:
+def attach_context(who: Admin, input_id: int, body: SlideContext) -> dict[str, Any]:
     """Give a slide its context and queue its kept result's job again, so that it makes the DICOM objects."""
-    context, caller = admin(request)
+    context, caller = who
     store = context.store
     try:
         inp = store.get_input(input_id)
@@ -159,9 +177,9 @@ def attach_context(request: Request, input_id: int, body: SlideContext) -> dict[
 
 
 @router.get("/api/admin/review-stats")
-def review_stats(request: Request, since: float | None = None) -> dict[str, Any]:
+def review_stats(who: Admin, since: float | None = None) -> dict[str, Any]:
     """Per pipeline and model version: the AI's findings shown in signed-off cases and what reviewers did."""
-    context, _caller = admin(request)
+    context, _caller = who
     return {"since": since, "models": [
         {"pipeline": s.pipeline, "kind": "slide" if s.pipeline in PATHOLOGY_PIPELINES else "series",
          "model_version": s.model_version, "cases": s.cases, "shown": s.shown, "confirmed": s.confirmed,
@@ -171,10 +189,40 @@ def review_stats(request: Request, since: float | None = None) -> dict[str, Any]
 
 
 @router.get("/api/admin/users")
-def users(request: Request) -> dict[str, Any]:
-    """The accounts (never their password hashes); add or disable them with ``oncoagent users``."""
-    context, _caller = admin(request)
-    return {"users": [{"name": u.name, "role": u.role.value, "created_at": u.created_at,
-                       "disabled_at": u.disabled_at, "password": u.password_hash is not None}
-                      for u in context.store.list_users()],
-            "now": time.time()}
+def users(who: Admin) -> dict[str, Any]:
+    """The accounts (never their password hashes)."""
+    context, _caller = who
+    return {"users": [_user_json(u) for u in context.store.list_users()]}
+
+
+@router.post("/api/admin/users", status_code=201)
+def add_user(who: Admin, body: NewUser) -> dict[str, Any]:
+    """A new local account; a password change or a proxy-only account is ``oncoagent users``' business."""
+    context, caller = who
+    try:
+        added = context.store.add_user(body.name, body.role, hash_password(body.password), time.time())
+    except UserExistsError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+    except ValueError as exc:  # a name with spaces around it or unprintable characters
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+    context.audit(caller.user.name, caller.address, "user-add", None, f"{added.name} as {added.role.value}")
+    return _user_json(added)
+
+
+@router.post("/api/admin/users/{name}/disable")
+def disable_user(who: Admin, name: str) -> dict[str, Any]:
+    """Disable an account and end its sessions (an admin cannot disable their own account here)."""
+    context, caller = who
+    if name == caller.user.name:
+        raise HTTPException(status_code=409, detail="you cannot disable your own account")
+    try:
+        disabled = context.store.disable_user(name, time.time())
+    except UnknownUserError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    context.audit(caller.user.name, caller.address, "user-disable", None, disabled.name)
+    return _user_json(disabled)
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {"name": user.name, "role": user.role.value, "created_at": user.created_at,
+            "disabled_at": user.disabled_at, "password": user.password_hash is not None}

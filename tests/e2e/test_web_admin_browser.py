@@ -34,6 +34,14 @@ def retried_in_the_browser(store: Store, server: str, tmp_path: Path) -> None:
         row.locator("button.retry").click()
         page.wait_for_selector(f'tr.failed-row[data-job="{seeded.failed_job}"]', state="detached")
         assert "queued again" in page.locator("#message").inner_text()
+        waiting = page.locator(f'tr.no-context-row[data-job="{seeded.unsent_job}"]')
+        waiting.locator('input[name="patient_id"]').fill("P-7")
+        waiting.locator('input[name="accession_number"]').fill("ACC-1")
+        waiting.locator('button[type="submit"]').click()
+        page.wait_for_selector(f'tr.no-context-row[data-job="{seeded.unsent_job}"] form', state="detached")
+        assert "context attached: queued" in waiting.inner_text()
         page.screenshot(path=str(tmp_path / "admin-retried.png"), full_page=True)
     assert wait_for(lambda: store.get_job(seeded.failed_job).status is JobStatus.QUEUED, what="job queued again")
+    assert store.get_input(seeded.slide_input).attrs["context"] == {"patient_id": "P-7", "accession_number": "ACC-1"}
+    assert store.get_job(seeded.unsent_job).status is JobStatus.QUEUED
     assert (tmp_path / "admin.png").stat().st_size > 0

@@ -88,17 +88,17 @@ def seeded(store: Store, tmp_path: Path) -> Seeded:
 
 
 @contextmanager
-def signed_in(base: str, name: str) -> Iterator[httpx.Client]:
+def signed_in(base: str, name: str, password: str = PASSWORD) -> Iterator[httpx.Client]:
     """A client signed in as a browser is: the login form's CSRF field, the form posted, the API's CSRF token."""
     with httpx.Client(base_url=base, timeout=30) as client:
-        yield _sign_in(client, name)
+        yield _sign_in(client, name, password)
 
 
-def _sign_in(client: httpx.Client, name: str) -> httpx.Client:
+def _sign_in(client: httpx.Client, name: str, password: str) -> httpx.Client:
     form = client.get("/login")
     token = re.search(r'name="csrf" value="([^"]+)"', form.text)
     assert token is not None, form.text
-    answer = client.post("/login", data={"name": name, "password": PASSWORD, "csrf": token.group(1), "next": "/"})
+    answer = client.post("/login", data={"name": name, "password": password, "csrf": token.group(1), "next": "/"})
     assert answer.status_code == 303 and answer.headers["location"] == "/"
     client.headers["X-CSRF-Token"] = client.get("/api/me").json()["csrf"]
     return client
@@ -112,8 +112,9 @@ def test_only_admins_reach_the_admin_routes(server: str, seeded: Seeded, store: 
     routes = [("GET", "/admin"), ("GET", "/api/admin/failed"), ("GET", "/api/admin/no-context"),
               ("GET", "/api/admin/review-stats"), ("GET", "/api/admin/users"),
               ("POST", f"/api/admin/jobs/{seeded.failed_job}/retry"),
-              ("POST", f"/api/admin/inputs/{seeded.slide_input}/context")]
-    body = {"patient_id": "P1", "accession_number": "A1"}
+              ("POST", f"/api/admin/inputs/{seeded.slide_input}/context"), ("POST", "/api/admin/users"),
+              ("POST", "/api/admin/users/path/disable")]
+    body = {"patient_id": "P1", "accession_number": "A1", "name": "mallory", "role": "admin", "password": "x"}
     with httpx.Client(base_url=server, timeout=30) as anonymous:
         for method, route in routes:
             answer = anonymous.request(method, route, json=body if method == "POST" else None)
@@ -127,6 +128,7 @@ def test_only_admins_reach_the_admin_routes(server: str, seeded: Seeded, store: 
             assert "/admin" not in client.get("/").text  # no link to the page either
     assert store.get_job(seeded.failed_job).status is JobStatus.FAILED  # nothing changed
     assert "context" not in store.get_input(seeded.slide_input).attrs
+    assert store.user_by_name("mallory") is None and not store.user_by_name("path").disabled  # type: ignore[union-attr]
     refused = [a for a in audit_actions(store) if a[1] == "refused"]
     assert {a[0] for a in refused} == {"path", "rad", "view"} and len(refused) == 3 * len(routes)
 
@@ -199,6 +201,32 @@ def test_attaching_context_stores_it_and_queues_the_job_again(server: str, seede
     [event] = [e for e in store.web_audit_since(0) if e.action == "attach-context"]
     assert (event.user_name, event.job_id) == ("root", seeded.unsent_job)
     assert "P-7" not in (event.detail or "") and "Doe" not in (event.detail or "")  # field names only
+
+
+def test_an_admin_adds_and_disables_accounts(server: str, store: Store) -> None:
+    with signed_in(server, "root") as client:
+        added = client.post("/api/admin/users", json={"name": "carol", "role": "radiologist", "password": "s3cret"})
+        assert added.status_code == 201 and added.json()["role"] == "radiologist"
+        assert "s3cret" not in added.text and "argon2" not in added.text
+        assert client.post("/api/admin/users", json={"name": "carol", "role": "viewer", "password": "x"}
+                           ).status_code == 409
+        assert client.post("/api/admin/users", json={"name": " bad", "role": "viewer", "password": "x"}
+                           ).status_code == 422
+        assert client.post("/api/admin/users", json={"name": "dave", "role": "surgeon", "password": "x"}
+                           ).status_code == 422
+        assert client.post("/api/admin/users", json={"name": "dave", "role": "viewer", "password": ""}
+                           ).status_code == 422
+        with signed_in(server, "carol", "s3cret") as carol:  # the new account signs in with its password
+            assert carol.get("/api/me").json()["role"] == "radiologist"
+            assert client.post("/api/admin/users/carol/disable").json()["disabled_at"] is not None
+            assert carol.get("/api/me").status_code == 401  # its session ended
+        assert client.post("/api/admin/users/root/disable").status_code == 409  # not one's own
+        assert client.post("/api/admin/users/nobody/disable").status_code == 404
+    carol_account = store.user_by_name("carol")
+    assert carol_account is not None and carol_account.disabled
+    assert store.user_by_name("dave") is None
+    actions = [(e.user_name, e.action, e.detail) for e in store.web_audit_since(0) if e.action.startswith("user-")]
+    assert actions == [("root", "user-add", "carol as radiologist"), ("root", "user-disable", "carol")]
 
 
 def test_review_statistics_and_accounts(server: str, seeded: Seeded) -> None:

@@ -103,15 +103,43 @@ async function loadStats() {
   }));
 }
 
+function userRow(u) {
+  const tr = document.createElement("tr");
+  tr.className = "user-row";
+  tr.dataset.name = u.name;
+  const action = document.createElement("td");
+  if (!u.disabled_at && u.name !== document.getElementById("users-section").dataset.me) {
+    const disable = button("Disable", "disable", async () => {
+      disable.disabled = true;
+      try {
+        await OA.json("/api/admin/users/" + encodeURIComponent(u.name) + "/disable", {method: "POST", body: {}});
+        message("account " + u.name + " disabled");
+        await loadUsers();
+      } catch (error) { message(u.name + ": " + error.message, true); disable.disabled = false; }
+    });
+    action.append(disable);
+  }
+  tr.append(OA.text("td", u.name), OA.text("td", u.role), OA.text("td", OA.time(u.created_at)),
+            OA.text("td", OA.time(u.disabled_at)), OA.text("td", u.password ? "set" : "proxy only"), action);
+  return tr;
+}
+
 async function loadUsers() {
   const data = await OA.json("/api/admin/users");
-  document.getElementById("users").replaceChildren(...data.users.map((u) => {
-    const tr = document.createElement("tr");
-    tr.append(OA.text("td", u.name), OA.text("td", u.role), OA.text("td", OA.time(u.created_at)),
-              OA.text("td", OA.time(u.disabled_at)), OA.text("td", u.password ? "set" : "proxy only"));
-    return tr;
-  }));
+  document.getElementById("users").replaceChildren(...data.users.map(userRow));
 }
+
+document.getElementById("add-user").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const body = {name: form.elements.name.value.trim(), role: form.elements.role.value, password: form.elements.password.value};
+  try {
+    await OA.json("/api/admin/users", {method: "POST", body});
+    message("account " + body.name + " added as " + body.role);
+    form.reset();
+    await loadUsers();
+  } catch (error) { message(body.name + ": " + error.message, true); }
+});
 
 document.getElementById("failed-prev").addEventListener("click", () => { failedPage = Math.max(1, failedPage - 1); loadFailed(); });
 document.getElementById("failed-next").addEventListener("click", () => { failedPage += 1; loadFailed(); });
