@@ -216,6 +216,8 @@ def test_an_admin_adds_and_disables_accounts(server: str, store: Store) -> None:
                            ).status_code == 422
         assert client.post("/api/admin/users", json={"name": "dave", "role": "viewer", "password": ""}
                            ).status_code == 422
+        long = client.post("/api/admin/users", json={"name": "dave", "role": "viewer", "password": "pw" * 600})
+        assert long.status_code == 422 and "at most 1024 characters" in long.text and "pwpw" not in long.text
         with signed_in(server, "carol", "s3cret") as carol:  # the new account signs in with its password
             assert carol.get("/api/me").json()["role"] == "radiologist"
             assert client.post("/api/admin/users/carol/disable").json()["disabled_at"] is not None
