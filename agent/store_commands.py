@@ -194,7 +194,8 @@ def cmd_jobs_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             knobs = IngestKnobs.from_settings(loaded.settings.ingest)
             context, source = slide_context(inp.path, knobs.filename_regex,
                                             sidecar_for(inp.path) if knobs.sidecar else None)
-            store.set_context(inp.id, context, source)
+            if context:  # without a sidecar or name match, the context stored (e.g. from the web) stays
+                store.set_context(inp.id, context, source)
         job = store.retry(args.job_id)
     print(f"job {job.id} queued again")
     return 0

@@ -17,7 +17,8 @@ One module per concept, each holding that concept's SQL, row mapping and transac
   took);
 - :mod:`~agent.store.users` (the web worklist's accounts), :mod:`~agent.store.web_sessions` (their signed-in
   browsers), :mod:`~agent.store.reviews` (case reviews, one row per version, with a decision per target),
-  :mod:`~agent.store.web_audit` (every view and decision made on the web).
+  :mod:`~agent.store.web_audit` (every view and decision made on the web), :mod:`~agent.store.review_stats`
+  (what reviewers decided on the AI's findings, per model version).
 
 :class:`Store` is the façade the rest of the daemon holds: each method runs one concept function on the
 store's engine. A new store concept gets its own module here and its methods on the façade.
@@ -62,6 +63,7 @@ from agent.store import instances as _instances
 from agent.store import jobs as _jobs
 from agent.store import outbox as _outbox
 from agent.store import retention as _retention
+from agent.store import review_stats as _review_stats
 from agent.store import reviews as _reviews
 from agent.store import users as _users
 from agent.store import web_audit as _web_audit
@@ -504,3 +506,9 @@ class Store:
     def audit_since(self, since: float, limit: int | None = None) -> list[AssociationRecord]:
         """The DICOM port's associations started at or after ``since``, oldest first (``oncoagent audit export``)."""
         return _audit.oldest_since(self.engine, since, limit)
+
+    # web worklist admin page: review statistics per model version (agent.store.review_stats)
+
+    def review_stats(self, since: float | None = None) -> list[_review_stats.ReviewStats]:
+        """Per pipeline and model version, what reviewers decided on the AI's findings of signed-off cases."""
+        return _review_stats.review_stats(self.engine, since)

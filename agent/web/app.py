@@ -21,6 +21,7 @@ from agent.errors import ReviewStateError
 from agent.passwords import verify_password
 from agent.store import Store, web_sessions
 from agent.store import users as store_users
+from agent.web.admin import router as admin_router
 from agent.web.api import router
 from agent.web.auth import COOKIE, client_address
 from agent.web.case_views import is_slide_case
@@ -44,6 +45,7 @@ def create_app(config: Settings, store: Store) -> FastAPI:
     app.state.web = WebContext.build(config, store)
     app.include_router(router)
     app.include_router(series_router)
+    app.include_router(admin_router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.middleware("http")
