@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.config import WebSettings
+from agent.config import Settings, WebSettings
 from agent.passwords import hash_password
 from agent.records import InputKind
 from agent.review_records import Role
@@ -44,7 +44,7 @@ def analysed(store: Store, root: Path, name: str, pipeline: str = "mri-tumour") 
 def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     store = Store.open(f"sqlite:///{tmp_path / 'oncoagent.db'}")
     store.add_user("ada", Role.ADMIN, hash_password(PASSWORD), time.time())
-    server = WebServer(WebSettings(port=0), store)
+    server = WebServer(Settings(web=WebSettings(port=0)), store)
     server.start()
     try:
         yield f"http://127.0.0.1:{server.port}", store
