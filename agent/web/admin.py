@@ -217,6 +217,7 @@ def disable_user(who: Admin, name: str) -> dict[str, Any]:
         raise HTTPException(status_code=409, detail="you cannot disable your own account")
     try:
         disabled = context.store.disable_user(name, time.time())
+        context.auth.forget_user(disabled.id)
     except UnknownUserError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
     context.audit(caller.user.name, caller.address, "user-disable", None, disabled.name)

@@ -111,6 +111,12 @@ class Authenticator:
                     self._remembered.popitem(last=False)
         return found
 
+    def forget_user(self, user_id: int) -> None:
+        """Ask the store again about every session of the user (disabled, or given a new password)."""
+        with self._lock:
+            for token in [t for t, (_until, user, _csrf) in self._remembered.items() if user.id == user_id]:
+                del self._remembered[token]
+
     def end(self, token: str) -> None:
         with self._lock:
             self._remembered.pop(token, None)
