@@ -1,16 +1,33 @@
 """A radiologist reviews an MR case in a real headless Chromium: from the worklist to the case, slices scrolled with
-the keyboard, a lesion rejected with R, a note saved; the page's counts follow and a screenshot is kept."""
+the keyboard, a lesion rejected with R, a note saved; the page's counts follow and a screenshot is kept. Then the
+case is signed off and the verified SR (the radiologist as verifying observer, the AI's SR its predecessor) reaches
+Orthanc through the outbox."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pydicom
 
 from tests.support.browser import chromium, page_of, sign_in
 from tests.support.mr_case import PASSWORD, analysed_mr_case
+from tests.support.orthanc import Orthanc
+from tests.support.waiting import wait_for
 
 
-def test_a_radiologist_scrolls_rejects_a_lesion_and_saves_a_note(tmp_path: Path) -> None:
-    with analysed_mr_case(tmp_path / "case") as case, chromium() as browser, page_of(browser) as page:
+def test_a_radiologist_scrolls_rejects_a_lesion_saves_a_note_and_signs_off(tmp_path: Path) -> None:
+    orthanc = Orthanc(tmp_path / "orthanc").start()
+    pacs = {"destinations": [{"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
+                              "port": orthanc.dicom_port}]}
+    try:
+        _review(tmp_path, pacs, orthanc)
+    finally:
+        orthanc.stop()
+
+
+def _review(tmp_path: Path, pacs: dict[str, Any], orthanc: Orthanc) -> None:
+    with analysed_mr_case(tmp_path / "case", pacs) as case, chromium() as browser, page_of(browser) as page:
         lesions = case.summary["lesions"]
         assert lesions, "the pipeline found no lesion to review"
         sign_in(page, case.base_url, "rita", PASSWORD)
@@ -55,3 +72,29 @@ def test_a_radiologist_scrolls_rejects_a_lesion_and_saves_a_note(tmp_path: Path)
         page.wait_for_function("document.body.dataset.loaded === '1'")
         assert page.input_value("#note") == "lesion 1 is a vessel; follow up the rest in 3 months"
         assert page.text_content("#n-rejected") == "1"
+
+        ai_sr = _sr_uid(case.result_path / "sr.dcm")
+        page.click("#sign-off")
+        page.wait_for_function("document.body.dataset.review === 'signed_off'")
+        assert "Signed off by rita" in page.inner_text("#signed")
+        assert page.locator("#sign-off").is_hidden() and page.locator("#reopen").is_visible()
+        page.screenshot(path=str(tmp_path / "mr-case-signed.png"), full_page=True)
+
+        def verified() -> list[dict[str, Any]]:
+            found = []
+            for instance in orthanc.get("/instances"):
+                tags = orthanc.get(f"/instances/{instance}/tags?simplify")
+                if tags.get("VerificationFlag") == "VERIFIED":
+                    found.append(tags)
+            return found
+
+        (sr,) = wait_for(verified, 120, interval=0.5, what="the verified SR in Orthanc")
+        assert sr["VerifyingObserverSequence"][0]["VerifyingObserverName"] == "rita"
+        predecessors = [sop["ReferencedSOPInstanceUID"] for study in sr["PredecessorDocumentsSequence"]
+                        for series in study["ReferencedSeriesSequence"] for sop in series["ReferencedSOPSequence"]]
+        assert predecessors == [ai_sr]
+
+
+def _sr_uid(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+

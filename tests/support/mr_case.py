@@ -42,11 +42,12 @@ class MRCase:
 
 
 @contextmanager
-def analysed_mr_case(root: Path) -> Iterator[MRCase]:
-    """A running daemon whose inbox got the series; yields once its job succeeded and the accounts exist."""
+def analysed_mr_case(root: Path, config: dict[str, Any] | None = None) -> Iterator[MRCase]:
+    """A running daemon (its config the MRI test's, plus ``config``'s keys) whose inbox got the series; yields once
+    its job succeeded and the accounts exist."""
     series = write_mr_series(root / "series", SPEC)
     (root / "daemon").mkdir(parents=True, exist_ok=True)
-    daemon = DaemonProcess(root / "daemon", CONFIG)
+    daemon = DaemonProcess(root / "daemon", {**CONFIG, **(config or {})})
     daemon.start()
     try:
         drop(daemon, series.files, "mr")

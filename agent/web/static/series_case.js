@@ -220,13 +220,14 @@ document.addEventListener("keydown", (event) => {
 document.getElementById("slice").addEventListener("input", (event) => showSlice(parseInt(event.target.value, 10)));
 document.getElementById("outlines").addEventListener("change", (event) => { state.outlines = event.target.checked; draw(); });
 document.getElementById("save-note").addEventListener("click", saveNote);
+OA.review.wire(api, document.getElementById("note"), () => load(), message);
+document.getElementById("plane").addEventListener("change", (event) => setPlane(parseInt(event.target.value, 10)));
 
 async function load() {
   const [data, volume] = await Promise.all([OA.json(api), OA.json(api + "/volume")]);
   document.getElementById("case-title").textContent = data.name;
-  document.getElementById("case-status").textContent = data.status_text + (data.review ? " · v" + data.review.version : "");
   document.getElementById("finding").textContent = data.finding;
-  state.mayDecide = data.may_decide;
+  state.mayDecide = OA.review.show(data);
   state.volume = volume;
   const placed = new Map(volume.lesions.map((l) => [l.index, l]));
   state.lesions = (data.summary.lesions || []).map((l) => ({...l, ...(placed.get(l.index) || {})}));
@@ -239,7 +240,6 @@ async function load() {
   document.getElementById("lesions").replaceChildren(...state.lesions.map(lesionRow));
   const planes = document.getElementById("plane");
   planes.replaceChildren(...volume.planes.map((p) => { const o = OA.text("option", p.name + (p.acquired ? " (acquired)" : "")); o.value = String(p.axis); return o; }));
-  planes.addEventListener("change", () => setPlane(parseInt(planes.value, 10)));
   document.getElementById("slice").max = String(volume.slices - 1);
   setupWindow();
   state.center = volume.window.center;

@@ -179,40 +179,13 @@ for (const id of ["show-CTC", "show-CTM", "confidence"]) {
   });
 }
 
-function showReview(data) {
-  const review = data.review;
-  const signed = review && review.status === "signed_off";
-  state.mayDecide = data.may_decide && !signed;
-  document.getElementById("case-status").textContent = data.status_text + (review ? " · v" + review.version : "");
-  document.getElementById("sign-off").hidden = !state.mayDecide;
-  document.getElementById("note").hidden = !state.mayDecide;
-  document.getElementById("reopen").hidden = !(signed && data.may_decide);
-  document.getElementById("signed").textContent = signed
-    ? "Signed off by " + review.signed_by + " on " + OA.time(review.signed_at) + (review.note ? " — " + review.note : "") : "";
-  document.body.dataset.review = review ? review.status : "none";
-}
-
-async function signOff() {
-  const note = document.getElementById("note").value.trim();
-  try {
-    const answer = await OA.json(api + "/sign-off", {method: "POST", body: {note: note || null}});
-    message("signed off (version " + answer.version + ")" + (answer.sr_sop_instance_uid ? "; verified SR queued for PACS" : "")
-            + (answer.unsent_reason ? "; " + answer.unsent_reason : "") + (answer.outputs_error ? "; outputs failed: " + answer.outputs_error : ""));
-    await load();
-  } catch (error) { message(error.message); }
-}
-
-async function reopen() {
-  try { const answer = await OA.json(api + "/reopen", {method: "POST", body: {}}); message("reopened as version " + answer.version); await load(); }
-  catch (error) { message(error.message); }
-}
-document.getElementById("sign-off").addEventListener("click", signOff);
-document.getElementById("reopen").addEventListener("click", reopen);
+OA.review.wire(api, document.getElementById("note"), () => load(), message);
 
 async function load() {
   const data = await OA.json(api);
   document.getElementById("case-title").textContent = data.name;
-  showReview(data);
+  state.mayDecide = OA.review.show(data);
+  document.getElementById("note").hidden = !state.mayDecide;
   state.detections = data.detections;
   state.order = data.detections.map((d) => d.index).sort((a, b) => (data.detections[b].confidence || 0) - (data.detections[a].confidence || 0));
   state.decisions = new Map(data.decisions.map((d) => [d.target, d]));
