@@ -110,6 +110,7 @@ def case(request: Request, job_id: JobId) -> dict[str, Any]:
         body["detections"] = [{"index": i, "class": d["class"], "confidence": d.get("confidence"),
                                "box": d["l0_box"]} for i, d in enumerate(found_detections)]
         body["counts"] = slide_counts(found_detections, decided)
+        body["modality"] = ((found.summary or {}).get("slide") or {}).get("modality")
         try:
             body["slide"] = dict(zip(("width", "height"), context.tiles.dimensions(Path(found.input_path)),
                                      strict=True))
@@ -216,7 +217,8 @@ def tile(request: Request, job_id: JobId, level: int, col: int, row: int) -> Res
 
 
 @router.get("/cases/{job_id}/crops/{index}.jpeg")
-def crop(request: Request, job_id: JobId, index: int) -> Response:
+def crop(request: Request, job_id: JobId, index: int,
+         channel: Annotated[int | None, Query(ge=0, le=2, description="one channel, in grey")] = None) -> Response:
     context = web(request)
     path = _slide_path(context, request, job_id)
     found = detections(context.case(context.caller(request), job_id))
@@ -224,7 +226,7 @@ def crop(request: Request, job_id: JobId, index: int) -> Response:
         raise HTTPException(status_code=404, detail=f"no detection {index}")
     box = found[index]["l0_box"]
     try:
-        data = context.tiles.crop(path, (box[0], box[1], box[2], box[3]))
+        data = context.tiles.crop(path, (box[0], box[1], box[2], box[3]), channel=channel)
     except TileError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -100,8 +100,10 @@ class TileServer:
         self._keep(key, data)
         return data
 
-    def crop(self, path: Path, box: tuple[float, float, float, float], size: int = 96) -> bytes:
-        """A square JPEG of ``size`` pixels around a level-0 box (the box and a margin as wide as itself)."""
+    def crop(self, path: Path, box: tuple[float, float, float, float], size: int = 96, channel: int | None = None
+             ) -> bytes:
+        """A square JPEG of ``size`` pixels around a level-0 box (the box and a margin as wide as itself); with
+        ``channel`` (0, 1, 2) that channel alone, in grey (a fluorescence slide's stains one by one)."""
         opened = self._open(path)
         x0, y0, x1, y1 = box
         side = max(8.0, 2.0 * max(x1 - x0, y1 - y0))
@@ -110,7 +112,8 @@ class TileServer:
             region = opened.slide.read_region((left, top), 0, (int(side), int(side)))
         except openslide.OpenSlideError as exc:
             raise TileError(f"cannot read the region: {exc}") from exc
-        return _jpeg(region.resize((size, size), Image.Resampling.BILINEAR))
+        image = region.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        return _jpeg(image if channel is None else image.getchannel(channel).convert("RGB"))
 
     def close(self) -> None:
         """Forget the open slides and the tiles (each slide closes once no request reads it any more)."""

@@ -4,10 +4,13 @@ login limiter and the tile server."""
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from agent.config import Priority
 from agent.records import InputKind
@@ -145,3 +148,20 @@ def test_tiles_come_from_the_slide_and_are_bounded(tmp_path: Path, store: Store)
     box = case.summary["detections"][0]["l0_box"] if case.summary else [0, 0, 1, 1]
     assert tiles.crop(slide, tuple(box))[:2] == b"\xff\xd8"  # type: ignore[arg-type]
     tiles.close()
+
+
+def test_a_fluorescence_crop_comes_channel_by_channel(tmp_path: Path, store: Store) -> None:
+    job = seed_slide_case(store, tmp_path / "f", "f.tiff", SlideSpec(width=1024, height=1024, ctc=2, ctm=0, seed=7,
+                                                                       mode="fluorescence"))
+    case = get_case(store.engine, job)
+    assert case is not None and case.summary is not None
+    tiles = TileServer(open_slides=1, cache_bytes=0)
+    box = tuple(case.summary["detections"][0]["l0_box"])
+    slide = Path(case.input_path)
+    crops = [Image.open(io.BytesIO(tiles.crop(slide, box, channel=c))) for c in (0, 1, 2)]  # type: ignore[arg-type]
+    composite = Image.open(io.BytesIO(tiles.crop(slide, box))).convert("RGB")  # type: ignore[arg-type]
+    for channel, crop in enumerate(crops):
+        grey = np.asarray(crop.convert("RGB"), dtype=float)
+        assert np.allclose(grey[..., 0], grey[..., 1], atol=3), "a channel is shown in grey"
+        assert abs(grey[..., 0].mean() - np.asarray(composite, dtype=float)[..., channel].mean()) < 4
+    assert len({round(float(np.asarray(c).mean())) for c in crops}) > 1, "the channels differ"

@@ -92,7 +92,18 @@ function buildGallery() {
     tile.dataset.index = index;
     const img = document.createElement("img");
     img.loading = "lazy"; img.alt = "candidate " + index; img.src = api + "/crops/" + index + ".jpeg";
-    tile.append(img, OA.text("figcaption", "", "label"));
+    tile.append(img);
+    if (state.fluorescence) {  // a fluorescence slide: each channel (stain) on its own, in grey, under the crop
+      const channels = document.createElement("div");
+      channels.className = "channels";
+      for (const channel of [0, 1, 2]) {
+        const part = document.createElement("img");
+        part.loading = "lazy"; part.alt = "channel " + channel; part.src = api + "/crops/" + index + ".jpeg?channel=" + channel;
+        channels.append(part);
+      }
+      tile.append(channels);
+    }
+    tile.append(OA.text("figcaption", "", "label"));
     tile.addEventListener("click", () => select(position));
     return tile;
   });
@@ -187,6 +198,7 @@ async function load() {
   state.mayDecide = OA.review.show(data);
   document.getElementById("note").hidden = !state.mayDecide;
   state.detections = data.detections;
+  state.fluorescence = data.modality === "fluorescence";
   state.order = data.detections.map((d) => d.index).sort((a, b) => (data.detections[b].confidence || 0) - (data.detections[a].confidence || 0));
   state.decisions = new Map(data.decisions.map((d) => [d.target, d]));
   showCounts(data.counts);

@@ -34,10 +34,34 @@ function row(c) {
   return tr;
 }
 
+// Cases of one accession (or, without one, one patient) are kept together under a header row, at the place of
+// the group's most pressing case; a case without either stands alone.
+function grouped(cases) {
+  const groups = new Map();
+  for (const c of cases) {
+    const key = c.accession ? "accession " + c.accession : c.patient_id ? "patient " + c.patient_id : "case " + c.job_id;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(c);
+  }
+  const rows = [];
+  for (const [key, members] of groups) {
+    if (members.length > 1) {
+      const header = document.createElement("tr");
+      header.className = "group-row";
+      const cell = OA.text("td", key + " · " + members.length + " cases");
+      cell.colSpan = 10;
+      header.append(cell);
+      rows.push(header);
+    }
+    rows.push(...members.map(row));
+  }
+  return rows;
+}
+
 async function load() {
   try {
     const data = await OA.json("/api/cases?" + query().toString());
-    document.getElementById("cases").replaceChildren(...data.cases.map(row));
+    document.getElementById("cases").replaceChildren(...grouped(data.cases));
     document.getElementById("total").textContent = data.total;
     document.getElementById("page").textContent = String(page);
     document.getElementById("prev").disabled = page <= 1;
