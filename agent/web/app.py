@@ -99,8 +99,9 @@ def create_app(config: Settings, store: Store) -> FastAPI:
             context.audit(None, address, "login-failed", None, "wrong name or password")
             return _login_again(next, "wrong name or password", 303)
         context.auth.limiter.succeeded(*keys)
-        token, _csrf = web_sessions.create_session(store.engine, user.id, address, context.auth.lifetime_s,
-                                                   time.time())
+        now = time.time()
+        web_sessions.purge_sessions(store.engine, now)  # expired ones go as new ones come: the table stays bounded
+        token, _csrf = web_sessions.create_session(store.engine, user.id, address, context.auth.lifetime_s, now)
         context.audit(user.name, address, "login")
         response = RedirectResponse(_local(next), status_code=303)
         context.auth.set_cookie(response, token)
