@@ -170,6 +170,8 @@ def test_a_pathologist_reviews_the_high_priority_slide_and_signs_it_off(site: Si
     observer = srs[0]["VerifyingObserverSequence"][0]
     assert observer["VerifyingObserverName"] == "path1"
     assert srs[0]["PatientID"] == "WEB-P1"
+    log = site.daemon.log()
+    assert "WEB-P1" not in log and "Test^WEB" not in log and "WEBACC1" not in log, "no patient data in the log"
 
 
 def test_every_page_and_api_route_refuses_an_anonymous_request(site: Site) -> None:
