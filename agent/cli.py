@@ -21,7 +21,7 @@ import yaml
 from agent import __version__, batch_commands, store_commands, user_commands
 from agent.config import LoadedSettings, load_settings, masked
 from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, ConfigError, DataDirLockedError, OncoAgentError
-from agent.ops import audit_commands
+from agent.ops import audit_commands, export_commands
 from agent.runtime import prepare_process
 from pipelines.errors import PipelineError, PipelineOptionsError
 from pipelines.progress import Progress, Throttled
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_commands.add_parser(sub)  # oncoagent batch PATHS | runs | show RUN
     audit_commands.add_parser(sub)  # oncoagent audit list | export
     user_commands.add_parser(sub)  # oncoagent users add | list | passwd | disable
+    export_commands.add_parser(sub)  # oncoagent export training-data
 
     config = sub.add_parser("config", help="check or show the configuration in force")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -512,3 +512,9 @@ class Store:
     def review_stats(self, since: float | None = None) -> list[_review_stats.ReviewStats]:
         """Per pipeline and model version, what reviewers decided on the AI's findings of signed-off cases."""
         return _review_stats.review_stats(self.engine, since)
+
+    # training data from reviews (agent.training_export): the signed-off reviews with their jobs
+
+    def signed_reviews(self, since: float | None = None, pipelines: Sequence[str] = ()) -> list[tuple[Review, Job]]:
+        """The newest signed-off review of each job signed since ``since``, of ``pipelines`` (all: empty)."""
+        return _reviews.signed_reviews(self.engine, since, pipelines)

@@ -16,16 +16,16 @@ succeed and two reviewers opening a new case start one version 1. A refused chan
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Integer, RowMapping, Select, delete, func, insert, literal, select, update
 from sqlalchemy.orm import aliased
 
 from agent.errors import ReviewStateError, StoreError
-from agent.records import JobStatus
+from agent.records import Job, JobStatus
 from agent.review_records import Decision, DecisionKind, Review, ReviewStatus
-from agent.store import schema
+from agent.store import jobs, schema
 from agent.store.engine import insert_id, locked, read, write
 from agent.store.schema import escape_nul
 
@@ -62,6 +62,23 @@ def review_summaries(engine: Engine, job_ids: Collection[int]) -> dict[int, Revi
                                  & (newest.c.version == _reviews.c.version))
     with read(engine) as conn:
         return {review.job_id: review for review in map(_review_from_row, conn.execute(query).mappings())}
+
+
+def signed_reviews(engine: Engine, since: float | None = None, pipelines: Sequence[str] = ()
+                   ) -> list[tuple[Review, Job]]:
+    """The signed-off reviews (one per job: its newest signed version; superseded and in-review versions are
+    left out) signed at or after ``since``, of jobs of ``pipelines`` (all when empty), each with its job, oldest
+    sign-off first (``oncoagent export training-data``)."""
+    query = _review_query().join(schema.jobs, schema.jobs.c.id == _reviews.c.job_id).where(
+        _reviews.c.status == ReviewStatus.SIGNED_OFF.value)
+    if since is not None:
+        query = query.where(_reviews.c.signed_at >= since)
+    if pipelines:
+        query = query.where(schema.jobs.c.pipeline.in_(list(pipelines)))
+    with read(engine) as conn:
+        found = [_review_from_row(row) for row in conn.execute(query.order_by(_reviews.c.signed_at,
+                                                                               _reviews.c.id)).mappings()]
+        return [(review, jobs.job_in(conn, review.job_id)) for review in found]
 
 
 def start_review(engine: Engine, job_id: int, user_id: int, now: float) -> Review:

@@ -21,18 +21,14 @@ from pydicom.dataset import Dataset
 
 from agent.config import Destination, OutboxSettings, Settings
 from agent.dicom_wiring import outbox_sender
-from agent.ingest.dicom_files import DicomFileIntake
-from agent.ingest.knobs import IngestKnobs
-from agent.ingest.slides import SlideIntake
-from agent.job_outcomes import JobOutcomes
-from agent.records import Job, JobStatus, OutboxStatus
+from agent.records import Job, OutboxStatus
 from agent.signoff import SignOff, SignOffError, SignOffOutputs, write_signoff
 from agent.store import Store
-from agent.worker import run_payload
-from pipelines import registry
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
 from pipelines.synthetic.slides import SlideSpec, write_slide
 from tests.support.orthanc import Orthanc
+from tests.support.pipeline_jobs import run_job as _run  # queue, claim, run, record as the executor does
+from tests.support.pipeline_jobs import take_mr_series, take_slide
 from tests.support.waiting import wait_for
 
 MR_SPEC = MRSeriesSpec(rows=96, columns=96, slices=16, pixel_spacing_mm=3.5, slice_thickness_mm=5.0, lesions=2,
@@ -50,20 +46,6 @@ class Cases:
     bare_slide: Job
 
 
-def _run(store: Store, settings: Settings, input_id: int, pipeline: str) -> Job:
-    """Queue, claim, run and record a job as the executor does."""
-    queued, _ = store.enqueue(input_id, pipeline, registry.get(pipeline).version)
-    outcomes = JobOutcomes(store, settings)
-    job = outcomes.claim([])
-    assert job is not None and job.id == queued.id
-    outcome = run_payload(outcomes.payload(job, settings.paths.results / ".staging"), {})
-    assert outcome["ok"], outcome.get("error")
-    outcomes.record(job, outcome)
-    done = store.get_job(job.id)
-    assert done.status is JobStatus.SUCCEEDED and done.result_path is not None
-    return done
-
-
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cases]:
     root = tmp_path_factory.mktemp("signoff")
@@ -74,13 +56,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cases]:
     settings.paths.create()
     store = Store.open(settings.database_url)
     series = write_mr_series(root / "mr", MR_SPEC)
-    intake = DicomFileIntake(store, settings.paths)
-    for path in series.files:
-        intake.take(path, consumed=False)
-    mr_input = store.find_input(series.series_uid)
-    assert mr_input is not None
-    slides = SlideIntake(store, settings.paths)
-    knobs = IngestKnobs.from_settings(settings.ingest)
+    mr_input = take_mr_series(store, settings, series.files, series.series_uid)
     inputs = {}
     for name, context in (("with-context", {"patient_id": "PAT-7", "accession_number": "ACC-7",
                                             "patient_name": "Doe^Jane"}), ("bare", None)):
@@ -90,8 +66,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cases]:
         write_slide(path, SLIDE_SPEC)
         if context is not None:
             (folder / "slide.tiff.json").write_text(json.dumps(context))
-        key = slides.take(path, False, knobs, path.name)
-        inputs[name] = store.find_input(key)
+        inputs[name] = take_slide(store, settings, path)
     try:
         yield Cases(settings, store, _run(store, settings, mr_input.id, "mri-tumour"),
                     _run(store, settings, inputs["with-context"].id, "wsi-ctc"),

@@ -265,6 +265,25 @@ def test_review_summaries_give_each_jobs_newest_version(store: Store) -> None:
     assert store.review_summaries([]) == {}
 
 
+def test_signed_reviews_give_each_jobs_signed_version_since_a_time(store: Store) -> None:
+    alice = user(store)
+    early, late, reopened, unsigned = (succeeded_job(store, n) for n in range(4))
+    for job, at in ((early, T0), (late, T0 + DAY), (reopened, T0 + DAY)):
+        store.sign_off(store.start_review(job, alice.id, at).id, alice.id, {"n": job}, None, at + 1)
+    store.start_review(unsigned, alice.id, T0)
+    store.reopen_review(reopened, alice.id, T0 + 2 * DAY)  # version 2 in review: version 1 still counts
+    found = store.signed_reviews()
+    assert [(review.job_id, review.version, job.id) for review, job in found] == [
+        (early, 1, early), (late, 1, late), (reopened, 1, reopened)]
+    assert all(r.status is ReviewStatus.SIGNED_OFF and r.signed_by_name == "alice" for r, _ in found)
+    assert [r.job_id for r, _ in store.signed_reviews(T0 + DAY)] == [late, reopened]
+    assert store.signed_reviews(None, ["another-pipeline"]) == [] and len(store.signed_reviews(None, ["p"])) == 3
+    second = store.latest_review(reopened)
+    assert second is not None
+    store.sign_off(second.id, alice.id, {}, None, T0 + 3 * DAY)  # version 1 becomes superseded
+    assert [(r.job_id, r.version) for r, _ in store.signed_reviews(T0 + DAY)] == [(late, 1), (reopened, 2)]
+
+
 # ------------------------------------------------------------------------------------------- web audit
 
 
