@@ -80,15 +80,7 @@ def _review(tmp_path: Path, pacs: dict[str, Any], orthanc: Orthanc) -> None:
         assert page.locator("#sign-off").is_hidden() and page.locator("#reopen").is_visible()
         page.screenshot(path=str(tmp_path / "mr-case-signed.png"), full_page=True)
 
-        def verified() -> list[dict[str, Any]]:
-            found = []
-            for instance in orthanc.get("/instances"):
-                tags = orthanc.get(f"/instances/{instance}/tags?simplify")
-                if tags.get("VerificationFlag") == "VERIFIED":
-                    found.append(tags)
-            return found
-
-        (sr,) = wait_for(verified, 120, interval=0.5, what="the verified SR in Orthanc")
+        (sr,) = wait_for(orthanc.verified_srs, 120, interval=0.5, what="the verified SR in Orthanc")
         assert sr["VerifyingObserverSequence"][0]["VerifyingObserverName"] == "rita"
         predecessors = [sop["ReferencedSOPInstanceUID"] for study in sr["PredecessorDocumentsSequence"]
                         for series in study["ReferencedSeriesSequence"] for sop in series["ReferencedSOPSequence"]]

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -105,15 +104,6 @@ def _session(site: Site, name: str) -> tuple[httpx.Client, str]:
     return client, client.get("/api/me").json()["csrf"]
 
 
-def _verified_srs(orthanc: Orthanc) -> list[dict[str, Any]]:
-    found = []
-    for instance in orthanc.get("/instances"):
-        tags = orthanc.get(f"/instances/{instance}/tags?simplify")
-        if tags.get("VerificationFlag") == "VERIFIED":
-            found.append(tags)
-    return found
-
-
 def test_a_pathologist_reviews_the_high_priority_slide_and_signs_it_off(site: Site, tmp_path: Path) -> None:
     job = site.slides["high.tiff"]
     with chromium() as browser, page_of(browser) as page:
@@ -165,7 +155,7 @@ def test_a_pathologist_reviews_the_high_priority_slide_and_signs_it_off(site: Si
     expected = f"{case['counts']['result']['CTC']} CTC, {case['counts']['result']['CTM']} CTM"
     assert case["finding"].startswith(expected)
 
-    srs = wait_for(lambda: _verified_srs(site.orthanc), 120, interval=0.5, what="the verified SR in Orthanc")
+    srs = wait_for(site.orthanc.verified_srs, 120, interval=0.5, what="the verified SR in Orthanc")
     assert len(srs) == 1
     observer = srs[0]["VerifyingObserverSequence"][0]
     assert observer["VerifyingObserverName"] == "path1"

@@ -93,3 +93,12 @@ class Orthanc:
         for instance_id in self.get("/instances"):
             uids.append(self.get(f"/instances/{instance_id}/simplified-tags")["SOPInstanceUID"])
         return uids
+
+    def verified_srs(self) -> list[dict[str, Any]]:
+        """The tags (simplified) of every stored instance whose VerificationFlag is VERIFIED: signed-off SRs."""
+        found = []
+        for instance in self.get("/instances"):
+            tags = self.get(f"/instances/{instance}/tags?simplify")
+            if tags.get("VerificationFlag") == "VERIFIED":
+                found.append(tags)
+        return found
