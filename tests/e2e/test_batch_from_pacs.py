@@ -53,6 +53,12 @@ def counted(daemon: DaemonProcess, what: str) -> dict[str, int]:
     return {status: n for status, n in daemon.status()[what].items() if n}
 
 
+def polled(daemon: DaemonProcess, what: str) -> dict[str, int]:
+    """The same counts read from the store in this process: for polling (a CLI per poll takes a core from the
+    daemon's jobs)."""
+    return {status: n for status, n in daemon.counts()[what].items() if n}
+
+
 def test_a_pacs_batch_retrieves_recent_studies_and_sends_results_back_once(tmp_path: Path) -> None:
     today = date.today()
     recent = write_mr_series(tmp_path / "gen" / "mr", MR)
@@ -85,11 +91,12 @@ def test_a_pacs_batch_retrieves_recent_studies_and_sends_results_back_once(tmp_p
 
         # the catch-up run at start and the cron's next minute may overlap: the run that queued the jobs is
         # the one with jobs, and any later run must queue nothing
-        first = wait_for(lambda: next((r for r in runs(daemon) if r["status"] == "done" and r["total"]), None),
-                         240, interval=1, what="the first PACS run to end with its jobs")
+        first = wait_for(lambda: next((r for r in daemon.batch_runs() if r["status"] == "done" and r["total"]),
+                                      None), 240, interval=0.5, what="the first PACS run to end with its jobs")
         assert first["inputs"] == 2, first  # MR and SM: not the old study
-        wait_for(lambda: counted(daemon, "jobs") == {"succeeded": 2}, 240, what="both jobs to succeed")
-        wait_for(lambda: set(counted(daemon, "outbox")) == {"sent"}, 60, what="the results delivered to Orthanc")
+        wait_for(lambda: polled(daemon, "jobs") == {"succeeded": 2}, 240, interval=0.2, what="both jobs to succeed")
+        wait_for(lambda: set(polled(daemon, "outbox")) == {"sent"}, 60, interval=0.2,
+                 what="the results delivered to Orthanc")
         sent = counted(daemon, "outbox")
         assert set(sent) == {"sent"} and sent["sent"] >= 3, sent  # the MR's SR and SEG, the slide's SR at least
         results = set(orthanc.sop_instance_uids()) - before
@@ -99,14 +106,14 @@ def test_a_pacs_batch_retrieves_recent_studies_and_sends_results_back_once(tmp_p
         assert not stored & sop_uids(old.files)  # the old study never
 
         last_with_jobs = max(r["id"] for r in runs(daemon) if r["total"])
-        second = wait_for(lambda: next((r for r in runs(daemon) if r["id"] > last_with_jobs
-                                        and r["status"] in ("done", "failed")), None), 120, interval=1,
+        second = wait_for(lambda: next((r for r in daemon.batch_runs() if r["id"] > last_with_jobs
+                                        and r["status"] in ("done", "failed")), None), 120, interval=0.5,
                           what="a later minute's run")
         assert second["status"] == "done" and second["inputs"] == 2 and second["total"] == 0, second  # nothing again
         assert counted(daemon, "outbox") == sent and counted(daemon, "jobs") == {"succeeded": 2}
         assert set(orthanc.sop_instance_uids()) - before == results  # sent once
         assert daemon.alive()
     finally:
-        daemon.stop()
-        orthanc.stop()
+        daemon.discard()
+        orthanc.discard()
         shutil.rmtree(tmp_path / "up", ignore_errors=True)

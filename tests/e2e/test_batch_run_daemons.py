@@ -56,9 +56,10 @@ def runs(daemon: DaemonProcess) -> list[dict[str, Any]]:
 
 
 def finished_run(daemon: DaemonProcess, slot: float) -> dict[str, Any] | None:
-    """The run for ``slot`` once every job of it finished."""
+    """The run for ``slot`` once every job of it finished (read in-process, for polling: a CLI every half second
+    takes a core from the daemon)."""
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(slot))
-    run = next((r for r in runs(daemon) if r["slot"] == iso), None)
+    run = next((r for r in daemon.batch_runs() if r["slot"] == iso), None)
     return run if run is not None and run["status"] == "done" and run["done"] == len(SLIDES) else None
 
 
@@ -90,7 +91,7 @@ def test_two_daemons_started_after_a_missed_slot_run_it_once(tmp_path: Path) -> 
         assert sorted(done) == sorted(f"done {(archive / name).resolve()}" for name in SLIDES)  # each slide once
     finally:
         for daemon in daemons:
-            daemon.stop()
+            daemon.discard()
 
 
 def test_a_run_killed_midway_resumes_at_restart_and_queues_nothing_twice(tmp_path: Path) -> None:
@@ -134,4 +135,4 @@ def test_a_run_killed_midway_resumes_at_restart_and_queues_nothing_twice(tmp_pat
         done = [line for line in ledger_lines(ledger) if line.startswith("done")]
         assert sorted(done) == sorted(f"done {(archive / n).resolve()}" for n in SLIDES for _ in range(2))
     finally:
-        daemon.stop()
+        daemon.discard()

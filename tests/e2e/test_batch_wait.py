@@ -4,8 +4,10 @@ reason; ``--wait-timeout`` gives up; on a terminal it draws its bars (tqdm) on s
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -23,49 +25,69 @@ from tests.support.daemon import DaemonProcess
 from tests.support.waiting import wait_for
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
-    ledger = tmp_path / "ledger"
+def new_daemon(root: Path) -> DaemonProcess:
+    ledger = root / "ledger"
     ledger.mkdir()
-    d = DaemonProcess(tmp_path, {**BASE_CONFIG, "ingest": {**BASE_CONFIG["ingest"], "inbox": False}},
-                      env={"OA_TEST_LEDGER": str(ledger)})
+    return DaemonProcess(root, {**BASE_CONFIG, "ingest": {**BASE_CONFIG["ingest"], "inbox": False}},
+                         env={"OA_TEST_LEDGER": str(ledger)})
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One running daemon for the tests that follow a run to its end: each queues an archive of its own (a run
+    of its own, its id read from the command's output), and each such run has ended when its test is over."""
+    d = new_daemon(tmp_path_factory.mktemp("batch-wait"))
+    d.start()
     yield d
-    d.stop()
+    d.discard()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> DaemonProcess:
+    """A daemon's config and data folder where no daemon runs: what is queued stays queued."""
+    return new_daemon(tmp_path)
 
 
 def archive_of(root: Path, *names: str) -> Path:
     archive = root / "archive"
     archive.mkdir()
-    for name in names:
-        (archive / name).write_bytes(b"slide bytes " + name.encode())  # the scripted pipeline never opens it
+    for name in names:  # the scripted pipeline never opens it; distinct bytes per archive: a new input each
+        (archive / name).write_bytes(b"slide bytes " + str(archive / name).encode())
     return archive
 
 
-def done_in_ledger(daemon: DaemonProcess) -> list[str]:
+def done_in_ledger(daemon: DaemonProcess, archive: Path) -> list[str]:
+    """The names of the files of ``archive`` whose job ran to its end."""
     path = daemon.root / "ledger" / "ledger.txt"
     lines = path.read_text().splitlines() if path.exists() else []
-    return sorted(Path(line.removeprefix("done ")).name for line in lines if line.startswith("done "))
+    done = [Path(line.removeprefix("done ")) for line in lines if line.startswith("done ")]
+    return sorted(p.name for p in done if p.parent == archive)
 
 
-def test_batch_wait_returns_once_every_job_succeeded(daemon: DaemonProcess, tmp_path: Path) -> None:
+def run_id(stdout: str) -> int:
+    """The batch run the command queued, from its "(batch run N: oncoagent batch show N)"."""
+    found = re.search(r"\(batch run (\d+): oncoagent batch show \1\)", stdout)
+    assert found, stdout
+    return int(found.group(1))
+
+
+def test_batch_wait_returns_once_every_job_succeeded(running: DaemonProcess, tmp_path: Path) -> None:
     names = ("a-sleep0.5.tiff", "b-sleep1.tiff", "c.tiff")
     archive = archive_of(tmp_path, *names)
-    daemon.start()
-    proc = daemon.cli("batch", "--wait", str(archive))
+    proc = running.cli("batch", "--wait", str(archive))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert done_in_ledger(daemon) == sorted(names)  # every job had run to its end when the command returned
+    assert done_in_ledger(running, archive) == sorted(names)  # every job had run to its end when it returned
     assert "3 job(s) queued" in proc.stdout
     assert "3/3 job(s) done (3 succeeded)" in proc.stdout
     assert "FAILED" not in proc.stdout
-    assert "batch run 1: 0/3 job(s) done" in proc.stderr  # not a terminal: plain progress lines, no bar
+    assert f"batch run {run_id(proc.stdout)}: 0/3 job(s) done" in proc.stderr  # not a terminal: plain lines, no bar
     assert "\r" not in proc.stderr
 
 
-def test_a_failed_input_makes_batch_wait_exit_non_zero_with_the_reason(daemon: DaemonProcess, tmp_path: Path
+def test_a_failed_input_makes_batch_wait_exit_non_zero_with_the_reason(running: DaemonProcess, tmp_path: Path
                                                                        ) -> None:
     archive = archive_of(tmp_path, "good.tiff", "bad-fail-input.tiff")
-    daemon.start()
-    proc = daemon.cli("batch", "--wait", str(archive))
+    proc = running.cli("batch", "--wait", str(archive))
     assert proc.returncode == EXIT_FAILED, proc.stdout + proc.stderr
     assert "2/2 job(s) done (1 succeeded, 1 failed)" in proc.stdout
     failures = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
@@ -83,10 +105,25 @@ def test_wait_timeout_gives_up_and_leaves_the_jobs_queued(daemon: DaemonProcess,
     assert "queued 1" in shown.stdout
 
 
+@contextlib.contextmanager
+def sigint_heeded() -> Iterator[None]:
+    """SIGINT not ignored while a command starts: a suite run as a background job of a shell without job control
+    has it ignored, a started program inherits that, and Python then never turns SIGINT into KeyboardInterrupt
+    (the command would go on waiting). A handled signal is reset to its default in the new program."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_ctrl_c_stops_waiting_and_says_the_jobs_go_on(daemon: DaemonProcess, tmp_path: Path) -> None:
     archive = archive_of(tmp_path, "a.tiff")  # no daemon runs: the job stays queued
     stderr = tmp_path / "stderr.txt"
-    with stderr.open("w") as err:
+    with stderr.open("w") as err, sigint_heeded():
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "--config", str(daemon.config_file), "--data-dir",
              str(daemon.data_dir), "batch", "--wait", str(archive)],
@@ -104,15 +141,14 @@ def test_ctrl_c_stops_waiting_and_says_the_jobs_go_on(daemon: DaemonProcess, tmp
     assert "status      processing" in shown.stdout and "queued 1" in shown.stdout  # the run itself was done
 
 
-def test_on_a_terminal_batch_wait_draws_its_bars(daemon: DaemonProcess, tmp_path: Path) -> None:
+def test_on_a_terminal_batch_wait_draws_its_bars(running: DaemonProcess, tmp_path: Path) -> None:
     archive = archive_of(tmp_path, "a-sleep0.5.tiff", "b.tiff")
-    daemon.start()
     controller, terminal = os.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "--config", str(daemon.config_file), "--data-dir", str(daemon.data_dir),
-         "batch", "--wait", str(archive)],
-        env=daemon.env, stdout=subprocess.PIPE, stderr=terminal, text=True)
+        [sys.executable, "-m", "agent.cli", "--config", str(running.config_file), "--data-dir",
+         str(running.data_dir), "batch", "--wait", str(archive)],
+        env=running.env, stdout=subprocess.PIPE, stderr=terminal, text=True)
     os.close(terminal)
     drawn: list[bytes] = []
 
@@ -138,7 +174,7 @@ def test_on_a_terminal_batch_wait_draws_its_bars(daemon: DaemonProcess, tmp_path
     assert "2/2 job(s) done (2 succeeded)" in stdout
     assert "reading: 100%" in screen and "2/2 [" in screen  # the files read, a tqdm bar
     assert "queueing: 2input" in screen
-    assert "batch run 1: 100%" in screen and "2/2 jobs" in screen  # the jobs followed to their end
+    assert f"batch run {run_id(stdout)}: 100%" in screen and "2/2 jobs" in screen  # the jobs followed to their end
     assert "\r" in screen  # redrawn in place
-    recorded = next(line for line in screen.splitlines() if "recorded as input 1" in line)
+    recorded = next(line for line in screen.splitlines() if re.search(r"recorded as input \d+\b", line))
     assert recorded.startswith("20")  # the log record on a line of its own, above the bar, not after it

@@ -33,7 +33,7 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     ledger.mkdir()
     d = DaemonProcess(tmp_path, BASE_CONFIG, env={"OA_TEST_LEDGER": str(ledger)})
     yield d
-    d.stop()
+    d.discard()
 
 
 def drop(daemon: DaemonProcess, name: str) -> Path:
@@ -156,7 +156,7 @@ def test_missing_scanner_folder_is_reported_and_the_daemon_keeps_running(tmp_pat
         wait_for(lambda: "does not exist or is not a folder" in d.log(), 30, what="the folder error")
         (tmp_path / "not-mounted").mkdir()  # the share comes back: its slides are taken
         (tmp_path / "not-mounted" / "late.tiff").write_bytes(b"x")
-        wait_for(lambda: d.status()["slides"] == 1, 30, what="the slide from the late folder")
+        wait_for(lambda: d.counts()["slides"] == 1, 30, what="the slide from the late folder")
         assert d.alive()
     finally:
         d.stop()

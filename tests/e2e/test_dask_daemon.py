@@ -39,7 +39,7 @@ def cluster_and_daemon(tmp_path: Path) -> Iterator[tuple[DaskCluster, DaemonProc
         cluster.start(workers=2)
         yield cluster, daemon
     finally:
-        daemon.stop()
+        daemon.discard()
         cluster.stop()
 
 
@@ -58,7 +58,7 @@ def test_a_daemon_killed_mid_job_takes_its_task_back_after_restart(
     assert len(cluster.client_info()["datasets"]) == 1  # the task runs on without the daemon
 
     daemon.start()
-    wait_for(lambda: daemon.status()["jobs"]["succeeded"] == 1, 60, what="the job to succeed after the restart")
+    wait_for(lambda: daemon.counts()["jobs"]["succeeded"] == 1, 60, what="the job to succeed after the restart")
     restarted = daemon.log().split("---- start 2 ----")[-1]
     assert "reattached to its Dask task" in restarted and "re-queued" not in restarted
     assert [line.split()[0] for line in ledger(daemon)] == ["start", "done"]  # ran once, to its end
@@ -110,7 +110,7 @@ def test_generated_slide_and_mr_series_are_analysed_on_the_cluster(tmp_path: Pat
         for path in [*series.files, tmp_path / "gen" / "scan-9.tiff"]:
             (inbox / f".{path.name}").write_bytes(path.read_bytes())
             (inbox / f".{path.name}").rename(inbox / path.name)
-        wait_for(lambda: daemon.status()["jobs"]["succeeded"] == 2, 300, interval=0.5, what="both jobs to succeed")
+        wait_for(lambda: daemon.counts()["jobs"]["succeeded"] == 2, 300, interval=0.5, what="both jobs to succeed")
         workers = cluster.client_info()["workers"]
         assert isinstance(workers, dict)
         docs = {}
@@ -122,5 +122,5 @@ def test_generated_slide_and_mr_series_are_analysed_on_the_cluster(tmp_path: Pat
         assert docs["mri-tumour"]["summary"]["lesion_count"] >= 1
         assert abs(docs["wsi-ctc"]["summary"]["ctc_count"] - truth.counts()["CTC"]) <= 1
     finally:
-        daemon.stop()
+        daemon.discard()
         cluster.stop()

@@ -45,7 +45,7 @@ def storescu(daemon: DaemonProcess, files: list[Path], *options: str) -> subproc
 def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     d = DaemonProcess(tmp_path, FAST)
     yield d
-    d.stop()
+    d.discard()
 
 
 def test_series_sent_with_storescu_is_routed_and_processed(daemon: DaemonProcess, tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_series_sent_with_storescu_is_routed_and_processed(daemon: DaemonProcess
     daemon.start()
     proc = storescu(daemon, series.files)
     assert proc.returncode == 0, proc.stderr
-    wait_for(lambda: daemon.status()["jobs"]["succeeded"] == 1, 60, what="the series job")
+    wait_for(lambda: daemon.counts()["jobs"]["succeeded"] == 1, 60, what="the series job")
     status = daemon.status()
     assert status["instances"] == 10 and status["series"] == 1
     (job,) = json.loads(daemon.cli("jobs", "list", "--json").stdout)
@@ -72,16 +72,16 @@ def test_incomplete_series_waits_for_its_declared_count_then_reprocesses_late_in
     try:
         _reprocessing(daemon, series.files)
     finally:
-        daemon.stop()
+        daemon.discard()
 
 
 def _reprocessing(daemon: DaemonProcess, files: list[Path]) -> None:
     assert storescu(daemon, files[:5]).returncode == 0  # the series declares ImagesInAcquisition 8
     wait_for(lambda: "input 1 -> job" in daemon.log(), 30, what="routing after the maximum wait")
     assert daemon.status()["jobs"]["succeeded"] + daemon.status()["jobs"]["running"] <= 1
-    wait_for(lambda: daemon.status()["jobs"]["succeeded"] == 1, 60, what="the first job")
+    wait_for(lambda: daemon.counts()["jobs"]["succeeded"] == 1, 60, what="the first job")
     assert storescu(daemon, files[5:]).returncode == 0
-    wait_for(lambda: daemon.status()["jobs"]["succeeded"] == 2, 60, what="the reprocessing job")
+    wait_for(lambda: daemon.counts()["jobs"]["succeeded"] == 2, 60, what="the reprocessing job")
     jobs = sorted(json.loads(daemon.cli("jobs", "list", "--json").stdout), key=lambda j: j["id"])
     latest = json.loads((Path(jobs[1]["result_path"]) / "result.json").read_text())
     assert latest["summary"]["instances"] == 8
@@ -142,7 +142,7 @@ def test_refusals_keep_the_scp_alive(tmp_path: Path) -> None:
         )
         assert ok.returncode == 0 and d.alive()
     finally:
-        d.stop()
+        d.discard()
 
 
 def test_results_reach_orthanc_once_it_is_back(tmp_path: Path) -> None:
@@ -162,10 +162,10 @@ def test_results_reach_orthanc_once_it_is_back(tmp_path: Path) -> None:
         for name in ("a-dicomout.tiff", "b-dicomout.tiff"):
             (inbox / f".{name}").write_bytes(b"x")
             (inbox / f".{name}").rename(inbox / name)
-        wait_for(lambda: d.status()["outbox"].get("pending", 0) == 2, 60, what="results queued for the PACS")
+        wait_for(lambda: d.counts()["outbox"].get("pending", 0) == 2, 60, what="results queued for the PACS")
         wait_for(lambda: "no association" in d.cli("outbox", "list").stdout, 30, what="a failed attempt")
         orthanc.start()
-        wait_for(lambda: d.status()["outbox"].get("sent", 0) == 2, 60, what="delivery once Orthanc is up")
+        wait_for(lambda: d.counts()["outbox"].get("sent", 0) == 2, 60, what="delivery once Orthanc is up")
         assert len(orthanc.sop_instance_uids()) == 2
         # a restart does not send anything twice
         d.stop()
@@ -173,5 +173,5 @@ def test_results_reach_orthanc_once_it_is_back(tmp_path: Path) -> None:
         assert d.status()["outbox"] == {"sent": 2}
         assert len(orthanc.get("/instances")) == 2
     finally:
-        d.stop()
-        orthanc.stop()
+        d.discard()
+        orthanc.discard()

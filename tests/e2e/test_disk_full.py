@@ -137,7 +137,7 @@ def resend(daemon: DaemonProcess, modality: Modality, refused: list[Dataset], ac
         acknowledged[str(ds.SOPInstanceUID)] = digest(ds)
     modality.release()
     assert_consistent(daemon, acknowledged)
-    wait_for(lambda: daemon.status()["jobs"].get("succeeded", 0) >= 1, 120, what="the series job")
+    wait_for(lambda: daemon.counts()["jobs"].get("succeeded", 0) >= 1, 120, what="the series job")
     assert daemon.alive()
     assert daemon.log().count("routing failed") <= 1, "routing logs a traceback once per outage, not per scan"
     daemon.stop()
@@ -258,11 +258,11 @@ def test_results_sent_while_the_data_disk_is_full_are_recorded_once_space_is_fre
             assert daemon.status()["outbox"] == {"pending": 2}
             assert daemon.alive()
             filler.unlink()
-            wait_for(lambda: daemon.status()["outbox"] == {"sent": 2}, 60, what="the deliveries recorded")
+            wait_for(lambda: daemon.counts()["outbox"] == {"sent": 2}, 60, what="the deliveries recorded")
             assert len(orthanc.get("/instances")) == 2
             # each went out once: acknowledged deliveries wait to be recorded instead of being sent again
             assert daemon.log().count("but that cannot be recorded yet; it will not be sent again") == 2
             assert daemon.alive()
         finally:
             daemon.stop()
-            orthanc.stop()
+            orthanc.discard()

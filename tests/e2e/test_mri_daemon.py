@@ -29,7 +29,7 @@ CONFIG: dict[str, Any] = {
 def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     d = DaemonProcess(tmp_path, CONFIG)
     yield d
-    d.stop()
+    d.discard()
 
 
 def drop(daemon: DaemonProcess, files: list[Path], prefix: str) -> None:
@@ -48,7 +48,7 @@ def jobs(daemon: DaemonProcess) -> list[dict[str, Any]]:
 
 
 def finished(daemon: DaemonProcess, count: int) -> bool:
-    counts = daemon.status()["jobs"]
+    counts = daemon.counts()["jobs"]
     return counts["succeeded"] + counts["failed"] == count and counts["queued"] + counts["running"] == 0
 
 

@@ -61,7 +61,7 @@ def test_patient_names_and_ids_never_reach_the_log(tmp_path: Path, pacs: Pacs) -
         assert sent.returncode == 0, sent.stderr
 
         def delivered() -> bool:
-            counts = daemon.status()
+            counts = daemon.counts()
             return counts["jobs"]["succeeded"] == 1 and counts["outbox"].get(OutboxStatus.SENT.value, 0) >= 2 \
                 and set(counts["outbox"]) == {OutboxStatus.SENT.value}
 

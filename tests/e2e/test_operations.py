@@ -53,7 +53,7 @@ def test_metrics_health_and_audit_after_a_series_and_a_refusal(tmp_path: Path) -
         assert refused.returncode != 0
         queued = daemon.cli("outbox", "add", "pacs", *map(str, series.files[:2]))
         assert queued.returncode == 0, queued.stderr
-        wait_for(lambda: daemon.status()["jobs"]["succeeded"] == 1, 60, what="the series job")
+        wait_for(lambda: daemon.counts()["jobs"]["succeeded"] == 1, 60, what="the series job")
 
         def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             status, text = daemon.http_get("/metrics")
@@ -104,7 +104,7 @@ def test_metrics_health_and_audit_after_a_series_and_a_refusal(tmp_path: Path) -
         table = daemon.cli("audit", "list", "--since", "1h")
         assert table.returncode == 0 and "refused: calling-ae" in table.stdout and "MODALITY" in table.stdout
     finally:
-        daemon.stop()
+        daemon.discard()
 
 
 def test_an_http_port_in_use_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def _delivered_once(daemon: DaemonProcess, pacs: Pacs) -> dict[str, Any]:
     """Wait until the job succeeded and its outbox is sent; check each object is queued and received once."""
 
     def sent() -> bool:
-        counts = daemon.status()
+        counts = daemon.counts()
         return counts["jobs"]["succeeded"] == 1 and set(counts["outbox"]) == {OutboxStatus.SENT.value}
 
     wait_for(sent, 300, interval=0.3, what="the job's success and its objects sent")
@@ -130,7 +130,7 @@ def test_worker_killed_after_writing_outputs_before_the_commit(tmp_path: Path, p
         assert outcome["job"].attempts == 2  # the killed attempt and the one that committed
         assert "worker process died (killed by SIGKILL)" in daemon.log()
     finally:
-        daemon.stop()
+        daemon.discard()
 
 
 @pytest.mark.slow
@@ -151,4 +151,4 @@ def test_daemon_killed_right_after_the_commit(tmp_path: Path, pacs: Pacs) -> Non
         outcome = _delivered_once(daemon, pacs)
         assert outcome["job"].attempts == 1  # committed once; the restart re-ran nothing
     finally:
-        daemon.stop()
+        daemon.discard()

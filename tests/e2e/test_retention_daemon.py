@@ -22,7 +22,7 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     config = {**BASE_CONFIG, "retention": {"instances_days": 1e-5, "results_days": 1e-5, "interval_s": 10}}
     d = DaemonProcess(tmp_path, config, env={"OA_TEST_LEDGER": str(ledger)})
     yield d
-    d.stop()
+    d.discard()
 
 
 def test_the_daemon_purges_what_was_delivered_and_keeps_a_failed_input(daemon: DaemonProcess) -> None:

@@ -38,8 +38,8 @@ def config(archive: Path) -> dict[str, Any]:
 
 
 def settled(daemon: DaemonProcess) -> dict[str, int] | None:
-    """The job counts once some jobs exist and none is queued or running."""
-    counts: dict[str, int] = daemon.status()["jobs"]
+    """The job counts once some jobs exist and none is queued or running (read in-process, for polling)."""
+    counts: dict[str, int] = daemon.counts()["jobs"]
     return counts if sum(counts.values()) and counts["queued"] + counts["running"] == 0 else None
 
 
@@ -66,7 +66,8 @@ def test_a_cron_batch_queues_the_archive_inside_the_running_daemon(tmp_path: Pat
                               daemon.log()),
             FIRE_TIMEOUT_S, what=f"batch {BATCH} to fire")
         assert fired.groups() == (str(len(archived)), "3", "3")  # two slides and one series
-        counts = wait_for(lambda: settled(daemon), 60, interval=0.5, what="the batch's jobs to finish")
+        wait_for(lambda: settled(daemon), 60, interval=0.5, what="the batch's jobs to finish")
+        counts = daemon.status()["jobs"]
         assert counts["succeeded"] == sum(counts.values()) == 3
         # the run is a record: its slot is the minute the cron named, and it shows done, every job finished
         listed = daemon.cli("batch", "runs", "--json")
@@ -95,7 +96,7 @@ def test_a_cron_batch_queues_the_archive_inside_the_running_daemon(tmp_path: Pat
         # the archive is read in place: nothing moved or deleted
         assert sorted(p for p in archive.rglob("*") if p.is_file()) == archived
     finally:
-        daemon.stop()
+        daemon.discard()
 
 
 # crontab(5) meanings the schedules must keep: weekday 0 and 7 are Sunday, and a day of month and a day of week
@@ -132,7 +133,7 @@ def test_batch_schedules_keep_the_crontab_weekdays(tmp_path: Path) -> None:
     try:
         log = daemon.log()
     finally:
-        daemon.stop()
+        daemon.discard()
     for name, (cron, runs_on) in WEEKDAY_SCHEDULES.items():
         found = re.search(rf"batch {name} next runs at (\S+ \S+)", log)
         assert found, f"no next run logged for batch {name}:\n{log}"

@@ -68,7 +68,7 @@ def test_eight_senders_while_jobs_run_store_every_instance_exactly_once(tmp_path
     try:
         _load(daemon, batches, sent)
     finally:
-        daemon.stop()
+        daemon.discard()
 
 
 def _load(daemon: DaemonProcess, batches: list[list[Path]], sent: dict[str, str]) -> None:
@@ -77,7 +77,7 @@ def _load(daemon: DaemonProcess, batches: list[list[Path]], sent: dict[str, str]
         name = f"busy{n}-sleep{SLOW_JOB_S}.tiff"
         (inbox / f".{name}").write_bytes(b"x")
         (inbox / f".{name}").rename(inbox / name)
-    wait_for(lambda: daemon.status()["jobs"].get("running", 0) == WORKERS, 60, what="every worker running a job")
+    wait_for(lambda: daemon.counts()["jobs"].get("running", 0) == WORKERS, 60, what="every worker running a job")
 
     started = time.time()
     senders = [
@@ -101,7 +101,7 @@ def _load(daemon: DaemonProcess, batches: list[list[Path]], sent: dict[str, str]
 
     # every job finishes: the slow ones and one per received series
     expected_jobs = SLOW_JOBS + SENDERS
-    wait_for(lambda: daemon.status()["jobs"].get("succeeded", 0) == expected_jobs, 300, what="every job done")
+    wait_for(lambda: daemon.counts()["jobs"].get("succeeded", 0) == expected_jobs, 300, what="every job done")
     assert {k: v for k, v in daemon.status()["jobs"].items() if v} == {"succeeded": expected_jobs}
     assert _jobs_overlapping(daemon, started), "the slow jobs did not run while the senders sent"
 

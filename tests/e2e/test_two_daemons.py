@@ -58,5 +58,5 @@ def test_a_killed_daemons_job_is_finished_once_by_the_other(tmp_path: Path) -> N
         assert other.alive()
     finally:
         store.close()
-        a.stop()
-        b.stop()
+        a.discard()
+        b.discard()

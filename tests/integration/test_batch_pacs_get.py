@@ -70,4 +70,4 @@ def test_a_pacs_source_with_c_get_takes_the_recent_studies_in_and_queues_them(
         finally:
             store.close()
     finally:
-        orthanc.stop()
+        orthanc.discard()

@@ -153,7 +153,7 @@ def test_outbox_delivers_to_orthanc_exactly_once_after_it_comes_back(store: Stor
         study = orthanc.get("/studies")
         assert len(study) == 1
     finally:
-        orthanc.stop()
+        orthanc.discard()
 
 
 def test_orthanc_pushes_a_study_to_our_scp(tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def test_orthanc_pushes_a_study_to_our_scp(tmp_path: Path) -> None:
         (inp,) = store.list_inputs()
         assert inp.instance_count == 7 and inp.attrs["Modality"] == "MR"
     finally:
-        orthanc.stop()
+        orthanc.discard()
         scp.stop()
         store.close()
 

@@ -109,7 +109,7 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
         dest = DestinationConfig(name="pacs", ae_title=orthanc.ae_title, host="127.0.0.1", port=orthanc.dicom_port)
         yield Pacs(orthanc, dest, root / "storage", studies)
     finally:
-        orthanc.stop()
+        orthanc.discard()
         scp.stop()
         store.close()
 

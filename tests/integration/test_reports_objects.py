@@ -447,7 +447,7 @@ def test_orthanc_receives_sr_seg_and_annotations_in_the_source_study(cases: dict
         assert {i.status for i in store.outbox_list()} == {OutboxStatus.SENT}
         assert len(orthanc.get("/instances")) == before
     finally:
-        orthanc.stop()
+        orthanc.discard()
 
 
 def test_a_pacs_that_refuses_3d_sr_gets_the_comprehensive_sr(cases: dict[str, Case], store: Store) -> None:

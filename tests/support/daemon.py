@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 import psutil
 import yaml
 
+from agent.batch_summary import run_document
 from agent.records import BatchRunStatus
 from agent.store import Store
 from tests.conftest import REPO
@@ -99,6 +101,31 @@ class DaemonProcess:
         found: dict[str, Any] = self.cli_json("status", "--json")
         return found
 
+    def counts(self) -> dict[str, Any]:
+        """What ``status()`` reports (jobs and outbox entries by status, ...), read from the daemon's store in
+        this process: for polling. Each ``oncoagent status`` is a new Python process (about a second of CPU),
+        which a poll every half second takes from the daemon's own workers on a two-core machine."""
+        store = self._open_store()
+        try:
+            found: dict[str, Any] = json.loads(json.dumps(store.counts()))  # as the command prints it
+        finally:
+            store.close()
+        return found
+
+    def batch_runs(self) -> list[dict[str, Any]]:
+        """What ``oncoagent batch runs --json`` lists, read in this process (for polling, as :meth:`counts`)."""
+        store = self._open_store()
+        try:
+            found: list[dict[str, Any]] = json.loads(json.dumps([run_document(p) for p in store.batch_runs()]))
+        finally:
+            store.close()
+        return found
+
+    def _open_store(self) -> Store:
+        config = yaml.safe_load(self.config_file.read_text()) or {}
+        url = (config.get("store") or {}).get("url") or f"sqlite:///{self.data_dir / 'oncoagent.db'}"
+        return Store.open(url, migrate=False)
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -118,6 +145,31 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.signal(signal.SIGKILL)
                 self.wait(10)
+
+    def discard(self) -> None:
+        """End a daemon whose test has checked all it needs: SIGKILL it and its workers, and wait until they
+        are gone. For teardown: a graceful stop spends two to three seconds shutting down for nobody, and what
+        it does is tested where it is asserted (tests/e2e/test_daemon.py's SIGTERM and SIGINT tests)."""
+        if not self.alive():
+            return
+        assert self.proc is not None
+        try:
+            family = [psutil.Process(self.proc.pid)]
+            family += family[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            family = []
+        for proc in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        self.wait(30)
+        wait_for(lambda: not any(map(_running, family)), 30, what="the daemon's workers to end")
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def stopped(pid: int) -> bool:
