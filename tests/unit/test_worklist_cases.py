@@ -21,6 +21,7 @@ from agent.web.auth import LoginLimiter
 from agent.web.case_views import corrected_result, may_decide, may_see, row_json, slide_counts, status_text
 from agent.web.tiles import TileError, TileServer
 from pipelines.synthetic.slides import SlideSpec
+from tests.conftest import shared
 from tests.support.web_cases import seed_slide_case
 
 
@@ -165,3 +166,22 @@ def test_a_fluorescence_crop_comes_channel_by_channel(tmp_path: Path, store: Sto
         assert np.allclose(grey[..., 0], grey[..., 1], atol=3), "a channel is shown in grey"
         assert abs(grey[..., 0].mean() - np.asarray(composite, dtype=float)[..., channel].mean()) < 4
     assert len({round(float(np.asarray(c).mean())) for c in crops}) > 1, "the channels differ"
+
+
+@pytest.mark.parametrize("name", ["CMU-1-Small-Region.svs", "test3-DAPI-2-(387).ndpi", "dicom-boxes",
+                                  "openslide-python_boxes.tiff"])
+def test_vendor_slides_give_deep_zoom_tiles(name: str) -> None:
+    """SVS, NDPI, a DICOM WSI series folder (any of its files opens the series) and a generic TIFF alike."""
+    slide = shared(f"wsi/{name}")
+    tiles = TileServer(open_slides=2, cache_bytes=0)
+    width, height = tiles.dimensions(slide)
+    assert f'Width="{width}"' in tiles.dzi(slide) and width > 0 and height > 0
+    top = Image.open(io.BytesIO(tiles.tile(slide, 0, 0, 0)))
+    assert top.size == (1, 1), "level 0 of Deep Zoom is one pixel"
+    full = Image.open(io.BytesIO(tiles.tile(slide, _levels(width, height) - 1, 0, 0)))
+    assert full.size[0] > 1 and np.asarray(full).std() > 0, "the full-resolution tile holds the image"
+    tiles.close()
+
+
+def _levels(width: int, height: int) -> int:
+    return int(np.ceil(np.log2(max(width, height)))) + 1
