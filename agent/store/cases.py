@@ -169,15 +169,26 @@ def _query(where: CaseFilter) -> Select[Any]:
     return query
 
 
-def list_cases(engine: Engine, where: CaseFilter, offset: int = 0, limit: int = 50) -> tuple[list[CaseRow], int]:
-    """A page of cases, most pressing first (routing priority, then the AI's score, then the newest), and how
-    many cases the filter matches in all."""
+SORTS = ("priority", "received", "analysed")
+
+
+def list_cases(engine: Engine, where: CaseFilter, offset: int = 0, limit: int = 50, sort: str = "priority"
+               ) -> tuple[list[CaseRow], int]:
+    """A page of cases and how many cases the filter matches in all. ``sort``: ``priority`` — most pressing
+    first (finished before waiting, then routing priority, then the AI's score, then the newest) —, ``received``
+    or ``analysed`` (newest first)."""
     query = _query(where)
-    jobs = schema.jobs
-    ordered = query.order_by(
-        case((jobs.c.status.in_(("queued", "running")), 1), else_=0),
-        jobs.c.priority, _score(jobs).desc(), jobs.c.id.desc(),
-    ).offset(max(0, offset)).limit(max(1, limit))
+    jobs, inputs = schema.jobs, schema.inputs
+    if sort == "priority":
+        order = [case((jobs.c.status.in_(("queued", "running")), 1), else_=0), jobs.c.priority,
+                 _score(jobs).desc(), jobs.c.id.desc()]
+    elif sort == "received":
+        order = [inputs.c.created_at.desc(), jobs.c.id.desc()]
+    elif sort == "analysed":
+        order = [jobs.c.finished_at.is_(None), jobs.c.finished_at.desc(), jobs.c.id.desc()]
+    else:
+        raise ValueError(f"unknown sort {sort!r}; one of {', '.join(SORTS)}")
+    ordered = query.order_by(*order).offset(max(0, offset)).limit(max(1, limit))
     with read(engine) as conn:
         rows = [_row(r) for r in conn.execute(ordered).mappings()]
         total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()

@@ -76,7 +76,8 @@ def cases(request: Request,
           since: float | None = None, until: float | None = None,
           reviewer: Annotated[str | None, Query(max_length=128)] = None, discordant: bool = False,
           no_context: bool = False, q: Annotated[str | None, Query(max_length=128)] = None,
-          page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> dict[str, Any]:
+          page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+          sort: Literal["priority", "received", "analysed"] = "priority") -> dict[str, Any]:
     context = web(request)
     caller = context.caller(request)
     pipelines = visible_pipelines(caller.role)
@@ -85,7 +86,7 @@ def cases(request: Request,
     size = context.settings.page_size
     rows, total = list_cases(context.store.engine, CaseFilter(
         pipelines=pipelines, status=status, priority=priority, since=since, until=until, reviewer=reviewer,
-        discordant=discordant, no_context=no_context, search=q), offset=(page - 1) * size, limit=size)
+        discordant=discordant, no_context=no_context, search=q), offset=(page - 1) * size, limit=size, sort=sort)
     return {"total": total, "page": page, "page_size": size, "cases": [row_json(r) for r in rows]}
 
 

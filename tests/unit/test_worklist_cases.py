@@ -52,6 +52,12 @@ def test_cases_come_most_pressing_first_and_filter_in_sql(store: Store, tmp_path
     assert list_cases(store.engine, CaseFilter(pipelines=["mri-tumour"]))[1] == 0
     page, total = list_cases(store.engine, CaseFilter(), offset=1, limit=1)
     assert total == 3 and [r.job_id for r in page] == [few]
+    assert [r.job_id for r in list_cases(store.engine, CaseFilter(), sort="received")[0]] == [waiting, many, few]
+    assert [r.job_id for r in list_cases(store.engine, CaseFilter(), sort="analysed")[0]][-1] == waiting
+    since = get_case(store.engine, many).created_at  # type: ignore[union-attr]
+    assert {r.job_id for r in list_cases(store.engine, CaseFilter(since=since))[0]} == {many, waiting}
+    with pytest.raises(ValueError, match="unknown sort"):
+        list_cases(store.engine, CaseFilter(), sort="alphabetical")
 
 
 def test_review_states_reach_the_worklist(store: Store, tmp_path: Path) -> None:

@@ -7,6 +7,12 @@ function query() {
   const params = new URLSearchParams();
   for (const element of document.getElementById("filters").elements) {
     if (element.type === "checkbox") { if (element.checked) params.set(element.name, "true"); }
+    else if (element.type === "date") {  // a day in local time: from its start, to the start of the next
+      if (!element.value) continue;
+      const day = new Date(element.value + "T00:00:00");
+      if (element.name === "to") day.setDate(day.getDate() + 1);
+      params.set(element.name === "from" ? "since" : "until", String(day.getTime() / 1000));
+    }
     else if (element.value) params.set(element.name, element.value);
   }
   params.set("page", String(page));
