@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from agent.review_records import DecisionKind
+from agent.signoff import REVIEWED_DIR
 from agent.store import reviews
 from agent.store.cases import CaseFilter, CaseRow, list_cases
 from agent.web.case_views import (
@@ -32,6 +33,7 @@ from agent.web.case_views import (
 )
 from agent.web.context import MAX_ID, WebContext
 from agent.web.tiles import TileError
+from reports.render import REPORT_PDF
 
 
 def web(request: Request) -> WebContext:
@@ -185,6 +187,23 @@ def add_cell(request: Request, job_id: JobId, body: AddCell) -> dict[str, Any]:
     decided = reviews.decisions(engine, review.id)
     return {"target": target, "decisions": [decision_json(d) for d in decided],
             "counts": slide_counts(detections(found), decided)}
+
+
+@router.get("/cases/{job_id}/report.pdf")
+def report(request: Request, job_id: JobId) -> FileResponse:
+    """The case's PDF report: the reviewed one of its newest signed version, or else the AI's."""
+    context = web(request)
+    caller = context.caller(request)
+    found = context.case(caller, job_id)
+    review = reviews.latest_review(context.store.engine, job_id)
+    name = "report.pdf"
+    for version in range(review.version if review is not None else 0, 0, -1):
+        reviewed = f"{REVIEWED_DIR}/v{version}/{REPORT_PDF}"
+        if found.result_path and (Path(found.result_path) / reviewed).is_file():
+            name = reviewed
+            break
+    context.audit(caller.user.name, caller.address, "report", job_id, name)
+    return FileResponse(context.result_file(found, name), media_type="application/pdf")
 
 
 @router.get("/cases/{job_id}/thumbnail")

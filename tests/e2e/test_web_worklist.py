@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,6 +155,10 @@ def test_a_pathologist_reviews_the_high_priority_slide_and_signs_it_off(site: Si
     assert {d["target"] for d in case["decisions"] if d["decision"] == "rejected"} == {f"d:{i}" for i in rejected}
     expected = f"{case['counts']['result']['CTC']} CTC, {case['counts']['result']['CTM']} CTM"
     assert case["finding"].startswith(expected)
+    pdf = client.get(f"/api/cases/{job}/report.pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    text = subprocess.run(["pdftotext", "-", "-"], input=pdf.content, capture_output=True, check=True).stdout
+    assert b"Reviewed and signed by path1" in text and b"two look-alikes rejected" in text
 
     srs = wait_for(site.orthanc.verified_srs, 120, interval=0.5, what="the verified SR in Orthanc")
     assert len(srs) == 1
