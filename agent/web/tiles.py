@@ -62,8 +62,8 @@ class TileServer:
                 return found
         try:
             slide = openslide.open_slide(str(slide_file(path)))
-        except (openslide.OpenSlideError, OSError, ValueError) as exc:
-            raise TileError(f"cannot open the slide: {exc}") from exc
+        except Exception as exc:  # openslide, or PIL for what openslide does not know (and whatever patches it)
+            raise TileError(f"cannot open the slide: {exc.__class__.__name__}: {exc}") from exc
         opened = _Open(slide, DeepZoomGenerator(slide, tile_size=TILE_SIZE, overlap=OVERLAP, limit_bounds=False))
         with self._lock:
             self._slides[path] = opened

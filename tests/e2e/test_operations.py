@@ -83,7 +83,7 @@ def test_metrics_health_and_audit_after_a_series_and_a_refusal(tmp_path: Path) -
         assert status == 200, body
         health = json.loads(body)
         assert health["status"] == "ok" and health["failing"] == []
-        assert set(health["checks"]) == {"main_loop", "store", "executor", "scp"}
+        assert set(health["checks"]) == {"main_loop", "store", "executor", "scp", "web"}
         assert all(check["ok"] for check in health["checks"].values())
 
         def audited() -> list[dict[str, Any]]:
