@@ -94,7 +94,7 @@ class OpsServer:
         """Listen and serve on a thread; return the bound port. Raises OSError when it cannot listen."""
         server = _Server((self.settings.host, self.settings.port), self.registry, self.health, self.settings)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="ops-http", daemon=True)
         self._thread.start()
         port = int(server.server_address[1])
