@@ -61,7 +61,9 @@ test: $(STAMP) system-deps $(VENDOR_STAMP)
 	$(BIN)/mypy agent pipelines dicom_node reports
 	$(BIN)/lint-imports
 	.ci/check-paths
-	tests/run-isolated.sh $(BIN)/python -m pytest -q tests
+	# the unit tests (offline, independent) on both cores; the rest, with its real servers and timing, one at a time
+	tests/run-isolated.sh $(BIN)/python -m pytest -q -n 2 tests/unit
+	tests/run-isolated.sh $(BIN)/python -m pytest -q tests/integration tests/e2e
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -76,7 +78,7 @@ lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
 	.lockvenv/bin/pip install -q numpy setuptools wheel versioneer
 	.lockvenv/bin/pip install -q --no-build-isolation pyradiomics
-	.lockvenv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e . pytest pytest-timeout ruff mypy import-linter hypothesis playwright schemathesis
+	.lockvenv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e . pytest pytest-timeout ruff mypy import-linter hypothesis playwright schemathesis pytest-xdist
 	(head -2 $(LOCK); .lockvenv/bin/pip list --format=freeze | grep -iE '^(pip|setuptools|wheel)=='; \
 	 .lockvenv/bin/pip freeze --exclude-editable) > $(LOCK).new && mv $(LOCK).new $(LOCK)
 	rm -rf .lockvenv

@@ -37,7 +37,7 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
 @pytest.mark.timeout(600)
 def test_context_attached_on_the_web_makes_the_dicom_objects(daemon: DaemonProcess, tmp_path: Path) -> None:
     slide = tmp_path / "gen" / "scan-9.tiff"
-    write_slide(slide, SlideSpec(width=2048, height=2048, ctc=4, ctm=1, seed=7311))
+    write_slide(slide, SlideSpec(width=1536, height=1536, ctc=4, ctm=1, seed=7311))
     daemon.start()
     drop(slide, daemon.data_dir / "inbox")
     job = wait_for(lambda: _job(daemon), 300, interval=0.3, what="the slide's job")

@@ -66,9 +66,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     })
     generated = root / "generated"
     generated.mkdir()
-    high = _slide(generated, "high.tiff", SlideSpec(width=2048, height=2048, ctc=12, ctm=1, seed=4101),
+    high = _slide(generated, "high.tiff", SlideSpec(width=1536, height=1536, ctc=12, ctm=1, seed=4101),
                   "WEB-P1", "WEBACC1")
-    low = _slide(generated, "low.tiff", SlideSpec(width=2048, height=2048, ctc=1, ctm=0, seed=4102),
+    low = _slide(generated, "low.tiff", SlideSpec(width=1536, height=1536, ctc=1, ctm=0, seed=4102),
                  "WEB-P2", "WEBACC2")
     try:
         daemon.start()

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # a cluster takes seconds to start
 def test_a_slide_task_on_a_dask_worker_reports_its_tiles_to_the_store(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     slide = tmp_path / "gen" / "scan-6.tiff"
-    write_slide(slide, SlideSpec(width=2048, height=2048, ctc=3, ctm=1, seed=7413))
+    write_slide(slide, SlideSpec(width=1536, height=1536, ctc=3, ctm=1, seed=7413))
     (tmp_path / "dask").mkdir()
     cluster = DaskCluster(tmp_path / "dask")
     running: Running | None = None

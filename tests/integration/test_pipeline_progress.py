@@ -46,7 +46,7 @@ def test_a_slide_job_reports_its_tiles_to_the_store_and_jobs_show_prints_them_wh
         make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     slide = tmp_path / "gen" / "scan-5.tiff"
-    write_slide(slide, SlideSpec(width=2048, height=2048, ctc=3, ctm=1, seed=7411))
+    write_slide(slide, SlideSpec(width=1536, height=1536, ctc=3, ctm=1, seed=7411))
     state = tmp_path / "failpoints"
     state.mkdir()
     monkeypatch.setenv("OA_FAILPOINTS", HELD_AT)  # read by the worker processes the executor spawns
@@ -100,7 +100,7 @@ def test_the_mr_pipeline_reports_each_stage_in_order_and_its_end(tmp_path: Path)
 
 
 def test_process_draws_a_bar_per_slide_on_a_terminal(tmp_path: Path) -> None:
-    write_slide(tmp_path / "case-3.tiff", SlideSpec(width=2048, height=2048, ctc=2, ctm=0, seed=7412))
+    write_slide(tmp_path / "case-3.tiff", SlideSpec(width=1536, height=1536, ctc=2, ctm=0, seed=7412))
     config = tmp_path / "oncoagent.yaml"
     config.write_text("pipelines: {wsi-ctc: {batch_size: 4}}\n")
     shown = run_on_terminal(

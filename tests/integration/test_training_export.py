@@ -1,4 +1,4 @@
-"""``oncoagent export training-data`` on real reviewed cases: two generated 2048² slides run through the real
+"""``oncoagent export training-data`` on real reviewed cases: two generated 1536² slides run through the real
 wsi-ctc pipeline and a generated MR series through the real mri-tumour pipeline (taken in by the daemon's own
 intake classes and run as the executor runs them: tests.support.pipeline_jobs, shared with test_signoff),
 reviewed with agent.store.reviews (detections rejected, reclassed, confirmed, a cell added; a lesion rejected,
@@ -38,8 +38,8 @@ from tests.support.pipeline_jobs import run_job, take_mr_series, take_slide
 
 MR_SPEC = MRSeriesSpec(rows=128, columns=128, slices=24, pixel_spacing_mm=2.8, slice_thickness_mm=4.0, lesions=2,
                        seed=31, labels=("malignant", "benign"))
-SLIDES = (SlideSpec(width=2048, height=2048, ctc=6, ctm=1, seed=11, tissue_fraction=0.5),
-          SlideSpec(width=2048, height=2048, ctc=5, ctm=1, seed=12, tissue_fraction=0.5))
+SLIDES = (SlideSpec(width=1536, height=1536, ctc=6, ctm=1, seed=11, tissue_fraction=0.5),
+          SlideSpec(width=1536, height=1536, ctc=5, ctm=1, seed=12, tissue_fraction=0.5))
 OLD, RECENT = 1_793_000_000.0, 1_796_000_000.0  # 2026-10-26, 2026-11-30 (UTC)
 ADDED_BOX = [1000.0, 1000.0, 1030.0, 1030.0]
 
