@@ -56,12 +56,12 @@ system-deps:
 demo: $(STAMP) $(VENDOR_STAMP)
 	$(BIN)/oncoagent --data-dir var/demo demo
 
+# The unit tests (offline, independent) run on both cores; the rest, with its real servers and timing, one at a time.
 test: $(STAMP) system-deps $(VENDOR_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy agent pipelines dicom_node reports
 	$(BIN)/lint-imports
 	.ci/check-paths
-	# the unit tests (offline, independent) on both cores; the rest, with its real servers and timing, one at a time
 	tests/run-isolated.sh $(BIN)/python -m pytest -q -n 2 tests/unit
 	tests/run-isolated.sh $(BIN)/python -m pytest -q tests/integration tests/e2e
 
