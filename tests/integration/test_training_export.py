@@ -209,7 +209,7 @@ def test_coordinates_lie_in_tiles_and_the_split_is_by_slide(reviewed: Reviewed, 
     assert doc["names"] == {0: "CTC", 1: "CTM"} and doc["train"] == "images/train" and doc["val"] == "images/val"
     for label in root.glob("labels/*/*.txt"):
         for _, cx, cy, w, h in _rows(label):
-            assert min(cx - w / 2, cy - h / 2) >= 0 and max(cx + w / 2, cy + h / 2) <= 1 + 1e-6
+            assert min(cx - w / 2, cy - h / 2) >= -1e-6 and max(cx + w / 2, cy + h / 2) <= 1 + 1e-6  # 6 decimals
             assert w > 0 and h > 0
     manifest = json.loads((root / "manifest.json").read_text())
     splits = {case["job_id"]: case["split"] for case in manifest["cases"]}
