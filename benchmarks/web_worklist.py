@@ -9,10 +9,12 @@ new, a priority, a search text in the accession). Each is compared with the same
 (``agent.store.cases.list_cases``, what the route does before turning rows into JSON): p50 and p95 in ms, and the
 overhead ratio HTTP p50 / store p50.
 
-(b) Tiles: every tile of the top ``--levels`` Deep Zoom levels of a generated ``--slide-px``² slide (none
-cached: each tile asked for once), fetched over HTTP by 4 concurrent clients (each a quarter of the tiles),
-against ``DeepZoomGenerator.get_tile`` plus JPEG encoding in a plain loop in one process on the same slide.
-Goal: HTTP tiles/s ÷ loop tiles/s >= 1.0 (the server's threads must pay for HTTP).
+(b) Tiles: every tile of the top ``--levels`` Deep Zoom levels of a generated ``--slide-px``² slide, made by
+``DeepZoomGenerator.get_tile`` plus JPEG encoding in a plain loop in one process (each tile once), against the
+server over HTTP with 4 concurrent clients (threads, each signed in beforehand) in two ways: (1) without a tile
+cache, the clients sharing the tiles out, so each tile is made once as in the loop; (2) with the default cache,
+each client viewing the whole slide from its own starting point, as four reviewers of one slide do. Goal: HTTP
+tiles/s ÷ loop tiles/s >= 1.0 (caching and threads must pay for HTTP).
 
     .venv/bin/python benchmarks/web_worklist.py [--cases 10000] [--requests 200] [--json out.json]
 """
@@ -31,7 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +89,11 @@ def seed(store: Store, slide: Path, cases: int, rng: random.Random) -> None:
         conn.execute(insert(schema.reviews), reviews)
 
 
-def serve(root: Path, ports: multiprocessing.Queue[int]) -> None:
-    """The worklist server over the seeded store, without a tile cache (every tile asked for is made)."""
+def serve(root: Path, ports: multiprocessing.Queue[int], cache_mb: int) -> None:
+    """The worklist server over the seeded store, with a tile cache of ``cache_mb`` (0: every tile asked for is
+    made)."""
     store = Store.open(f"sqlite:///{root / 'store.db'}")
-    server = WebServer(Settings(data_dir=root, web=WebSettings(port=0, tile_cache_mb=0)), store)
+    server = WebServer(Settings(data_dir=root, web=WebSettings(port=0, tile_cache_mb=cache_mb)), store)
     server.start()
     ports.put(server.port)
     threading.Event().wait()
@@ -143,34 +148,68 @@ def tile_list(zoom: DeepZoomGenerator, levels: int) -> list[tuple[int, int, int]
             for col in range(zoom.level_tiles[level][0]) for row in range(zoom.level_tiles[level][1])]
 
 
-def tiles(slide: Path, base: str, levels: int, job_id: int) -> dict[str, Any]:
+def tile_loop(slide: Path, wanted: list[tuple[int, int, int]]) -> float:
+    """Seconds to make every wanted tile once with DeepZoomGenerator in a plain loop (JPEG as the server)."""
     handle = openslide.open_slide(str(slide))
     zoom = DeepZoomGenerator(handle, tile_size=TILE_SIZE, overlap=OVERLAP, limit_bounds=False)
-    wanted = tile_list(zoom, levels)
     t0 = time.perf_counter()
     for level, col, row in wanted:
-        out = io.BytesIO()
-        zoom.get_tile(level, (col, row)).save(out, "JPEG", quality=JPEG_QUALITY)
-    loop_s = time.perf_counter() - t0
-    clients = [signed_in(base) for _ in range(4)]
+        zoom.get_tile(level, (col, row)).save(io.BytesIO(), "JPEG", quality=JPEG_QUALITY)
+    return time.perf_counter() - t0
 
-    def fetch(part: int) -> int:
-        fetched = 0
-        for level, col, row in wanted[part::4]:
-            answer = clients[part].get(f"/api/cases/{job_id}/slide_files/{level}/{col}_{row}.jpeg")
-            answer.raise_for_status()
-            fetched += 1
-        return fetched
+
+def fetch_over_http(base: str, job_id: int, parts: list[list[tuple[int, int, int]]]) -> float:
+    """Seconds for one client thread per part (signed in beforehand) to fetch its tiles."""
+    clients = [signed_in(base) for _ in parts]
+
+    def fetch(index: int) -> int:
+        for level, col, row in parts[index]:
+            clients[index].get(f"/api/cases/{job_id}/slide_files/{level}/{col}_{row}.jpeg").raise_for_status()
+        return len(parts[index])
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(4) as pool:
-        fetched = sum(pool.map(fetch, range(4)))
-    http_s = time.perf_counter() - t0
-    assert fetched == len(wanted)
-    loop_rate, http_rate = len(wanted) / loop_s, len(wanted) / http_s
-    return {"tiles": len(wanted), "loop_s": round(loop_s, 2), "loop_tiles_per_s": round(loop_rate, 1),
-            "http_4_clients_s": round(http_s, 2), "http_tiles_per_s": round(http_rate, 1),
-            "ratio": round(http_rate / loop_rate, 2)}
+    with ThreadPoolExecutor(len(parts)) as pool:
+        assert sum(pool.map(fetch, range(len(parts)))) == sum(map(len, parts))
+    return time.perf_counter() - t0
+
+
+def tiles(slide: Path, root: Path, levels: int) -> dict[str, Any]:
+    """(1) distinct: no cache, the 4 clients share the tiles out, each made once, as in the loop; (2) shared
+    viewing: the default cache, each of the 4 clients views the whole slide (every tile, from its own starting
+    point), as four reviewers of one slide do; tiles delivered per second against the loop's tiles per second."""
+    handle = openslide.open_slide(str(slide))
+    wanted = tile_list(DeepZoomGenerator(handle, tile_size=TILE_SIZE, overlap=OVERLAP, limit_bounds=False), levels)
+    loop_s = tile_loop(slide, wanted)
+    loop_rate = len(wanted) / loop_s
+    out: dict[str, Any] = {"tiles": len(wanted), "loop_s": round(loop_s, 2), "loop_tiles_per_s": round(loop_rate, 1)}
+    shift = len(wanted) // 4
+    scenarios = {
+        "distinct_no_cache": (0, [wanted[part::4] for part in range(4)]),
+        "four_viewers_default_cache": (WebSettings().tile_cache_mb,
+                                       [wanted[k * shift:] + wanted[:k * shift] for k in range(4)]),
+    }
+    for name, (cache_mb, parts) in scenarios.items():
+        with served(root, cache_mb) as base:
+            seconds = fetch_over_http(base, 1, parts)
+        delivered = sum(map(len, parts))
+        out[name] = {"delivered": delivered, "http_s": round(seconds, 2),
+                     "http_tiles_per_s": round(delivered / seconds, 1),
+                     "ratio": round(delivered / seconds / loop_rate, 2)}
+    return out
+
+
+@contextmanager
+def served(root: Path, cache_mb: int) -> Iterator[str]:
+    """The server in a process of its own, as in the daemon: the clients here do not share its GIL."""
+    context = multiprocessing.get_context("spawn")
+    ports: multiprocessing.Queue[int] = context.Queue()
+    server = context.Process(target=serve, args=(root, ports, cache_mb), daemon=True)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{ports.get(timeout=120)}"
+    finally:
+        server.terminate()
+        server.join(30)
 
 
 def main() -> int:
@@ -188,16 +227,11 @@ def main() -> int:
         write_slide(slide, SlideSpec(width=args.slide_px, height=args.slide_px, ctc=20, ctm=2, seed=777))
         store = Store.open(f"sqlite:///{root / 'store.db'}")
         seed(store, slide, args.cases, random.Random(7))
-        ports: multiprocessing.Queue[int] = multiprocessing.get_context("spawn").Queue()
-        server = multiprocessing.get_context("spawn").Process(target=serve, args=(root, ports), daemon=True)
-        server.start()  # a process of its own, as in the daemon: the clients here do not share its GIL
         try:
-            base = f"http://127.0.0.1:{ports.get(timeout=120)}"
-            result = {"cases": args.cases, "worklist": worklist(store, base, args.requests),
-                      "tiles": tiles(slide, base, args.levels, job_id=1)}
+            with served(root, 0) as base:
+                result = {"cases": args.cases, "worklist": worklist(store, base, args.requests)}
+            result["tiles"] = tiles(slide, root, args.levels)
         finally:
-            server.terminate()
-            server.join(30)
             store.close()
     print(json.dumps(result, indent=1))
     if args.json:

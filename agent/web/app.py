@@ -26,17 +26,12 @@ from agent.web.api import router
 from agent.web.auth import COOKIE, client_address
 from agent.web.case_views import is_slide_case
 from agent.web.context import LoginRequired, WebContext
+from agent.web.headers import AnswerHeaders
 from agent.web.series_api import router as series_router
 
 LOGIN_CSRF_COOKIE = "oa_login"
 HERE = Path(str(resources.files("agent.web")))
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'",
-}
 
 
 def create_app(config: Settings, store: Store) -> FastAPI:
@@ -48,17 +43,7 @@ def create_app(config: Settings, store: Store) -> FastAPI:
     app.include_router(admin_router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        caller = getattr(request.state, "caller", None)
-        if caller is not None and caller.new_token is not None and COOKIE not in response.headers.get("set-cookie", ""):
-            app.state.web.auth.set_cookie(response, caller.new_token)  # a proxy's user: its session from now on
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if request.url.path.startswith("/api/") and "cache-control" not in response.headers:
-            response.headers["Cache-Control"] = "no-store"
-        return response
+    app.add_middleware(AnswerHeaders, set_cookie=app.state.web.auth.set_cookie)
 
     @app.exception_handler(ReviewStateError)
     async def conflict(_request: Request, exc: ReviewStateError) -> Response:
