@@ -17,16 +17,17 @@ from agent.review_records import DecisionKind
 from agent.signoff import REVIEWED_DIR
 from agent.store import reviews
 from agent.store.cases import CaseFilter, CaseRow, list_cases
+from agent.store.review_stats import model_version_of
 from agent.web.case_views import (
     LESION_CLASSES,
     SLIDE_CLASSES,
+    case_counts,
     corrected_result,
     decision_json,
     detections,
     is_slide_case,
     lesions,
     may_decide,
-    mr_counts,
     row_json,
     slide_counts,
     visible_pipelines,
@@ -120,7 +121,7 @@ def case(request: Request, job_id: JobId) -> dict[str, Any]:
         except TileError as exc:
             body["slide"] = {"error": str(exc)}
     else:
-        body["counts"] = mr_counts(lesions(found), decided)
+        body["counts"] = case_counts(found, decided)
     return body
 
 
@@ -136,7 +137,8 @@ def open_review(context: WebContext, request: Request, job_id: int) -> tuple[Any
 
 
 def _model_version(found: CaseRow) -> str | None:
-    return ",".join(f"{m.get('name')}@{m.get('version')}" for m in found.models) or None
+    """What the decisions are recorded with: the same text the review statistics fall back to for a case."""
+    return model_version_of(found.models) or None
 
 
 @router.post("/cases/{job_id}/decisions")
@@ -153,8 +155,7 @@ def decide(request: Request, job_id: JobId, body: Decide) -> dict[str, Any]:
     context.audit(caller.user.name, caller.address, "decide", job_id,
                   f"{body.target} {body.decision or 'undone'}" + (f" as {body.label}" if body.label else ""))
     decided = reviews.decisions(engine, review.id)
-    counts = slide_counts(detections(found), decided) if is_slide_case(found) else mr_counts(lesions(found), decided)
-    return {"decisions": [decision_json(d) for d in decided], "counts": counts}
+    return {"decisions": [decision_json(d) for d in decided], "counts": case_counts(found, decided)}
 
 
 def _check_decision(found: CaseRow, body: Decide) -> None:
@@ -186,7 +187,7 @@ def add_cell(request: Request, job_id: JobId, body: AddCell) -> dict[str, Any]:
     context.audit(caller.user.name, caller.address, "add", job_id, f"{target} {body.label}")
     decided = reviews.decisions(engine, review.id)
     return {"target": target, "decisions": [decision_json(d) for d in decided],
-            "counts": slide_counts(detections(found), decided)}
+            "counts": case_counts(found, decided)}
 
 
 @router.get("/cases/{job_id}/report.pdf")

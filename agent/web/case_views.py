@@ -180,6 +180,11 @@ def mr_counts(found: list[dict[str, Any]], decided: list[Decision]) -> dict[str,
     }
 
 
+def case_counts(case: CaseRow, decided: list[Decision]) -> dict[str, Any]:
+    """The case's tally as the reviewer left it: a slide's (:func:`slide_counts`) or an MR series' (mr_counts)."""
+    return slide_counts(detections(case), decided) if is_slide_case(case) else mr_counts(lesions(case), decided)
+
+
 def decision_json(decision: Decision) -> dict[str, Any]:
     return {"target": decision.target, "decision": decision.decision.value, "label": decision.label,
             "geometry": decision.geometry, "by": decision.user_name, "at": decision.at}
