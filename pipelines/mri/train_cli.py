@@ -23,6 +23,8 @@ DEFAULT_CLASSIFIER = "mri-lesion-svm"
 # generated segmenter training series span coarse and short acquisitions too (held-out ones stay clinical)
 WIDE_MATRICES = (96, 128, 160, 192, 224, 256)
 WIDE_COVERAGE_MM = (30.0, 190.0)
+# the seed ranges the shipped models' training stages used (their cards), and the classifier's own held-out set
+SHIPPED_TRAINING_SEEDS = ["10000:100", "10100:100", "10200:120", "10400:120", "20000:160", "70000:60"]
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -65,6 +67,23 @@ def add_parsers(subparsers: Any) -> None:
     clf.add_argument("--folds", type=int, default=5, help="stratified cross-validation folds")
     clf.add_argument("--name", default=DEFAULT_CLASSIFIER)
     clf.set_defaults(trainer=cmd_train_classifier)
+
+    rel = subparsers.add_parser(
+        "mri-release", help="choose the MRI U-Net's threshold on validation series, then score test series once "
+        "(segmenter, classifier on truth masks, and the whole chain) and record the figures in the manifest")
+    rel.add_argument("--validation-seed", type=int, default=80_000)
+    rel.add_argument("--validation-count", type=int, default=30)
+    rel.add_argument("--test-seed", type=int, default=81_000)
+    rel.add_argument("--test-count", type=int, default=30)
+    rel.add_argument("--thresholds", type=float, nargs="+", default=(0.3, 0.4, 0.5, 0.6))
+    rel.add_argument("--training-seeds", nargs="*", default=SHIPPED_TRAINING_SEEDS, metavar="FIRST:COUNT",
+                     help="seed ranges any training stage used (checked against the validation and test seeds)")
+    rel.add_argument("--segmenter", default=DEFAULT_SEGMENTER)
+    rel.add_argument("--classifier", default=DEFAULT_CLASSIFIER)
+    rel.add_argument("--manifest", type=Path, help="the models' manifest (default: the shipped ones)")
+    rel.add_argument("--no-record", action="store_true", help="print the figures, leave the manifest alone")
+    rel.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE")
+    rel.set_defaults(trainer=cmd_mri_release)
 
 
 def _data_arguments(parser: argparse.ArgumentParser, default_seed: int, default_test_seed: int) -> None:
@@ -226,4 +245,32 @@ def cmd_train_classifier(args: argparse.Namespace, settings: TrainSettings) -> i
     )
     for path in outcome.files:
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_mri_release(args: argparse.Namespace, settings: TrainSettings) -> int:
+    import json
+
+    from pipelines.models.registry import resolve
+    from pipelines.mri.release import ReleaseSets, SeedRange, evaluate_release, record_release
+
+    def seed_range(text: str) -> SeedRange:
+        first, _, count = text.partition(":")
+        return SeedRange(int(first), int(count))
+
+    sets = ReleaseSets(SeedRange(args.validation_seed, args.validation_count),
+                       SeedRange(args.test_seed, args.test_count),
+                       tuple(seed_range(t) for t in args.training_seeds))
+    try:
+        sets.check()
+    except ValueError as exc:
+        raise SystemExit(f"oncoagent train mri-release: {exc}") from exc
+    figures = evaluate_release(resolve(args.segmenter, args.manifest), resolve(args.classifier, args.manifest),
+                               sets, args.thresholds, progress=_say)
+    print(json.dumps(figures, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    if not args.no_record:
+        record_release(figures, args.segmenter, args.classifier, args.manifest)
+        _say(f"recorded in the manifest of {args.segmenter} and {args.classifier}")
     return 0

@@ -34,8 +34,9 @@ class Evaluation:
     map50_95: float
     ap50: dict[str, float]
     ap50_95: dict[str, float]
-    best_confidence: float  # where the mean F1 over classes peaks
-    precision: dict[str, float]  # at best_confidence
+    best_confidence: float  # where the mean F1 over classes peaks on this split
+    operating_confidence: float  # where precision, recall and F1 are read: chosen elsewhere, or best_confidence
+    precision: dict[str, float]  # at operating_confidence
     recall: dict[str, float]
     f1: dict[str, float]
     confidence_grid: list[float]
@@ -45,7 +46,8 @@ class Evaluation:
 
     def headline(self) -> dict[str, float]:
         return {"mAP50": round(self.map50, 4), "mAP50-95": round(self.map50_95, 4),
-                "best_confidence": round(self.best_confidence, 3)}
+                "operating_confidence": round(self.operating_confidence, 3),
+                "mean_f1": round(float(np.mean(list(self.f1.values()))) if self.f1 else 0.0, 4)}
 
     def save(self, target: Path) -> None:
         target.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
@@ -120,8 +122,10 @@ def predict_split(detector: Detector, images: list[Path], *, batch: int = 16) ->
     return pairs
 
 
-def score_predictions(pairs: Predictions, clusters: ClusterRule | None = None) -> Evaluation:
-    """Score raw detections, or what the pipeline makes of them with ``clusters`` grouping."""
+def score_predictions(pairs: Predictions, clusters: ClusterRule | None = None,
+                      at_confidence: float | None = None) -> Evaluation:
+    """Score raw detections, or what the pipeline makes of them with ``clusters`` grouping; precision, recall
+    and F1 at ``at_confidence`` (an operating point chosen on other data), else at this split's best."""
     tps, confs, pred_cls, true_cls = [], [], [], []
     for raw, truth in pairs:
         pred = raw if clusters is None else with_clusters(raw, clusters)
@@ -136,6 +140,7 @@ def score_predictions(pairs: Predictions, clusters: ClusterRule | None = None) -
         np.concatenate(pred_cls) if pred_cls else np.zeros(0),
         np.concatenate(true_cls) if true_cls else np.zeros(0),
         len(pairs),
+        at_confidence,
     )
 
 
@@ -146,7 +151,8 @@ def evaluate(
     return score_predictions(predict_split(detector, images, batch=batch), clusters)
 
 
-def score(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, true_cls: np.ndarray, images: int) -> Evaluation:
+def score(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, true_cls: np.ndarray, images: int,
+          at_confidence: float | None = None) -> Evaluation:
     from ultralytics.utils.metrics import ap_per_class
 
     names = dict(enumerate(CLASS_NAMES))
@@ -154,9 +160,10 @@ def score(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, true_cls: np.n
     if not len(true_cls):
         raise ValueError("the split has no labelled objects to evaluate against")
     result = ap_per_class(tp, conf, pred_cls, true_cls, plot=False, names=names)
-    _, _, p, r, f1, ap, classes, p_curve, r_curve, f1_curve, grid, _ = result
+    _, _, _, _, _, ap, classes, p_curve, r_curve, f1_curve, grid, _ = result
     present = [names[int(c)] for c in classes]
     best = int(np.argmax(f1_curve.mean(0))) if len(classes) else 0
+    at = best if at_confidence is None else int(np.argmin(np.abs(grid - at_confidence)))
     return Evaluation(
         images=images,
         objects=objects,
@@ -165,9 +172,10 @@ def score(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, true_cls: np.n
         ap50={n: float(ap[i, 0]) for i, n in enumerate(present)},
         ap50_95={n: float(ap[i].mean()) for i, n in enumerate(present)},
         best_confidence=float(grid[best]),
-        precision={n: float(p[i]) for i, n in enumerate(present)},
-        recall={n: float(r[i]) for i, n in enumerate(present)},
-        f1={n: float(f1[i]) for i, n in enumerate(present)},
+        operating_confidence=float(grid[at]),
+        precision={n: float(p_curve[i][at]) for i, n in enumerate(present)},
+        recall={n: float(r_curve[i][at]) for i, n in enumerate(present)},
+        f1={n: float(f1_curve[i][at]) for i, n in enumerate(present)},
         confidence_grid=[round(float(v), 4) for v in grid[::10]],
         precision_curve={n: [round(float(v), 4) for v in p_curve[i][::10]] for i, n in enumerate(present)},
         recall_curve={n: [round(float(v), 4) for v in r_curve[i][::10]] for i, n in enumerate(present)},
@@ -194,7 +202,7 @@ def plot_curves(evaluation: Evaluation, target: Path) -> None:
             ax.plot(grid, values, label=name)
         if title == "F1" and curves:
             ax.plot(grid, np.mean(list(curves.values()), axis=0), "k--", label="mean")
-            ax.axvline(evaluation.best_confidence, color="grey", lw=0.8)
+            ax.axvline(evaluation.operating_confidence, color="grey", lw=0.8)
         ax.set_xlabel("confidence")
         ax.set_title(f"{title} vs confidence")
         ax.set_xlim(0, 1)

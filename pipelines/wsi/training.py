@@ -87,8 +87,9 @@ class Hyperparameters:
 class TrainResult:
     weights: Path
     normalisation: Normalisation | None
-    evaluation: Evaluation  # what the pipeline reports: model detections, CTMs joined with groups of close CTCs
-    model_only: Evaluation  # the model's raw classes
+    evaluation: Evaluation  # test split, what the pipeline reports: model detections, CTMs joined with close CTCs
+    model_only: Evaluation  # test split, the model's raw classes
+    validation: Evaluation  # validation split, the model's raw classes: chose the operating confidence
     epochs_run: int
     seconds: float
     cluster_rule: ClusterRule
@@ -184,19 +185,24 @@ def train_detector(data_yaml: Path, out_dir: Path, hp: Hyperparameters, *, mpp_u
 
 def evaluate_and_report(weights: Path, data_yaml: Path, out_dir: Path, hp: Hyperparameters, *, mpp_um: float,
                         epochs_run: int, seconds: float) -> TrainResult:
-    """Score ``weights`` on the test split, both views, then write metrics, curves and the model card.
+    """Choose the operating point on the validation split, then score the test split once, both views; write
+    metrics, curves and the model card.
 
-    The pipeline's operating confidence is the model's mean-F1-optimal one; CTCs above it that lie within the
-    pipeline's default grouping distance form CTMs, as in :func:`~pipelines.wsi.merge.combine_clusters`."""
+    The operating confidence is the model's mean-F1-optimal one on the *validation* split (which also chose the
+    checkpoint: ultralytics keeps the epoch with the best validation fitness). It is frozen before the test
+    split is scored; CTCs above it that lie within the pipeline's default grouping distance form CTMs, as in
+    :func:`~pipelines.wsi.merge.combine_clusters`."""
     from pipelines.wsi.pipeline import WsiCtcOptions
 
     norm = channel_statistics(split_images(data_yaml, "train")) if hp.zscore else None
     detector = Detector(weights, device=hp.device, normalisation=norm)
+    validation = score_predictions(predict_split(detector, split_images(data_yaml, "val")))
+    confidence = round(validation.best_confidence, 3)
+    rule = ClusterRule(WsiCtcOptions().ctm_grouping_distance_um / mpp_um, confidence)
     predictions = predict_split(detector, split_images(data_yaml, "test"))
-    model_only = score_predictions(predictions)
-    rule = ClusterRule(WsiCtcOptions().ctm_grouping_distance_um / mpp_um, round(model_only.best_confidence, 3))
-    evaluation = score_predictions(predictions, rule)
-    result = TrainResult(weights, norm, evaluation, model_only, epochs_run, seconds, rule)
+    model_only = score_predictions(predictions, at_confidence=confidence)
+    evaluation = score_predictions(predictions, rule, at_confidence=confidence)
+    result = TrainResult(weights, norm, evaluation, model_only, validation, epochs_run, seconds, rule)
     write_reports(result, data_yaml, out_dir, hp)
     return result
 
@@ -221,6 +227,8 @@ def model_info(result: TrainResult, data_yaml: Path, hp: Hyperparameters, *, mpp
         "confidence": result.cluster_rule.min_confidence,
         "test_metrics": result.evaluation.headline(),
         "test_metrics_model_only": result.model_only.headline(),
+        "validation_metrics_model_only": result.validation.headline(),
+        "confidence_chosen_on": "val",
         "epochs": result.epochs_run,
         "card": CARD_FILE,
         "data": _dataset_summary(data_yaml),
@@ -237,6 +245,7 @@ def _dataset_summary(data_yaml: Path) -> dict[str, Any]:
 
 def write_reports(result: TrainResult, data_yaml: Path, out_dir: Path, hp: Hyperparameters) -> None:
     doc = {"pipeline_output": asdict(result.evaluation), "model_only": asdict(result.model_only),
+           "validation_model_only": asdict(result.validation),
            "ctm_grouping": asdict(result.cluster_rule)}
     (out_dir / METRICS_FILE).write_text(json.dumps(doc, indent=1), encoding="utf-8")
     plot_curves(result.evaluation, out_dir / CURVES_FILE)
@@ -294,16 +303,26 @@ reader at {cut.get("mpp_um", "?")} µm/px:
 - normalisation: {norm}.
 - seed {hp.seed}.
 
+## Three sets, and what each chose
+Slides are split by slide into three disjoint sets (seed {hp.seed}):
+- **train**: the weights;
+- **val**: the checkpoint (ultralytics keeps the epoch with the best validation fitness) and the operating
+  confidence {rule.min_confidence}, the mean-F1-optimal one on val (mAP50 {result.validation.map50:.4f}, mAP50-95
+  {result.validation.map50_95:.4f} on {result.validation.images} val tiles);
+- **test**: scored once, after both were frozen. Nothing below was chosen on it.
+
 ## Test split (held out by slide; scored with the pipeline's inference code)
 What the pipeline reports, CTMs being the model's CTM boxes joined with groups of CTCs (confidence ≥
-{rule.min_confidence}) at most {rule.distance_px:g} px apart, as `wsi-ctc` does:
+{rule.min_confidence}) at most {rule.distance_px:g} px apart, as `wsi-ctc` does; precision, recall and F1 at
+the operating confidence:
 
 - mAP50 **{ev.map50:.4f}**, mAP50-95 **{ev.map50_95:.4f}** on {ev.images} tiles.
 
 {_class_table(ev)}
 
 The model's raw classes alone: mAP50 {raw.map50:.4f}, mAP50-95 {raw.map50_95:.4f}
-(mean-F1-optimal confidence {raw.best_confidence:.3f}, the pipeline's default operating point).
+(at the operating confidence {raw.operating_confidence:.3f}, chosen on val; the test split's own F1 peak, not
+used, is at {raw.best_confidence:.3f}).
 
 {_class_table(raw)}
 

@@ -30,11 +30,16 @@ def test_one_epoch_on_a_tiny_generated_set_writes_weights_curves_metrics_card_an
         assert 0 <= metrics[view]["map50_95"] <= metrics[view]["map50"] <= 1
     assert len(metrics["pipeline_output"]["confidence_grid"]) == 100
     assert metrics["ctm_grouping"]["distance_px"] == 2.5  # 5 µm at 2 µm/px
+    # the operating confidence is chosen on the validation split, and the test split is read at it
+    chosen = round(metrics["validation_model_only"]["best_confidence"], 3)
+    assert metrics["ctm_grouping"]["min_confidence"] == chosen
+    assert abs(metrics["model_only"]["operating_confidence"] - chosen) <= 0.001
     assert (out / "pr_f1_curves.png").stat().st_size > 10_000
     card = (out / "MODEL_CARD.md").read_text()
     assert "mAP50" in card and "SGD" in card and "1 epoch(s) run" in card
     manifest = json.loads((out / "manifest.json").read_text())["smoke-detector"]
     assert manifest["version"] == "0.0.1" and len(manifest["sha256"]) == 64
     assert manifest["info"]["normalisation"]["kind"] == "zscore" and manifest["info"]["mpp_um"] == 2.0
+    assert manifest["info"]["confidence_chosen_on"] == "val" and manifest["info"]["confidence"] == chosen
     dataset = json.loads((data / "yolo" / "dataset.json").read_text())
     assert [dataset["splits"][s]["slides"] for s in ("train", "val", "test")] == [1, 1, 1]
