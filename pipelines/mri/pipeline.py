@@ -20,7 +20,7 @@ import csv
 import logging
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,6 +33,9 @@ from pipelines.models.registry import entry as model_entry
 from pipelines.mri.acquisition import read_acquisition
 from pipelines.mri.domain import DeclarationError, DomainCheck, IntendedInput, check_series
 from pipelines.mri.plausibility import IMPLAUSIBLE, Shape, lesion_reasons, mark_implausible
+
+if TYPE_CHECKING:
+    from pipelines.mri.volume import SeriesVolume
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +240,7 @@ class MriTumourPipeline:
         return tuple(files)
 
 
-def _check_domain(entry: ModelEntry, paths: tuple[Path, ...], volume: Any) -> DomainCheck:
+def _check_domain(entry: ModelEntry, paths: tuple[Path, ...], volume: SeriesVolume) -> DomainCheck:
     """The series against the segmenter's declared intended input; InputError with the reasons when it is not
     the model's (another body part, contrast, plane, voxel size)."""
     try:

@@ -132,3 +132,21 @@ def test_malformed_declarations_are_refused_and_a_missing_one_is_none() -> None:
                                                     "body_part": {"name": "ABDOMEN", "pattern": "(abd"}}})
     with pytest.raises(DeclarationError, match="KeyError"):
         IntendedInput.from_info({"intended_input": {"modality": "MR"}})
+
+
+def test_enhanced_mr_timing_is_read_from_the_functional_groups() -> None:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    echo, timing, shared_group = Dataset(), Dataset(), Dataset()
+    echo.EffectiveEchoTime = 95.0
+    timing.RepetitionTime = 3000.0
+    shared_group.MREchoSequence = Sequence([echo])
+    shared_group.MRTimingAndRelatedParametersSequence = Sequence([timing])
+    ds = Dataset()
+    ds.Modality = "MR"
+    ds.BodyPartExamined = "LIVER"
+    ds.SharedFunctionalGroupsSequence = Sequence([shared_group])
+    acquisition = Acquisition.of(ds)
+    assert (acquisition.echo_time_ms, acquisition.repetition_time_ms, acquisition.names) == (95.0, 3000.0, ())
+    assert DECLARED is not None and check_header(DECLARED, acquisition) == []
