@@ -70,6 +70,11 @@ def refusal(rule: RoutingRule, inp: Input) -> str | None:
     # a presentation state of a whole-study push is refused as what it is, a short series also as short
     reasons = [why for keyword, expected in match.dicom.items()
                if (why := _keyword_refusal(keyword, expected, inp.attrs.get(keyword))) is not None]
+    if match.dicom_any:
+        alternatives = [_keyword_refusal(keyword, expected, inp.attrs.get(keyword))
+                        for keyword, expected in match.dicom_any.items()]
+        if all(why is not None for why in alternatives):
+            reasons.append("none of: " + "; ".join(why for why in alternatives if why is not None))
     if match.min_slices is not None and slice_count(inp) < match.min_slices:
         reasons.append(f"{slice_count(inp)} slice(s), rule wants at least {match.min_slices}")
     return ", ".join(reasons) or None
@@ -86,18 +91,35 @@ def slice_count(inp: Input) -> int:
 
 def _keyword_refusal(keyword: str, expected: MatchValue, actual: Any) -> str | None:
     if actual is None or actual == "":
+        if isinstance(expected, dict) and expected.get("or_absent") is True:
+            return None
         return f"{keyword} is absent"
     values = [str(v) for v in actual] if isinstance(actual, list) else [str(actual)]
-    if isinstance(expected, dict):
-        pattern = expected["regex"]
+    if isinstance(expected, dict) and "regex" in expected:
+        pattern = str(expected["regex"])
         if any(re.search(pattern, v) for v in values):
             return None
         return f"{keyword} {_show(actual)} does not match {pattern!r}"
+    if isinstance(expected, dict):
+        return _range_refusal(keyword, expected, actual, values)
     wanted = [str(v) for v in expected] if isinstance(expected, list) else [str(expected)]
     # A multi-valued element (ImageType) matches when any of its values is wanted.
     if any(v in wanted for v in values):
         return None
     return f"{keyword} is {_show(actual)}, rule wants {' or '.join(wanted)}"
+
+
+def _range_refusal(keyword: str, bounds: dict[str, str | float | bool], actual: Any, values: list[str]) -> str | None:
+    low, high = bounds.get("min"), bounds.get("max")
+    for value in values:
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if (low is None or number >= float(low)) and (high is None or number <= float(high)):
+            return None
+    wanted = " and ".join(f"{word} {float(b):g}" for word, b in (("at least", low), ("at most", high)) if b is not None)
+    return f"{keyword} is {_show(actual)}, rule wants {wanted}"
 
 
 def _show(value: Any) -> str:

@@ -216,9 +216,12 @@ def _mri_content(f: MriFindings) -> tuple[str, str, tuple[Table, ...]]:
             emphasis=les.label == "malignant")
         for les in f.lesions
     )
+    flagged = " ".join(f"{les.name}: {'; '.join(les.plausibility)}; not classified, for review."
+                       for les in f.lesions if les.plausibility)
     tables = [Table("Lesions", ("", "Volume (mL)", "Longest diameter (mm)", "P(malignant)", "Label",
                                 "Centroid (LPS mm)"), rows,
-                    note=f"Total lesion volume {f.total_volume_ml:.2f} mL. {f.finding.capitalize()}.")]
+                    note=f"Total lesion volume {f.total_volume_ml:.2f} mL. {f.finding.capitalize()}."
+                         + (f" {flagged}" if flagged else ""))]
     features = sorted({name for les in f.lesions for name in les.features})
     if features:
         shown = [les for les in f.lesions if les.features]

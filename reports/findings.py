@@ -125,6 +125,7 @@ class Lesion:
     label: str | None
     features: Mapping[str, float] = field(default_factory=dict)
     radiomics_params_sha256: str | None = None
+    plausibility: tuple[str, ...] = ()  # why it is implausible as a lesion (shape, fluid signal); () when it is not
 
     @classmethod
     def from_doc(cls, item: Mapping[str, Any]) -> Lesion:
@@ -140,6 +141,7 @@ class Lesion:
                 label=str(item["label"]) if item.get("label") is not None else None,
                 features=features,
                 radiomics_params_sha256=item.get("radiomics_params_sha256"),
+                plausibility=tuple(str(reason) for reason in item.get("plausibility") or ()),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ReportInputError(f"mri-tumour lesion: {type(exc).__name__}: {exc}") from exc

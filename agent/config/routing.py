@@ -20,7 +20,10 @@ class Priority(IntEnum):
     BATCH = 3  # reprocessing queued by a batch: after all new work, and bounded (executor.batch_workers/window)
 
 
-MatchValue = str | int | float | list[str | int | float] | dict[str, str]
+MatchValue = str | int | float | list[str | int | float] | dict[str, str | float | bool]
+"""A value, a list of values (any of them), or a condition: ``{regex: PATTERN}``, ``{min: X, max: Y}`` (numbers,
+either bound), and with either ``or_absent: true`` (the keyword may also be absent or empty)."""
+CONDITION_KEYS = {"regex", "min", "max", "or_absent"}
 
 
 class RuleMatch(Section):
@@ -28,6 +31,7 @@ class RuleMatch(Section):
     suffix: list[str] | None = None
     path_regex: str | None = None
     dicom: dict[str, MatchValue] = Field(default_factory=dict)
+    dicom_any: dict[str, MatchValue] = Field(default_factory=dict)  # at least one of these holds
     min_slices: int | None = Field(default=None, ge=1)
 
     @field_validator("suffix")
@@ -46,7 +50,7 @@ class RuleMatch(Section):
             _compile(value)
         return value
 
-    @field_validator("dicom")
+    @field_validator("dicom", "dicom_any")
     @classmethod
     def _dicom_keywords(cls, value: dict[str, MatchValue]) -> dict[str, MatchValue]:
         from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -58,10 +62,22 @@ class RuleMatch(Section):
             if dictionary_VR(tag) == "SQ":
                 raise ValueError(f"non-sequence DICOM keywords; {keyword} is a sequence")
             if isinstance(expected, dict):
-                if set(expected) != {"regex"}:
-                    raise ValueError(f"{keyword}: a value, a list of values or {{regex: PATTERN}}")
-                _compile(expected["regex"])
+                _check_condition(keyword, expected)
         return value
+
+
+def _check_condition(keyword: str, condition: dict[str, str | float | bool]) -> None:
+    keys = set(condition)
+    if not keys <= CONDITION_KEYS or not keys & {"regex", "min", "max"} or ("regex" in keys and keys & {"min", "max"}):
+        raise ValueError(f"{keyword}: a value, a list of values, {{regex: PATTERN}} or {{min: X, max: Y}}, "
+                         "each optionally with or_absent: true")
+    if "regex" in condition:
+        _compile(str(condition["regex"]))
+    for bound in ("min", "max"):
+        if bound in condition and (isinstance(condition[bound], bool | str)):
+            raise ValueError(f"{keyword}: {bound} is a number")
+    if not isinstance(condition.get("or_absent", False), bool):
+        raise ValueError(f"{keyword}: or_absent is true or false")
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -82,6 +98,10 @@ class RoutingRule(Section):
         return Priority[self.priority.upper()]
 
 
+MRI_BODY_PART = "(?i)abd|liver|hepat"
+MRI_T2_NAME = "(?i)t2|haste|ssfse|stir"
+MRI_T2_MIN_ECHO_TIME_MS = 60
+
 DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {
         "name": "slides",
@@ -90,11 +110,16 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     },
     {"name": "dicom-slides", "pipeline": "wsi-ctc", "match": {"kind": "dicom-series", "dicom": {"Modality": "SM"}}},
     {
+        # what mri-lesion-unet declares as its intended input (its manifest's info.intended_input): T2-weighted
+        # abdominal MR, named so in SeriesDescription or ProtocolName (Philips leaves the first empty) or with a
+        # T2 echo time; the pipeline checks the rest (contrast, plane, voxel size) and refuses with the reason
         "name": "mri",
         "pipeline": "mri-tumour",
         "match": {
             "kind": "dicom-series",
-            "dicom": {"Modality": "MR", "SeriesDescription": {"regex": "."}},
+            "dicom": {"Modality": "MR", "BodyPartExamined": {"regex": MRI_BODY_PART, "or_absent": True}},
+            "dicom_any": {"SeriesDescription": {"regex": MRI_T2_NAME}, "ProtocolName": {"regex": MRI_T2_NAME},
+                          "EchoTime": {"min": MRI_T2_MIN_ECHO_TIME_MS}},
             "min_slices": 8,
         },
     },

@@ -20,7 +20,7 @@ import csv
 import logging
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -30,6 +30,12 @@ from pipelines.base import ModelRef, PipelineInput, PipelineResult
 from pipelines.errors import InputError
 from pipelines.models.registry import ModelEntry, ModelError, resolve
 from pipelines.models.registry import entry as model_entry
+from pipelines.mri.acquisition import read_acquisition
+from pipelines.mri.domain import DeclarationError, DomainCheck, IntendedInput, check_series
+from pipelines.mri.plausibility import IMPLAUSIBLE, Shape, lesion_reasons, mark_implausible
+
+if TYPE_CHECKING:
+    from pipelines.mri.volume import SeriesVolume
 
 log = logging.getLogger(__name__)
 
@@ -124,29 +130,34 @@ class MriTumourPipeline:
         volume = load_series(inp.paths)
         if volume.slices < self.options.min_slices:
             raise InputError(f"{volume.slices} slices: this pipeline needs at least {self.options.min_slices}")
-        seconds["volume"] = time.perf_counter() - t
-
         seg_entry, clf_entry = self._entries()
+        domain = _check_domain(seg_entry, inp.paths, volume)
+        seconds["volume"] = time.perf_counter() - t
         inp.progress(1, len(STAGES), STAGES[1])
         t = time.perf_counter()
         segmentation = self.segmenter(seg_entry).segment(volume.image, self.options.min_lesion_ml)
         seconds["segmentation"] = time.perf_counter() - t
         log.info("series %s: %d lesion(s) found", volume.series_uid, len(segmentation.lesions))
 
-        warnings = list(volume.warnings)
+        warnings = [*volume.warnings, *domain.cautions]
         lesions: list[dict[str, Any]] = []
         vectors: list[tuple[int, Any]] = []
         seconds["radiomics"] = seconds["classification"] = 0.0
         inp.progress(2, len(STAGES), STAGES[2])
+        values = sitk.GetArrayViewFromImage(volume.image)
+        label_array = sitk.GetArrayViewFromImage(segmentation.labels)
         for lesion in segmentation.lesions:
             item = _lesion_item(lesion)
+            reasons = lesion_reasons(Shape(lesion.volume_ml, lesion.longest_diameter_mm), values, label_array,
+                                     lesion.label, lesion.bbox_index)
             lesions.append(item)
             if lesion.label > self.options.max_lesions:
                 item["label"] = "not classified"
-                continue
-            vector = self._characterise(item, volume.image, segmentation.labels, clf_entry, seconds, warnings)
-            if vector is not None:
-                vectors.append((lesion.label, vector))
+            else:
+                vector = self._characterise(item, volume.image, segmentation.labels, clf_entry, seconds, warnings)
+                if vector is not None:
+                    vectors.append((lesion.label, vector))
+            mark_implausible(item, reasons)
         if len(segmentation.lesions) > self.options.max_lesions:
             warnings.append(f"{len(segmentation.lesions)} lesions; only the largest {self.options.max_lesions} "
                             "were classified")
@@ -162,7 +173,7 @@ class MriTumourPipeline:
             "volume": volume.as_dict(),
             "lesion_count": len(lesions),
             "lesions": lesions,
-            "series_summary": _series_summary(lesions, segmentation.discarded, self.options.min_lesion_ml),
+            "series_summary": series_summary(lesions, segmentation.discarded, self.options.min_lesion_ml),
             "label_map_file": LABEL_MAP,
             "stage_seconds": {k: round(v, 3) for k, v in seconds.items()},
         }
@@ -229,6 +240,23 @@ class MriTumourPipeline:
         return tuple(files)
 
 
+def _check_domain(entry: ModelEntry, paths: tuple[Path, ...], volume: SeriesVolume) -> DomainCheck:
+    """The series against the segmenter's declared intended input; InputError with the reasons when it is not
+    the model's (another body part, contrast, plane, voxel size)."""
+    try:
+        declared = IntendedInput.from_info(entry.info)
+    except DeclarationError as exc:
+        raise ModelError(f"segmenter {entry.name} {entry.version}: {exc}") from exc
+    if declared is None:
+        return DomainCheck(cautions=(f"segmenter {entry.name} {entry.version} declares no intended input; the "
+                                     "series was not checked against it",))
+    check = check_series(declared, read_acquisition(sorted(paths)[0]), volume.orientation, volume.spacing_mm,
+                         sitk.GetArrayViewFromImage(volume.image))
+    if not check.in_domain:
+        raise InputError(f"not an input {entry.name} {entry.version} is for: " + ". ".join(check.refusals))
+    return check
+
+
 def _lesion_item(lesion: Any) -> dict[str, Any]:
     return {
         "index": lesion.label,
@@ -242,8 +270,9 @@ def _lesion_item(lesion: Any) -> dict[str, Any]:
     }
 
 
-def _series_summary(lesions: list[dict[str, Any]], discarded: int, min_ml: float) -> dict[str, Any]:
+def series_summary(lesions: list[dict[str, Any]], discarded: int, min_ml: float) -> dict[str, Any]:
     malignant = [les for les in lesions if les["label"] == "malignant"]
+    implausible = sum(1 for les in lesions if les["label"] == IMPLAUSIBLE)
     probabilities = [les["malignancy_probability"] for les in lesions if les["malignancy_probability"] is not None]
     if not lesions:
         finding = "no lesion found"
@@ -251,11 +280,14 @@ def _series_summary(lesions: list[dict[str, Any]], discarded: int, min_ml: float
         finding = f"{len(malignant)} lesion(s) classified malignant"
     else:
         finding = "lesions found, none classified malignant"
+    if implausible:
+        finding += f"; {implausible} implausible as a lesion (shape or fluid signal), for review"
     return {
         "finding": finding,
         "lesions": len(lesions),
         "malignant": len(malignant),
         "benign": sum(1 for les in lesions if les["label"] == "benign"),
+        "implausible": implausible,
         "total_lesion_volume_ml": round(sum(les["volume_ml"] for les in lesions), 3),
         "largest_diameter_mm": max((les["longest_diameter_mm"] for les in lesions), default=None),
         "max_malignancy_probability": max(probabilities, default=None),

@@ -89,14 +89,20 @@ def build_network(config: SegmenterConfig) -> torch.nn.Module:
     return network
 
 
+def foreground(values: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.bool_]:
+    """The voxels the z-score is taken over: above 10 % of the 99th percentile (all when that is not positive)."""
+    high = float(np.percentile(values, 99))
+    mask: npt.NDArray[np.bool_] = values > FOREGROUND_FRACTION * high if high > 0 else np.ones(values.shape, bool)
+    return mask
+
+
 def zscore(array: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
     """Per-volume z-score over the foreground (voxels above 10 % of the 99th percentile)."""
     values = array.astype(np.float32, copy=False)
-    high = float(np.percentile(values, 99))
-    foreground = values[values > FOREGROUND_FRACTION * high] if high > 0 else values
-    if foreground.size < 10:
-        foreground = values.ravel()
-    mean, std = float(foreground.mean()), float(foreground.std())
+    body = values[foreground(values)]
+    if body.size < 10:
+        body = values.ravel()
+    mean, std = float(body.mean()), float(body.std())
     result: npt.NDArray[np.float32] = ((values - mean) / (std if std > 1e-6 else 1.0)).astype(np.float32)
     return result
 

@@ -63,6 +63,8 @@ class MRSeriesSpec:
     seed: int = 0
     labels: tuple[Label, ...] = ()  # force the lesions' labels (one per lesion); random when empty
     malignant_fraction: float = 0.5
+    header: tuple[tuple[str, object], ...] = ()  # (keyword, value) written over the defaults; value None removes
+    # the attribute (vendor-style headers: pipelines.synthetic.vendor_series)
 
 
 @dataclass(frozen=True)
@@ -663,4 +665,14 @@ def _mr_dataset(
     ds.RescaleSlope = 1
     ds.RescaleType = "US"
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    _apply_header(ds, spec.header)
     return ds
+
+
+def _apply_header(ds: Dataset, header: tuple[tuple[str, object], ...]) -> None:
+    for keyword, value in header:
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, list(value) if isinstance(value, tuple) else value)

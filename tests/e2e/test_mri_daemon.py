@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from pipelines.synthetic.vendor_series import GE_BRAIN_T1
 from tests.support.daemon import DaemonProcess
 from tests.support.waiting import wait_for
 
@@ -75,3 +76,15 @@ def test_series_in_the_inbox_is_analysed_and_a_broken_one_fails_with_its_reason(
     assert [m["name"] for m in result["models"]] == ["mri-lesion-unet", "mri-lesion-svm"]
     assert (Path(done["result_path"]) / "lesions.nii.gz").is_file()
     assert [m["name"] for m in done["models"]] == ["mri-lesion-unet", "mri-lesion-svm"]
+
+
+def test_a_series_outside_the_models_intended_input_fails_its_job_with_the_reason(daemon: DaemonProcess,
+                                                                                  tmp_path: Path) -> None:
+    brain = GE_BRAIN_T1.write(tmp_path / "ge")  # this test's rule sends every MR series to mri-tumour
+    daemon.start()
+    drop(daemon, brain.files, "ge")
+    wait_for(lambda: finished(daemon, 1), 240, interval=0.5, what="the GE brain series' job")
+    (job,) = jobs(daemon)
+    assert job["status"] == "failed" and job["pipeline"] == "mri-tumour" and job["attempts"] == 1
+    assert "BodyPartExamined BRAIN; this model is for ABDOMEN" in job["last_error"]
+    assert not job.get("result_path")

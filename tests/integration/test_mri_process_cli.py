@@ -11,6 +11,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from pipelines.synthetic.mri_series import MRSeriesSpec, write_mr_series
+from pipelines.synthetic.vendor_series import GE_BRAIN_T1, PHILIPS_T2_ABDOMEN, SIEMENS_T2_HASTE_ABDOMEN
 from tests.conftest import REPO, shared
 
 
@@ -70,3 +71,28 @@ def test_vendor_files_and_broken_input_fail_with_reasons_not_tracebacks(tmp_path
     assert "single-slice series (1 image)" in text
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "0 succeeded, 4 failed" in proc.stdout
+
+
+def test_default_routing_takes_vendor_t2_abdomen_series_and_leaves_a_ge_brain_t1(tmp_path: Path) -> None:
+    folders = {style.name: style.write(tmp_path / "in" / style.name).folder
+               for style in (PHILIPS_T2_ABDOMEN, SIEMENS_T2_HASTE_ABDOMEN, GE_BRAIN_T1)}
+    out = tmp_path / "out"
+    proc = oncoagent("--config", str(REPO / "config" / "oncoagent.yaml"), "--data-dir", str(tmp_path / "d"),
+                     "process", *map(str, folders.values()), "--out", str(out), cwd=tmp_path)
+    assert "2 succeeded, 1 failed" in proc.stdout, proc.stdout + proc.stderr
+    (failed,) = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+    assert "not processed: no rule matched" in failed and "BodyPartExamined 'BRAIN'" in failed
+    results = [json.loads(path.read_text()) for path in sorted(out.glob("series-*/result.json"))]
+    assert len(results) == 2 and {doc["pipeline"] for doc in results} == {"mri-tumour"}
+
+
+def test_an_out_of_domain_series_forced_to_mri_tumour_fails_with_the_reason(tmp_path: Path) -> None:
+    series = GE_BRAIN_T1.write(tmp_path / "in" / "ge")
+    out = tmp_path / "out"
+    proc = oncoagent("--data-dir", str(tmp_path / "d"), "process", str(series.folder), "--pipeline", "mri-tumour",
+                     "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 1 and "0 succeeded, 1 failed" in proc.stdout, proc.stdout + proc.stderr
+    (failed,) = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+    assert "not an input mri-lesion-unet 1.0.0 is for: BodyPartExamined BRAIN; this model is for ABDOMEN" in failed
+    assert "not T2-weighted" in failed and "sagittal slices" in failed
+    assert not list(out.glob("series-*/result.json"))  # no findings

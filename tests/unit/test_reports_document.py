@@ -101,6 +101,21 @@ class TestBuildDocument:
         assert ("Patient", "Doe Jane") in report.case and ("Supersedes job", "9") in report.case
         assert report.timings == (("Total", "2.5 s"), ("segmentation", "1.25 s"))
 
+    def test_an_implausible_lesion_is_shown_for_review_not_as_a_malignancy(self) -> None:
+        reason = "sheet-like shape: longest diameter 200 mm where a compact lesion of 5.0 mL spans about 21 mm"
+        summary = {"lesions": [
+            {"index": 1, "volume_ml": 5.0, "longest_diameter_mm": 200.0, "centroid_lps_mm": [1, 2, 3],
+             "malignancy_probability": None, "classifier_probability": 1.0, "label": "implausible — review",
+             "plausibility": [reason]}],
+            "series_summary": {"finding": "lesions found, none classified malignant; 1 implausible as a lesion "
+                                          "(shape or fluid signal), for review"}}
+        report = build_document(_doc("mri-tumour", summary), CONTEXT, "1.2.3", [])
+        assert report.headline == "1 lesion(s), 0 classified malignant."
+        assert report.headline_level == "medium"
+        (row,) = report.tables[0].rows
+        assert (row.cells[2:4], row.emphasis) == (("—", "implausible — review"), False)
+        assert f"Lesion 1: {reason}; not classified, for review." in (report.tables[0].note or "")
+
     def test_empty_results_say_so(self) -> None:
         mri = build_document(_doc("mri-tumour", {"lesions": [], "series_summary": {}}), CONTEXT, "s", [])
         assert (mri.headline, mri.headline_level) == ("No lesion found.", "none")

@@ -151,6 +151,7 @@ function restyle() {
     const decided = decisionOf(lesion);
     const kind = decided ? decided.decision : "undecided";
     row.querySelector(".class").textContent = classOf(lesion) + (decided && decided.label && decided.label !== lesion.label ? " (AI: " + lesion.label + ")" : "");
+    row.querySelector(".class").title = (lesion.plausibility || []).join("; ");  // why it is "implausible — review"
     row.querySelector(".decision").textContent = kind === "confirmed" ? "accepted" : kind;
     row.className = ["lesion-row", kind, position === state.selected ? "selected" : "",
       onSlice(lesion) ? "on-slice" : ""].join(" ");
