@@ -3,7 +3,9 @@
 The demo owns its data directory (it writes a marker there) and starts it afresh each time: it generates a
 brightfield slide, a fluorescence slide and an MR series, starts ``oncoagent run`` as a subprocess, drops the
 slides into the daemon's inbox as a scanner would, sends the MR series to the daemon's DICOM port with C-STORE
-as a modality would, waits until every job has finished, stops the daemon with SIGTERM and prints each result.
+as a modality would, waits until every job has finished, stops the daemon with SIGTERM and prints each result,
+with the line its report opens with while its models are not validated at this site (the demo's fresh data
+directory has no site-validation record, so every report opens with "model not validated at this site").
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from agent.store import Store
 from agent.store.users import add_user
 from pipelines.synthetic.mri_series import MRSeries, MRSeriesSpec, volume_geometry, write_mr_series
 from pipelines.synthetic.slides import SlideSpec, write_slide
+from reports.render import REPORT_JSON
+from reports.validation_mark import mark_of
 
 MARKER = ".oncoagent-demo"
 # An abdominal field of view (384 mm) with one malignant and one benign lesion, apart from each other. The seed is
@@ -238,6 +242,17 @@ def _lesion_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _report_mark(result_path: Path | None) -> str | None:
+    """The site-validation mark a result's report opens with (report.json holds the report's content)."""
+    if result_path is None:
+        return None
+    try:
+        content = json.loads((result_path / REPORT_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return mark_of(content) if isinstance(content, dict) else None
+
+
 def _report(root: Path, finished: bool) -> int:
     store = Store.open(f"sqlite:///{root / 'oncoagent.db'}", migrate=False)
     try:
@@ -248,7 +263,7 @@ def _report(root: Path, finished: bool) -> int:
         store.close()
     print()
     print("results:")
-    failed = 0
+    failed = marked = 0
     for job in jobs:
         if job.status is JobStatus.SUCCEEDED:
             summary = store_summaries.get(job.id) or {}
@@ -258,12 +273,18 @@ def _report(root: Path, finished: bool) -> int:
             print(f"      {job.result_path}/result.json")
             if job.result_path is not None and (job.result_path / "report.pdf").exists():
                 print(f"      {job.result_path}/report.pdf")
+            mark = _report_mark(job.result_path)
+            if mark is not None:
+                marked += 1
+                print(f"      the report's first line: {mark}")
         else:
             failed += 1
             print(f"  job {job.id} {job.pipeline}: {job.status.value}: {job.last_error}")
     for inp in inputs:
         if inp.reason:
             print(f"  input {inp.id} ({inp.kind.value}) ignored: {inp.reason}")
+    if marked:
+        print(f"  {marked} result(s) come from models not validated at this site: see `oncoagent models`")
     print()
     print(f"data directory: {root}   (inspect with: .venv/bin/oncoagent --data-dir {root} status)")
     return 0 if finished and not failed and jobs else 1

@@ -96,6 +96,7 @@ class JobOutcomes:
             "previous_result": str(previous.result_path) if previous and previous.result_path else None,
             "previous_job_id": previous.id if previous else None,
             "fingerprint": job.input_fingerprint,
+            "data_dir": str(self.settings.data_dir),  # its site-validation records decide the outputs' mark
         }
 
     def result_dir(self, job_id: int) -> Path:

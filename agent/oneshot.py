@@ -161,6 +161,7 @@ def process(
                                       fingerprint=content_fingerprint(files), progress=shown),
                         out / name,
                         out / ".staging",
+                        data_dir=settings.data_dir,
                     )
             except (OncoAgentError, PipelineError) as exc:
                 outcomes.append(Outcome(name, False, str(exc), pipeline_to_use))

@@ -22,10 +22,12 @@ from pydicom.errors import InvalidDicomError
 
 from agent import failpoints
 from agent.errors import OncoAgentError, TransientError
+from agent.site_marks import result_mark
 from pipelines.base import Pipeline, PipelineInput
 from pipelines.durable import replace_dir, write_bytes_durably
 from reports.outcome import DicomOutput, MissingOutput
 from reports.render import write_reports
+from reports.validation_mark import MARK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,12 @@ def execute(
     target: Path,
     staging_root: Path,
     extra: dict[str, Any] | None = None,
+    *,
+    data_dir: Path,
 ) -> dict[str, Any]:
-    """Run ``pipeline`` on ``inp`` and leave its complete result folder at ``target``; return result.json."""
+    """Run ``pipeline`` on ``inp`` and leave its complete result folder at ``target``; return result.json.
+    ``data_dir`` holds the site-validation records: while a model the pipeline used has none, result.json's
+    ``validation_mark`` says so and so does every report (:mod:`agent.site_marks`)."""
     staging_root.mkdir(parents=True, exist_ok=True)
     staging = staging_root / f"{target.name}.{uuid.uuid4().hex[:8]}.partial"
     staging.mkdir()
@@ -93,6 +99,7 @@ def execute(
             "summary": result.summary,
             "files": list(result.files),
             "models": [m.as_dict() for m in result.models],
+            MARK_KEY: result_mark(data_dir, (m.as_dict() for m in result.models)),
             "warnings": list(result.warnings),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(elapsed, 3),

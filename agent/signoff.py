@@ -9,6 +9,8 @@ writes ``<result folder>/reviewed/v<N>/``:
   ``fallback/sr-comprehensive.dcm`` beside it, for a PACS that refuses Comprehensive 3D SR (the sender
   looks for fallbacks beside the object it sends);
 * ``report.html``, ``report.pdf``: the report with the corrected figures and "Reviewed and signed by …";
+  both it and the SR carry the "model not validated at this site" mark while the result's models have no
+  acceptance record at the time of signing (:mod:`agent.site_marks`);
 * ``signoff.json``: the sign-off as given and what was made of it.
 
 The folder is built under a staging name, every file fsynced, and renamed whole: it is there complete or not
@@ -40,6 +42,7 @@ from agent.errors import OncoAgentError
 from agent.job_outcomes import deliveries_for
 from agent.records import Input, InputKind, Job, JobStatus
 from agent.results import RESULT_FILE
+from agent.site_marks import result_mark
 from agent.store import Store
 from pipelines.durable import fsync_dir, replace_dir
 from reports import context as study_context
@@ -48,6 +51,7 @@ from reports.context import StudyContext
 from reports.errors import ReportError
 from reports.producer import Producer
 from reports.render import FALLBACK_SR_FILE, REPORT_HTML, REPORT_PDF, SEG_FILE, SR_FILE
+from reports.validation_mark import MARK_KEY
 from reports.verified import Review, Sources, corrected_doc, reviewed_document, verified_srs
 
 log = logging.getLogger(__name__)
@@ -127,7 +131,8 @@ def _build(store: Store, settings: Settings, job: Job, signoff: SignOff, folder:
         shutil.rmtree(stale, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        fixed = corrected_doc(doc, signoff.corrected)
+        fixed = {**corrected_doc(doc, signoff.corrected),
+                 MARK_KEY: result_mark(settings.data_dir, doc.get("models") or ())}
         ai_sr = _ai_sr(result_dir, doc)
         unsent = doc.get("unsent_reason") or (None if ai_sr is not None else
                                                "the AI's result has no SR to supersede")

@@ -142,7 +142,8 @@ def run_payload(payload: dict[str, Any], pipeline_options: dict[str, dict[str, A
             log.info("running %s %s%s", pipeline.name, pipeline.version, f" ({where})" if where else "")
             extra: dict[str, Any] = {"job_id": job_id, "supersedes_job_id": payload.get("previous_job_id"),
                                      **(placement or {})}
-            doc = execute(pipeline, inp, Path(payload["result_dir"]), Path(payload["staging_dir"]), extra=extra)
+            doc = execute(pipeline, inp, Path(payload["result_dir"]), Path(payload["staging_dir"]), extra=extra,
+                          data_dir=Path(payload["data_dir"]))
         except InputError as exc:
             log.warning("bad input: %s", exc)
             return {"job_id": job_id, "ok": False, "kind": Failure.INPUT, "error": str(exc)}

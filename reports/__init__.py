@@ -7,5 +7,6 @@ ran. Modules, one concept each: ``uids`` (deterministic output UIDs), ``codes`` 
 ``annotations`` (Microscopy Bulk Simple Annotations), ``capture`` (slide overview as Secondary Capture),
 ``encapsulated`` (PDF as Encapsulated PDF), ``sources`` (reading slides and MR volumes for figures),
 ``figures`` (PNG figures), ``document`` with ``templates/`` (HTML and PDF), ``verified`` (a reviewer's
-sign-off: the corrected findings as a verified SR and the signed report, for :mod:`agent.signoff`).
+sign-off: the corrected findings as a verified SR and the signed report, for :mod:`agent.signoff`),
+``validation_mark`` (the "model not validated at this site" line on every output).
 """

@@ -43,6 +43,10 @@ PROCEDURE_MRI: Code = codes.cid100.MRIUnspecifiedBodyRegion
 PROCEDURE_SLIDE: Code = codes.DCM.WholeSlideImaging
 OBSERVER_DEVICE: Code = codes.cid270.Device
 ALGORITHM_FAMILY: Code = codes.cid7162.ArtificialIntelligence
+# TID 1500's document-level "Qualitative Evaluations" container (row 12, UMLS C0034375): pydicom's dictionary
+# lacks it, so it is written as PS3.16 gives it; its free text is a "Comment".
+QUALITATIVE_EVALUATIONS: Code = Code("C0034375", "UMLS", "Qualitative Evaluations")
+COMMENT: Code = codes.DCM.Comment
 
 # ------------------------------------------------------------------------------------------ units
 

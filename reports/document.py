@@ -2,7 +2,8 @@
 
 :func:`build_document` gathers what a reader needs (case header, the headline finding, a findings table,
 figures, models with versions and weights hashes, processing times, the DICOM objects that were produced,
-warnings, the research-use notice) into a :class:`ReportDocument`; :func:`render_html` fills the template;
+warnings, the research-use notice, and first of all the site-validation mark while a model is not validated at
+this site: :mod:`reports.validation_mark`) into a :class:`ReportDocument`; :func:`render_html` fills the template;
 :func:`write_pdf` lays it out as PDF (A4) with the figures embedded.
 """
 
@@ -30,6 +31,7 @@ from reports.findings import (
     MriFindings,
     SlideFindings,
 )
+from reports.validation_mark import mark_of
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class ReportDocument:
     pipeline: str = ""
     pipeline_version: str = ""
     signed: tuple[str, ...] = ()  # a reviewed result: who signed it, when, and their note (reports.verified)
+    validation_mark: str | None = None  # "model not validated at this site; …": the report's first line
 
 
 # ------------------------------------------------------------------------------------------ content
@@ -125,6 +128,7 @@ def build_document(
         warnings=tuple(dict.fromkeys([*(doc.get("warnings") or ()), *warnings])),
         pipeline=pipeline,
         pipeline_version=str(doc.get("pipeline_version", "")),
+        validation_mark=mark_of(doc),
     )
 
 

@@ -12,6 +12,9 @@ the input and the (staging) result folder. It writes
 * the fallbacks the outbox sends when a PACS refuses a SOP class: ``fallback/sr-comprehensive.dcm`` (the
   same content as Comprehensive SR) and ``fallback/report-pdf.dcm`` (the PDF as Encapsulated PDF).
 
+While a model of the result is not validated at this site (``doc["validation_mark"]``, set by the daemon), the
+reports' first line and the SRs' text say so (:mod:`reports.validation_mark`).
+
 An optional piece that fails (a figure, the key slices) becomes a warning on the result. An output the input
 calls for that could not be made (the SR, SEG, annotations or overview of a result with patient context, the
 report and its PDF, the fallbacks) is returned as a :class:`~reports.outcome.MissingOutput`: the caller fails
@@ -52,6 +55,7 @@ from reports.outcome import DicomOutput, MissingOutput, ReportOutcome
 from reports.producer import Producer
 from reports.seg import lesion_segmentation
 from reports.sr import MAX_REGIONS, comprehensive_3d_sr, comprehensive_sr, mri_report, slide_report
+from reports.validation_mark import mark_of, mark_report
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +322,7 @@ class _Run:
     # ---------------------------------------------------------------------------------- SR, documents
 
     def _sr(self, report: Any, evidence: list[Dataset]) -> None:
+        mark_report(report, mark_of(self.doc))  # the fallback SR is built from the same, marked, report
         previous = self._previous_sr()
         sr = comprehensive_3d_sr(report, evidence, self.producer, previous)
         self.save(sr, SR_FILE, "findings (Comprehensive 3D SR, TID 1500)")

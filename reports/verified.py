@@ -16,6 +16,9 @@ supersedes). Built here, from those alone:
   ordered the worklist; the reviewed counts are the result. A Comprehensive SR with the same content is the
   fallback for a PACS that refuses the 3D SOP class, as for the AI's SR;
 * the report (HTML, PDF) with the corrected figures and the line "Reviewed and signed by …".
+
+Both carry the site-validation mark that the agent puts in ``doc`` at sign-off (:mod:`reports.validation_mark`)
+while a model of the result is not validated at this site.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from reports.findings import MRI_PIPELINE, WSI_PIPELINE, MriFindings, SlideFindi
 from reports.producer import Producer
 from reports.sr import Identity, mri_report, slide_report, sr_document
 from reports.uids import reviewed_series_uid, reviewed_uids
+from reports.validation_mark import mark_of, mark_report
 
 REVIEWED_SERIES_NUMBER = 9102
 REVIEWED_NOTICE = (
@@ -152,6 +156,7 @@ def verified_srs(doc: Mapping[str, Any], producer: Producer, sources: Sources, r
     person = reviewer_context(review)
     report, evidence = _report(doc, producer, uids_producer=dataclasses.replace(producer, uids=uids),
                                sources=sources, person=person)
+    mark_report(report, mark_of(doc))
     stamp = review.when.strftime("%Y%m%d%H%M%S+0000")
     identity = Identity(
         series_instance_uid=reviewed_series_uid(str(sources.ai_sr.SOPInstanceUID)),

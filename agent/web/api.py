@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from agent.review_records import DecisionKind
 from agent.signoff import REVIEWED_DIR
+from agent.site_marks import PageMarks, result_mark
 from agent.store import reviews
 from agent.store.cases import CaseFilter, CaseRow, list_cases
 from agent.store.review_stats import model_version_of
@@ -90,7 +91,9 @@ def cases(request: Request,
     rows, total = list_cases(context.store.engine, CaseFilter(
         pipelines=pipelines, status=status, priority=priority, since=since, until=until, reviewer=reviewer,
         discordant=discordant, no_context=no_context, search=q), offset=(page - 1) * size, limit=size, sort=sort)
-    return {"total": total, "page": page, "page_size": size, "cases": [row_json(r) for r in rows]}
+    marks = PageMarks(context.config.data_dir)
+    return {"total": total, "page": page, "page_size": size,
+            "cases": [row_json(r, marks.of(r.models)) for r in rows]}
 
 
 @router.get("/cases/{job_id}")
@@ -102,7 +105,8 @@ def case(request: Request, job_id: JobId) -> dict[str, Any]:
     review = reviews.latest_review(context.store.engine, job_id)
     decided = reviews.decisions(context.store.engine, review.id) if review is not None else []
     body: dict[str, Any] = {
-        **row_json(found), "may_decide": may_decide(caller.role, found) and found.job_status == "succeeded",
+        **row_json(found, result_mark(context.config.data_dir, found.models)),
+        "may_decide": may_decide(caller.role, found) and found.job_status == "succeeded",
         "summary": {k: v for k, v in (found.summary or {}).items() if k != "detections"},
         "review": None if review is None else {
             "version": review.version, "status": review.status.value, "holder": review.holder_name,

@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from agent.config import Settings
 from agent.errors import ReviewStateError
 from agent.passwords import verify_password
+from agent.site_marks import result_mark
 from agent.store import Store, web_sessions
 from agent.store import users as store_users
 from agent.web.admin import router as admin_router
@@ -116,7 +117,8 @@ def create_app(config: Settings, store: Store) -> FastAPI:
         caller = context.caller(request, page=True)
         found = context.case(caller, job_id)
         template = "slide_case.html" if is_slide_case(found) else "series_case.html"
-        return _page(request, caller, template, {"job_id": job_id})
+        mark = result_mark(context.config.data_dir, found.models)
+        return _page(request, caller, template, {"job_id": job_id, "validation_mark": mark})
 
     return app
 

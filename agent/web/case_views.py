@@ -106,7 +106,9 @@ def status_text(case: CaseRow, now: float | None = None) -> str:
     return f"analysing, {progress.text()}"
 
 
-def row_json(case: CaseRow) -> dict[str, Any]:
+def row_json(case: CaseRow, validation_mark: str | None = None) -> dict[str, Any]:
+    """A worklist row; ``validation_mark`` is the "model not validated at this site" text while the result's
+    models have no acceptance record here (:mod:`agent.site_marks`), else None."""
     accession, patient = context(case)
     return {
         "job_id": case.job_id, "pipeline": case.pipeline, "kind": case.input_kind, "name": display_name(case),
@@ -116,6 +118,7 @@ def row_json(case: CaseRow) -> dict[str, Any]:
         "status_text": status_text(case), "received_at": case.created_at, "analysed_at": case.finished_at,
         "holder": case.holder, "signed_by": case.signed_by, "signed_at": case.signed_at,
         "discordant": case.discordant, "no_context": case.unsent_reason is not None,
+        "validation_mark": validation_mark,
         "thumbnail": f"/api/cases/{case.job_id}/thumbnail" if case.result_path else None,
     }
 

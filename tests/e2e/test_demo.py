@@ -37,6 +37,11 @@ def test_demo_runs_generated_samples_through_the_daemon(tmp_path: Path) -> None:
     assert sorted((d["input"]["kind"], d["pipeline"]) for d in docs) == [
         ("dicom-series", "mri-tumour"), ("slide", "wsi-ctc"), ("slide", "wsi-ctc")
     ]
+    # the shipped models are validated at no fresh site: each result's report opens with the mark, and the demo
+    # prints that line under each result
+    printed = "      the report's first line: model not validated at this site; trained on generated data ("
+    assert proc.stdout.count(printed) == 3, proc.stdout
+    assert all(f"the report's first line: {d['validation_mark']}\n" in proc.stdout for d in docs)
     for path in result_files:
         assert str(path) in proc.stdout  # the demo says where each result and report is
         assert str(path.parent / "report.pdf") in proc.stdout and (path.parent / "report.pdf").stat().st_size > 0
@@ -80,6 +85,9 @@ def _the_printed_command_serves_the_worklist(stdout: str, env: dict[str, str], s
             sign_in(page, url.rstrip("/"), name, password)
             page.wait_for_selector("body[data-loaded]")
             assert page.locator("tr.case-row").count() == 3, "both slides and the MR series are on the worklist"
+            badges = page.locator("tr.case-row .flag.unvalidated")
+            assert badges.count() == 3, "every row's result comes from models not validated at this site"
+            assert (badges.first.get_attribute("title") or "").startswith("model not validated at this site;")
             page.screenshot(path=str(shots / "demo-worklist.png"))
     finally:
         served.terminate()

@@ -370,7 +370,8 @@ def test_agent_results_execute_records_the_reports_in_result_json(cases: dict[st
                         study_uid=series.study_uid, series_uid=series.series_uid, job_id=42, fingerprint="mr-1")
     target = tmp_path / "results" / "job-000042"
     target.parent.mkdir()
-    doc = execute(_GroundTruthMri(series), inp, target, tmp_path / "staging", extra={"job_id": 42})
+    doc = execute(_GroundTruthMri(series), inp, target, tmp_path / "staging", extra={"job_id": 42},
+                  data_dir=tmp_path / "data")
     assert set(doc["reports"]) == EXPECTED["mri"]
     assert json.loads((target / "result.json").read_text())["reports"] == doc["reports"]
     # the same input, content and version as the "mri" case: the same objects, whichever folder holds them

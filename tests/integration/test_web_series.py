@@ -4,7 +4,9 @@ counts, the note, and who may do what."""
 
 from __future__ import annotations
 
+import html
 import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from pipelines.models.site_validation import NOT_VALIDATED, SiteValidation, write_record
 from tests.support.mr_case import MRCase, analysed_mr_case, csrf_of, signed_in
 
 
@@ -152,3 +155,28 @@ def test_a_pathologist_and_requests_without_csrf_are_refused(case: MRCase, rita:
     with httpx.Client(base_url=case.base_url) as nobody:
         assert nobody.get(f"{api}/volume").status_code == 401
         assert nobody.get(f"{api}/slices/3.png").status_code == 401
+
+
+def test_a_result_of_unvalidated_models_is_badged_until_the_lab_accepts_them(case: MRCase,
+                                                                             rita: httpx.Client) -> None:
+    def row() -> dict[str, Any]:
+        listed = rita.get("/api/cases").json()["cases"]
+        return next(c for c in listed if c["job_id"] == case.job_id)
+
+    mark = row()["validation_mark"]
+    assert isinstance(mark, str) and mark.startswith(f"{NOT_VALIDATED}; trained on generated data")
+    assert rita.get(f"/api/cases/{case.job_id}").json()["validation_mark"] == mark
+    page = rita.get(f"/cases/{case.job_id}").text
+    assert f'class="flag unvalidated" title="{html.escape(mark)}"' in page
+    models = json.loads((case.result_path / "result.json").read_text())["models"]
+    records = [write_record(case.daemon.data_dir, SiteValidation(
+        model=m["name"], version=m["version"], sha256=m["sha256"], accepted_by="dr-lab",
+        accepted_at="2026-12-07T23:00:00Z", report="/srv/evaluations/mri.html", cases=32)) for m in models]
+    try:  # the worklist tells what is true of the weights now
+        assert row()["validation_mark"] is None
+        assert rita.get(f"/api/cases/{case.job_id}").json()["validation_mark"] is None
+        assert "flag unvalidated" not in rita.get(f"/cases/{case.job_id}").text
+    finally:
+        for record in records:
+            record.unlink()
+    assert row()["validation_mark"] == mark

@@ -3,7 +3,8 @@ executor runs them (queue, claim, run, record)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from agent.config import Settings
@@ -15,6 +16,18 @@ from agent.records import Input, Job, JobStatus
 from agent.store import Store
 from agent.worker import run_payload
 from pipelines import registry
+
+
+@contextmanager
+def data_dir_store(data_dir: Path) -> Iterator[tuple[Settings, Store]]:
+    """The default settings over ``data_dir`` (its folders made) and its store, open while the block runs."""
+    settings = Settings.model_validate({"data_dir": str(data_dir)})
+    settings.paths.create()
+    store = Store.open(settings.database_url)
+    try:
+        yield settings, store
+    finally:
+        store.close()
 
 
 def run_job(store: Store, settings: Settings, input_id: int, pipeline: str) -> Job:

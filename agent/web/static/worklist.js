@@ -34,6 +34,11 @@ function row(c) {
   const finding = OA.text("td", c.finding, "finding");
   if (c.discordant) finding.append(OA.text("span", "discordant", "flag"));
   if (c.no_context) finding.append(OA.text("span", "no patient context", "flag"));
+  if (c.validation_mark) {  // the result's models have no acceptance record at this site: the full text on hover
+    const mark = OA.text("span", "model not validated at this site", "flag unvalidated");
+    mark.title = c.validation_mark;
+    finding.append(mark);
+  }
   tr.append(finding, OA.text("td", c.ai_score == null ? "" : c.ai_score.toFixed(2)), OA.text("td", c.status_text, "status"),
             OA.text("td", c.signed_by || c.holder || ""), OA.text("td", OA.time(c.received_at)), OA.text("td", OA.time(c.analysed_at)));
   tr.addEventListener("click", (event) => { if (event.target.tagName !== "A") location.href = "/cases/" + c.job_id; });
