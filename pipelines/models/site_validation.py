@@ -98,14 +98,29 @@ def unvalidated(data_dir: Path, models: Iterable[ModelRef]) -> list[ModelRef]:
     return [m for m in models if read_record(data_dir, m.name, m.sha256) is None]
 
 
-def validation_mark(data_dir: Path, models: Iterable[ModelRef], generated: bool = True) -> str | None:
+def trained_on_generated_data(model: ModelRef) -> bool:
+    """Whether ``model`` is a shipped model (same name and weights) whose manifest says it was trained on
+    generated data (``info.training_data``); a lab's own retrained weights are not."""
+    from pipelines.models.registry import ModelError, entry
+
+    try:
+        found = entry(model.name)
+    except ModelError:
+        return False
+    return found.sha256 == model.sha256 and found.info.get("training_data") == "generated"
+
+
+def validation_mark(data_dir: Path, models: Iterable[ModelRef], generated: bool | None = None) -> str | None:
     """The line every output of these models carries while any of them is unvalidated, else None.
 
-    ``generated`` says the unvalidated models were trained on generated data (true of every shipped model).
+    ``generated`` says the unvalidated models were trained on generated data; by default the shipped
+    manifests say so (:func:`trained_on_generated_data`).
     """
     missing = unvalidated(data_dir, models)
     if not missing:
         return None
     names = ", ".join(f"{m.name} {m.version}" for m in missing)
+    if generated is None:
+        generated = any(trained_on_generated_data(m) for m in missing)
     tail = f"; {GENERATED}" if generated else ""
     return f"{NOT_VALIDATED}{tail} ({names})"

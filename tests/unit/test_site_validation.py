@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.base import ModelRef
+from pipelines.models.registry import resolve
 from pipelines.models.site_validation import (
     SiteValidation,
     all_records,
@@ -25,7 +26,7 @@ def _record(ref: ModelRef) -> SiteValidation:
 
 
 def test_mark_names_every_unvalidated_model_until_all_are_accepted(tmp_path: Path) -> None:
-    mark = validation_mark(tmp_path, [SEG, CLF])
+    mark = validation_mark(tmp_path, [SEG, CLF], generated=True)
     assert mark is not None and mark.startswith("model not validated at this site; trained on generated data")
     assert "mri-lesion-unet 1.0.0" in mark and "mri-lesion-svm 1.0.0" in mark
     write_record(tmp_path, _record(SEG))
@@ -51,3 +52,12 @@ def test_a_damaged_record_counts_as_absent(tmp_path: Path) -> None:
     assert read_record(tmp_path, SEG.name, SEG.sha256) is None
     assert all_records(tmp_path) == []
     assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_generated_data_is_said_of_shipped_weights_only(tmp_path: Path) -> None:
+    shipped = resolve("mri-lesion-unet")
+    mark = validation_mark(tmp_path, [shipped.ref])
+    assert mark == f"model not validated at this site; trained on generated data (mri-lesion-unet {shipped.version})"
+    retrained = ModelRef(shipped.name, shipped.version, "d" * 64)  # a lab's own weights under the same name
+    assert validation_mark(tmp_path, [retrained]) == (
+        f"model not validated at this site (mri-lesion-unet {shipped.version})")
