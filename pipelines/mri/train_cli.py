@@ -45,7 +45,12 @@ def add_parsers(subparsers: Any) -> None:
     seg.add_argument("--mining-at", type=float, nargs="*", default=(0.55, 0.8), metavar="FRACTION",
                      help="fractions of the schedule after which false positives are mined (none: no mining)")
     seg.add_argument("--thresholds", type=float, nargs="+", default=(0.3, 0.4, 0.5, 0.6),
-                     help="probability thresholds to choose from on the held-out cases (one value: fixed)")
+                     help="probability thresholds to choose from on the validation cases (one value: fixed)")
+    val = seg.add_mutually_exclusive_group()
+    val.add_argument("--val-data", type=Path, help="validation case folder (chooses the threshold)")
+    val.add_argument("--val-generate", type=int, default=8, metavar="V",
+                     help="with --generate: V generated validation series (default 8) choose the threshold")
+    seg.add_argument("--val-seed", type=int, default=85_000, help="first seed of generated validation series")
     seg.add_argument("--init", type=Path, metavar="WEIGHTS",
                      help="start from these weights (same --channels) instead of random ones: fine-tuning")
     seg.add_argument("--flips", type=int, nargs="*", default=(), metavar="AXIS",
@@ -194,6 +199,7 @@ def cmd_train_segmenter(args: argparse.Namespace, settings: TrainSettings) -> in
 
     torch.set_num_threads(max(1, args.threads))
     sources = _Sources(args)
+    validation = _validation_cases(args, sources)
     config = SegmenterConfig(spacing_mm=tuple(args.spacing), channels=tuple(args.channels), flips=tuple(args.flips))
     params = SegmenterTrainingParams(
         iterations=args.iterations, batch_size=args.batch_size, patch_size=tuple(args.patch),
@@ -202,12 +208,44 @@ def cmd_train_segmenter(args: argparse.Namespace, settings: TrainSettings) -> in
     )
     outcome = run_segmenter_training(
         sources.train(), sources.test(), _out_dir(args, settings), args.name, args.version, config, params,
-        sources.describe(), _command(), record_model=not args.no_record, progress=_say,
-        thresholds=tuple(args.thresholds), initial_weights=args.init,
+        sources.describe() + _describe_validation(args, validation), _command(), record_model=not args.no_record,
+        progress=_say, thresholds=tuple(args.thresholds), initial_weights=args.init, validation=validation,
     )
     for path in outcome.files:
         print(f"wrote {path}")
     return 0
+
+
+def _validation_cases(args: argparse.Namespace, sources: _Sources) -> list[Any]:
+    """The segmenter's validation cases: a folder, generated seeds, or a seeded share of a training folder.
+
+    They choose the threshold; the test cases are scored after, once. Seeds must not overlap the others."""
+    from pipelines.mri.cases import generated_cases, read_case_folder
+
+    if args.val_data is not None:
+        return read_case_folder(args.val_data)
+    if sources.folder_train is not None:
+        if len(sources.folder_train) < 3:
+            return []
+        share = max(1, round(len(sources.folder_train) * 0.15))
+        validation, sources.folder_train = sources.folder_train[:share], sources.folder_train[share:]
+        return validation
+    if not args.val_generate:
+        return []
+    seeds = set(range(args.val_seed, args.val_seed + args.val_generate))
+    for name, first, count in (("training", args.seed, args.generate), ("test", args.test_seed, args.test_generate)):
+        if count and seeds & set(range(first, first + count)):
+            raise SystemExit(f"oncoagent train: --val-seed range overlaps the {name} seeds")
+    return list(generated_cases(sorted(seeds)))
+
+
+def _describe_validation(args: argparse.Namespace, validation: list[Any]) -> list[str]:
+    if not validation:
+        return ["no validation cases: the threshold is fixed at the first --thresholds value"]
+    if args.val_data is None and args.data is None:
+        return [f"validation: {len(validation)} generated series, seeds {args.val_seed}.."
+                f"{args.val_seed + len(validation) - 1} (chose the threshold; never used for training)"]
+    return [f"validation: {len(validation)} case(s) (chose the threshold; never used for training)"]
 
 
 def cmd_train_classifier(args: argparse.Namespace, settings: TrainSettings) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -67,9 +67,11 @@ def run_segmenter_training(
     progress: Progress = log.info,
     thresholds: tuple[float, ...] = (),
     initial_weights: Path | None = None,
+    validation: Sequence[Case] = (),
 ) -> TrainingOutcome:
-    """Train, save, evaluate and record a segmenter. With several ``thresholds`` and held-out cases, the
-    threshold with the best held-out mean Dice is kept (the held-out cases then serve as validation data)."""
+    """Train, save, evaluate and record a segmenter. With several ``thresholds``, the one with the best mean
+    Dice on the ``validation`` cases is kept (without validation cases, the first is); then the ``test`` cases
+    are scored once, at the frozen threshold."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,16 +89,19 @@ def run_segmenter_training(
     files = [weights]
     evaluation: dict[str, Any] = {}
     threshold_scores: dict[float, float] = {}
+    candidates = thresholds or (config.threshold,)
+    if len(candidates) > 1 and validation:
+        best, threshold_scores, _ = select_threshold(Segmenter(network, config), list(validation),
+                                                     params.min_lesion_ml, candidates)
+        progress("validation mean Dice by threshold: "
+                 + ", ".join(f"{t:g}: {d:.4f}" for t, d in threshold_scores.items()) + f"; using {best:g}")
+        config = replace(config, threshold=best)
+    elif thresholds:
+        config = replace(config, threshold=candidates[0])
     if test:
-        progress(f"evaluating on {len(test)} held-out case(s)")
+        progress(f"evaluating on {len(test)} held-out case(s), once, at threshold {config.threshold:g}")
         segmenter = Segmenter(network, config)
-        candidates = thresholds or (config.threshold,)
-        best, threshold_scores, probabilities = select_threshold(segmenter, test, params.min_lesion_ml, candidates)
-        if len(candidates) > 1:
-            config = replace(config, threshold=best)
-            progress("mean Dice by threshold: " + ", ".join(f"{t:g}: {d:.4f}" for t, d in threshold_scores.items())
-                     + f"; using {best:g}")
-        segmenter = Segmenter(network, config)
+        probabilities = [segmenter.probability(case.image) for case in test]
         result = evaluate_segmenter(segmenter, test, params.min_lesion_ml, probabilities)
         evaluation = result.as_dict()
         progress(f"held-out mean Dice {result.mean_dice:.4f} over {len(test)} case(s)")
@@ -110,7 +115,7 @@ def run_segmenter_training(
     metrics = {
         "held_out": evaluation,
         "threshold": config.threshold,
-        "mean_dice_by_threshold": {f"{t:g}": round(d, 4) for t, d in threshold_scores.items()},
+        "validation_mean_dice_by_threshold": {f"{t:g}": round(d, 4) for t, d in threshold_scores.items()},
         "training": {
             "iterations": params.iterations, "batch_size": params.batch_size, "patch_size": params.patch_size,
             "learning_rate": params.learning_rate, "seed": params.seed, "seconds": round(train_seconds, 1),
@@ -128,7 +133,7 @@ def run_segmenter_training(
             f"input resampled to {list(config.spacing_mm)} mm (x, y, z), z-scored over the volume's foreground",
             f"sliding-window inference, window {list(config.roi_size)} voxels (z, y, x), overlap {config.overlap}, "
             f"Gaussian blending; probability resampled to the series grid, threshold {config.threshold}"
-            + (" (the best held-out mean Dice of " + ", ".join(f"{t:g}" for t in threshold_scores) + ")"
+            + (" (the best validation mean Dice of " + ", ".join(f"{t:g}" for t in threshold_scores) + ")"
                if len(threshold_scores) > 1 else ""),
             f"trained {params.iterations} steps of {params.batch_size} patches {list(params.patch_size)}, "
             f"{params.positive_fraction:.0%} centred on lesions; AdamW, one-cycle LR {params.learning_rate}; "

@@ -26,7 +26,8 @@ def test_train_segmenter_on_generated_series(tmp_path: Path) -> None:
     out = tmp_path / "models"
     proc = oncoagent(
         "--data-dir", str(tmp_path / "d"), "train", "segmenter", "--generate", "2", "--seed", "910000",
-        "--test-generate", "1", "--test-seed", "910100", "--iterations", "3", "--channels", "4", "8", "16", "16",
+        "--test-generate", "1", "--test-seed", "910100", "--val-generate", "1", "--val-seed", "910200",
+        "--thresholds", "0.4", "0.5", "--iterations", "3", "--channels", "4", "8", "16", "16",
         "--out", str(out), "--version", "0.0.1-smoke", cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -37,8 +38,13 @@ def test_train_segmenter_on_generated_series(tmp_path: Path) -> None:
     metrics = json.loads((out / "mri-lesion-unet.metrics.json").read_text())
     assert metrics["held_out"]["cases"] == 1 and 0.0 <= metrics["held_out"]["mean_dice"] <= 1.0
     assert metrics["training"]["iterations"] == 3 and len(metrics["loss_history"]) == 1
+    # the threshold is chosen on the validation series, then the test series is scored at it
+    by_threshold = metrics["validation_mean_dice_by_threshold"]
+    assert set(by_threshold) == {"0.4", "0.5"}
+    assert metrics["threshold"] == float(max(by_threshold, key=lambda t: (by_threshold[t], -abs(float(t) - 0.5))))
     card = (out / "mri-lesion-unet.card.md").read_text()
     assert entry.sha256 in card and "held_out.mean_dice" in card and "seeds 910100..910100" in card
+    assert "validation: 1 generated series, seeds 910200..910200 (chose the threshold" in card
     assert (out / "mri-lesion-unet.overlay.png").stat().st_size > 1000
 
 
