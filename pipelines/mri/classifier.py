@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pipelines.models.registry import ModelEntry
 from pipelines.mri.genetic import Gene, GeneticSettings, Genome, SearchResult, genetic_search
 from pipelines.mri.radiomics import FeatureVector
 
@@ -200,3 +201,12 @@ class MalignancyClassifier:
         data = joblib.load(path)
         return cls(data["model"], tuple(data["feature_names"]), str(data["params_sha256"]),
                    Hyperparameters(**data["hyperparameters"]), float(data["threshold"]))
+
+
+def load_entry(entry: ModelEntry) -> MalignancyClassifier:
+    """The registered classifier at its operating point: the manifest's ``operating_threshold`` (chosen on
+    validation series through the whole chain, see :mod:`pipelines.mri.release`) over the one saved with it."""
+    classifier = MalignancyClassifier.load(entry.path)
+    if "operating_threshold" in entry.info:
+        classifier.threshold = float(entry.info["operating_threshold"])
+    return classifier

@@ -104,9 +104,9 @@ class MriTumourPipeline:
 
     def classifier(self, entry: ModelEntry) -> Any:
         if self._classifier is None or self._classifier[0] != entry.sha256:
-            from pipelines.mri.classifier import MalignancyClassifier
+            from pipelines.mri.classifier import load_entry
 
-            self._classifier = (entry.sha256, MalignancyClassifier.load(entry.path))
+            self._classifier = (entry.sha256, load_entry(entry))
             log.info("loaded classifier %s %s", entry.name, entry.version)
         return self._classifier[1]
 

@@ -100,3 +100,16 @@ def mark_implausible(item: dict[str, Any], reasons: list[str]) -> None:
         item["classifier_probability"] = item.get("malignancy_probability")
         item["malignancy_probability"] = None
         item["label"] = IMPLAUSIBLE
+
+
+def implausible_labels(values: npt.NDArray[Any], segmentation: Any) -> set[int]:
+    """Labels of ``segmentation``'s lesions (a :class:`~pipelines.mri.segmentation.Segmentation` on the grid of
+    the (z, y, x) array ``values``) that the check flags: the pipeline reports no malignancy for them."""
+    import SimpleITK as sitk
+
+    labels = sitk.GetArrayViewFromImage(segmentation.labels)
+    return {
+        lesion.label for lesion in segmentation.lesions
+        if lesion_reasons(Shape(lesion.volume_ml, lesion.longest_diameter_mm), values, labels, lesion.label,
+                          lesion.bbox_index)
+    }

@@ -21,7 +21,7 @@ from typing import Any
 
 from pipelines.models.registry import ModelEntry, record, resolve
 from pipelines.mri.cases import generated_cases
-from pipelines.mri.chain import evaluate_chain
+from pipelines.mri.chain import choose_operating_threshold, evaluate_chain
 from pipelines.mri.classifier import MalignancyClassifier
 from pipelines.mri.feature_table import extract_table
 from pipelines.mri.metrics import binary_metrics
@@ -59,9 +59,14 @@ class ReleaseSets:
                 raise ValueError(f"validation seeds {self.validation} overlap training seeds {other}")
 
 
+MALIGNANCY_CANDIDATES = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
 def evaluate_release(segmenter_entry: ModelEntry, classifier_entry: ModelEntry, sets: ReleaseSets,
                      candidates: Sequence[float], progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Choose the threshold on ``sets.validation``, then score ``sets.test`` once; returns the figures."""
+    """On ``sets.validation`` choose the U-Net's threshold (mean Dice), then the classifier's malignancy
+    threshold through the whole chain (balanced accuracy on the U-Net's masks, as in use); then score
+    ``sets.test`` once; returns the figures."""
     sets.check()
     info = segmenter_entry.info
     min_ml = float(info["min_lesion_ml"])
@@ -69,18 +74,23 @@ def evaluate_release(segmenter_entry: ModelEntry, classifier_entry: ModelEntry, 
     segmenter = Segmenter.load(segmenter_entry.path, config)
     t0 = time.monotonic()
     validation = list(generated_cases(sets.validation.seeds))
-    best, scores, _ = select_threshold(segmenter, validation, min_ml, candidates)
+    best, scores, val_probabilities = select_threshold(segmenter, validation, min_ml, candidates)
     progress(f"validation {sets.validation}: mean Dice by threshold "
              + ", ".join(f"{t:g}: {d:.4f}" for t, d in scores.items()) + f"; frozen at {best:g}")
-    del validation
     segmenter = Segmenter(segmenter.network, replace(config, threshold=best))
+    classifier = MalignancyClassifier.load(classifier_entry.path)
+    extractor = RadiomicsExtractor()
+    val_chain = evaluate_chain(segmenter, classifier, extractor, validation, min_ml, val_probabilities)
+    saved_threshold = classifier.threshold
+    classifier.threshold, balanced = choose_operating_threshold(val_chain, MALIGNANCY_CANDIDATES)
+    progress(f"validation chain at the saved threshold {saved_threshold:g}: {val_chain.metrics.as_dict()}; "
+             f"malignancy threshold frozen at {classifier.threshold:g} (balanced accuracy {balanced:.4f})")
+    del validation, val_probabilities
     test = list(generated_cases(sets.test.seeds))
     probabilities = [segmenter.probability(case.image) for case in test]
     seg = evaluate_segmenter(segmenter, test, min_ml, probabilities)
     progress(f"test {sets.test}: mean Dice {seg.mean_dice:.4f}, lesions {seg.lesions_found}/{seg.lesions_true}, "
              f"false {seg.false_lesions}")
-    classifier = MalignancyClassifier.load(classifier_entry.path)
-    extractor = RadiomicsExtractor()
     chain = evaluate_chain(segmenter, classifier, extractor, test, min_ml, probabilities)
     progress(f"chain on test: {chain.as_dict()}")
     table = extract_table(test, extractor)
@@ -90,6 +100,11 @@ def evaluate_release(segmenter_entry: ModelEntry, classifier_entry: ModelEntry, 
         "selection": {"set": "validation", "seeds": str(sets.validation), "cases": sets.validation.count,
                       "chose": "threshold", "threshold": best,
                       "mean_dice_by_threshold": {f"{t:g}": round(d, 4) for t, d in scores.items()}},
+        "classifier_selection": {
+            "set": "validation", "seeds": str(sets.validation), "chose": "operating_threshold",
+            "through": "the chain (U-Net masks at the frozen segmenter threshold)", "criterion": "balanced accuracy",
+            "operating_threshold": classifier.threshold, "balanced_accuracy": round(balanced, 4),
+            "saved_threshold": saved_threshold, "at_saved_threshold": val_chain.metrics.as_dict()},
         "test": {"seeds": str(sets.test), **{k: v for k, v in seg.as_dict().items() if k != "dice_per_case"}},
         "test_dice_per_case": [round(d, 4) for d in seg.dice_per_case],
         "chain_test": {"seeds": str(sets.test), **chain.as_dict()},
@@ -106,5 +121,7 @@ def record_release(figures: dict[str, Any], segmenter: str, classifier: str, man
     seg_info.update(selection=figures["selection"], test=figures["test"], chain_test=figures["chain_test"])
     record(seg.name, seg.version, seg.path, seg_info, seg.manifest)
     clf = resolve(classifier, manifest)
-    clf_info = {**clf.info, "test_truth_masks": figures["test_truth_masks"], "chain_test": figures["chain_test"]}
+    selection = figures["classifier_selection"]
+    clf_info = {**clf.info, "operating_threshold": selection["operating_threshold"], "selection": selection,
+                "test_truth_masks": figures["test_truth_masks"], "chain_test": figures["chain_test"]}
     record(clf.name, clf.version, clf.path, clf_info, clf.manifest)
