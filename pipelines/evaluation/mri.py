@@ -1,3 +1,5 @@
+# mypy: disable-error-code="no-untyped-call"
+# (SimpleITK ships without type annotations.)
 """``oncoagent evaluate segmenter|classifier|mri``: the MRI models on a lab's NIfTI case folders.
 
 * segmenter: the U-Net on every case (:class:`~pipelines.mri.segmentation.Segmenter`, the pipeline's own
@@ -6,7 +8,9 @@
   specificity, confusion matrix (the figure the model card publishes);
 * mri: the chain a patient's series goes through — U-Net masks → radiomics → SVM — with each predicted
   lesion matched to the truth lesion it overlaps most and scored against that lesion's label, beside the
-  segmenter's and the truth-mask classifier's figures on the same cases. Also: malignant lesions found *and*
+  segmenter's and the truth-mask classifier's figures on the same cases. As in the pipeline, a predicted
+  lesion the plausibility check flags (a thin sheet, fluid signal) gets no malignancy call: it is counted,
+  left out of the chain's accuracy/AUC, and not called malignant. Also: malignant lesions found *and*
   called malignant, of all malignant truth lesions; false lesions called malignant per case.
 
 Intervals resample cases (a case's lesions go together, since they share a patient and a scan).
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import SimpleITK as sitk
 
 from pipelines.evaluation.bootstrap import Bootstrap, Estimate, Indices
 from pipelines.evaluation.figures import confusion_png, per_case_png
@@ -33,6 +38,7 @@ from pipelines.mri.classifier import POSITIVE
 from pipelines.mri.figures import roc_png
 from pipelines.mri.metrics import binary_metrics
 from pipelines.mri.pipeline import MriTumourOptions, MriTumourPipeline
+from pipelines.mri.plausibility import Shape, lesion_reasons
 from pipelines.mri.radiomics import RadiomicsError
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ class LesionCalls:
     y: list[int] = field(default_factory=list)
     probability: list[float] = field(default_factory=list)
     unclassified: int = 0  # radiomics could not describe the lesion
+    implausible: int = 0  # the predicted lesion was flagged implausible: no malignancy call
 
     def add(self, case: int, label: str, probability: float) -> None:
         self.case.append(case)
@@ -92,6 +99,9 @@ def _binary_section(title: str, calls: LesionCalls, threshold: float, out: Path,
     text = [f"{m.n} lesions at threshold {threshold:g}: TP {m.tp}, FP {m.fp}, TN {m.tn}, FN {m.fn}."]
     if calls.unclassified:
         text.append(f"{calls.unclassified} lesion(s) radiomics could not describe are left out.")
+    if calls.implausible:
+        text.append(f"{calls.implausible} lesion(s) matched a predicted lesion flagged implausible (no malignancy "
+                    "call, for review) and are left out.")
     return Section(title, text=text, columns=["accuracy", "AUC", "sensitivity", "specificity"],
                    rows=[[round(m.accuracy, 4), None if np.isnan(m.auc) else round(m.auc, 4),
                           round(m.sensitivity, 4), round(m.specificity, 4)]],
@@ -180,6 +190,7 @@ class MriEvaluation:
         malignant_truth = malignant_called = 0
         false_malignant: list[int] = []
         for i, (case, seg, score) in enumerate(zip(self.cases, segmentations, scores, strict=True)):
+            flagged = implausible_lesions(case, seg)
             cache: dict[int, float | None] = {}
 
             def probability(label: int, case: Case = case, seg: Any = seg, cache: dict[int, float | None] = cache,
@@ -191,6 +202,9 @@ class MriEvaluation:
             for truth_lesion, label in sorted(case.lesion_classes.items()):
                 malignant_truth += label == POSITIVE
                 predicted = score.matches.get(truth_lesion)
+                if predicted in flagged:
+                    calls.implausible += 1
+                    continue
                 chance = probability(predicted) if predicted is not None else None
                 if predicted is not None and chance is None:
                     calls.unclassified += 1
@@ -200,7 +214,7 @@ class MriEvaluation:
             matched = set(score.matches.values())
             false_malignant.append(sum(
                 1 for lesion in seg.lesions
-                if lesion.label not in matched and (probability(lesion.label) or 0.0) >= threshold
+                if lesion.label not in matched | flagged and (probability(lesion.label) or 0.0) >= threshold
             ))
         outcome.headline.update(binary_estimates(calls, len(self.cases), self.boot, threshold, "chain_"))
         case_of, y, p = calls.arrays()
@@ -217,7 +231,19 @@ class MriEvaluation:
         )
         outcome.sections.append(section)
         outcome.details["chain"] = {"malignant_truth": malignant_truth, "malignant_found_and_called":
-                                    malignant_called, "false_malignant": sum(false_malignant)}
+                                    malignant_called, "false_malignant": sum(false_malignant),
+                                    "matched_to_implausible": calls.implausible}
+
+
+def implausible_lesions(case: Case, seg: Any) -> set[int]:
+    """Labels of the predicted lesions the pipeline's plausibility check flags (it reports no malignancy for them)."""
+    values = sitk.GetArrayViewFromImage(case.image)
+    labels = sitk.GetArrayViewFromImage(seg.labels)
+    return {
+        lesion.label for lesion in seg.lesions
+        if lesion_reasons(Shape(lesion.volume_ml, lesion.longest_diameter_mm), values, labels, lesion.label,
+                          lesion.bbox_index)
+    }
 
 
 def evaluate_mri(kind: str, data: Path, cases: Sequence[Case], options: MriTumourOptions,

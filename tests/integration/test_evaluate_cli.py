@@ -48,7 +48,6 @@ def in_interval(figure: dict[str, Any]) -> bool:
     return low is not None and low <= figure["value"] <= high
 
 
-@pytest.mark.slow  # about a minute: two slides, each through the pipeline twice
 def test_detector_on_slides_annotated_in_qupath_scores_counts_and_records_acceptance(tmp_path: Path) -> None:
     data = tmp_path / "slides"
     data.mkdir()
@@ -116,7 +115,6 @@ def mri_cases(folder: Path, count: int, seed: int) -> Path:
     return write_case_folder(cases, folder)
 
 
-@pytest.mark.slow  # about a minute: U-Net, radiomics on truth and predicted masks
 def test_mri_chain_beside_the_truth_mask_figures_and_acceptance_of_both_models(tmp_path: Path) -> None:
     data = mri_cases(tmp_path / "cases", 3, 912_100)
     out = tmp_path / "report"
@@ -154,7 +152,6 @@ def test_mri_chain_beside_the_truth_mask_figures_and_acceptance_of_both_models(t
         assert record.metrics["chain_accuracy"] == round(headline["chain_accuracy"]["value"], 4)
 
 
-@pytest.mark.slow  # about a minute: the U-Net and radiomics on two cases
 def test_segmenter_and_classifier_alone_and_acceptance_needs_a_name(tmp_path: Path) -> None:
     data = mri_cases(tmp_path / "cases", 2, 912_200)
     seg = oncoagent("--data-dir", str(tmp_path / "d"), "evaluate", "segmenter", "--data", str(data), "--out",
@@ -177,7 +174,7 @@ def test_segmenter_and_classifier_alone_and_acceptance_needs_a_name(tmp_path: Pa
     assert refused.returncode == 2 and "--accept needs --by NAME" in refused.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # trains a detector (one epoch), then runs three slides through the pipeline twice
 def test_annotated_in_qupath_to_a_trained_evaluated_and_accepted_detector_in_two_commands(tmp_path: Path) -> None:
     data = tmp_path / "slides"
     data.mkdir()
