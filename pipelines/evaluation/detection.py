@@ -39,8 +39,10 @@ from pipelines.wsi.evaluation import (
     ClusterRule,
     Evaluation,
     Predictions,
+    match_image,
     plot_curves,
     predict_split,
+    score_matched,
     score_predictions,
     with_clusters,
 )
@@ -57,26 +59,22 @@ CURVES_FILE = "detector-curves.png"
 # ------------------------------------------------------------------------------------------ scoring
 
 
-def at_confidence(ev: Evaluation, confidence: float) -> dict[str, float]:
-    """Precision, recall and F1 (mean over the classes present) where the curves cross ``confidence``."""
-    if not ev.precision_curve:
-        return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
-    i = int(np.argmin(np.abs(np.asarray(ev.confidence_grid) - confidence)))
-    out = {}
-    for key, curves in (("precision", ev.precision_curve), ("recall", ev.recall_curve), ("f1", ev.f1_curve)):
-        out[key] = float(np.mean([values[i] for values in curves.values()]))
-    return out
+def operating_figures(ev: Evaluation) -> dict[str, float]:
+    """Precision, recall and F1 at the evaluation's operating confidence, means over the classes present."""
+    return {key: float(np.mean(list(values.values()))) if values else 0.0
+            for key, values in (("precision", ev.precision), ("recall", ev.recall), ("f1", ev.f1))}
 
 
 def _figures_of(pairs: Predictions, clusters: ClusterRule | None, confidence: float, with_map: bool,
                 ) -> Callable[[Indices], dict[str, float]]:
+    matched = [match_image(raw, truth, clusters) for raw, truth in pairs]  # once: resamples reuse the matches
+
     def statistics(idx: Indices) -> dict[str, float]:
-        sample = [pairs[i] for i in idx]
         try:
-            ev = score_predictions(sample, clusters)
+            ev = score_matched([matched[i] for i in idx], confidence)
         except ValueError:  # a resample without labelled objects
             return {}
-        figures = at_confidence(ev, confidence)
+        figures = operating_figures(ev)
         if with_map:
             figures.update({"mAP50": ev.map50, "mAP50-95": ev.map50_95})
         return figures
@@ -88,14 +86,13 @@ def score_section(pairs: Predictions, clusters: ClusterRule | None, confidence: 
                   with_map: bool) -> tuple[dict[str, Estimate], Section, Evaluation]:
     """Headline figures with intervals, the curves figure and a per-class table; ``clusters`` groups close
     CTCs of raw detections into CTMs first (None: the detections are grouped already)."""
-    ev = score_predictions(pairs, clusters)
+    ev = score_predictions(pairs, clusters, confidence)
     headline = boot.estimate_many(_figures_of(pairs, clusters, confidence, with_map))
     plot_curves(ev, out / CURVES_FILE)
-    i = int(np.argmin(np.abs(np.asarray(ev.confidence_grid) - confidence)))
     rows = [
         [name, ev.objects.get(name, 0), _r(ev.ap50.get(name)) if with_map else None,
-         _r(ev.ap50_95.get(name)) if with_map else None, _r(ev.precision_curve.get(name, [None] * (i + 1))[i]),
-         _r(ev.recall_curve.get(name, [None] * (i + 1))[i]), _r(ev.f1_curve.get(name, [None] * (i + 1))[i])]
+         _r(ev.ap50_95.get(name)) if with_map else None, _r(ev.precision.get(name)), _r(ev.recall.get(name)),
+         _r(ev.f1.get(name))]
         for name in CLASS_NAMES
     ]
     section = Section(
