@@ -9,9 +9,11 @@ Each feature classified ``CTC`` or ``CTM`` (``properties.classification.name``, 
 * ``Point`` / ``MultiPoint``: each point one object, a square of the class's typical size centred on it
   (:data:`TYPICAL_SIZE_UM`), since a point carries no extent; such objects are marked ``from_point``.
 
-Coordinates are level-0 pixels, y downwards, as QuPath writes them. Features of other classes (tissue
-regions, "Ignore", unclassified) are skipped and counted. A file that is not JSON, not GeoJSON features, or
-that classifies as CTC/CTM a geometry this cannot use, is refused with an :class:`InputError` that names it.
+Coordinates are level-0 pixels, y downwards, as QuPath writes them. As in the pipeline's counts and the
+generator's truth, a cluster's member cells are CTCs too: each should also be annotated as a CTC. Features of
+other classes (tissue regions, "Ignore", unclassified) are skipped and counted. A file that is not JSON, not
+GeoJSON features, or that classifies as CTC/CTM a geometry this cannot use, is refused with an
+:class:`InputError` that names it.
 """
 
 from __future__ import annotations
