@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from agent import __version__, batch_commands, model_commands, store_commands, user_commands
+from agent import __version__, batch_commands, evaluate_commands, model_commands, store_commands, user_commands
 from agent.config import LoadedSettings, load_settings, masked
 from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, ConfigError, DataDirLockedError, OncoAgentError
 from agent.ops import audit_commands, export_commands
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     user_commands.add_parser(sub)  # oncoagent users add | list | passwd | disable
     export_commands.add_parser(sub)  # oncoagent export training-data
     model_commands.add_parser(sub)  # oncoagent models: each installed model's site-validation status
+    evaluate_commands.add_parser(sub)  # oncoagent evaluate detector|segmenter|classifier|mri
 
     config = sub.add_parser("config", help="check or show the configuration in force")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

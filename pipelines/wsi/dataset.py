@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import zip_longest
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -33,6 +34,16 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 Point = tuple[float, float]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+class LabelledObjects(Protocol):
+    """A slide's labelled objects in level-0 pixels: a generator's truth, or a pathologist's annotations."""
+
+    @property
+    def boxes(self) -> list[tuple[int, float, float, float, float]]: ...  # class, x0, y0, x1, y1
+
+    @property
+    def outlines(self) -> list[list[Point]]: ...  # per box, a level-0 polygon
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,7 @@ def _area(points: np.ndarray) -> float:
 
 
 def tile_labels(
-    truth: SlideTruth, l0_x: float, l0_y: float, l0_per_px: tuple[float, float], tile_px: int, min_visible: float
+    truth: LabelledObjects, l0_x: float, l0_y: float, l0_per_px: tuple[float, float], tile_px: int, min_visible: float
 ) -> list[tuple[int, np.ndarray]]:
     """(class, polygon in tile pixels) for every object at least ``min_visible`` inside the tile."""
     sx, sy = l0_per_px
@@ -180,9 +191,9 @@ def rotate_quarter(
 
 
 def cut_slide(
-    slide: Path, truth: SlideTruth, images: Path, labels: Path, settings: CutSettings, rng: random.Random
+    slide: Path, truth: LabelledObjects, images: Path, labels: Path, settings: CutSettings, rng: random.Random
 ) -> int:
-    """Cut target and background tiles from one generated slide; return how many were written."""
+    """Cut target and background tiles from one labelled slide; return how many were written."""
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
     t = settings.tile_px
@@ -231,8 +242,18 @@ def cut_slide(
     return written
 
 
-def split_slides(slides: Sequence[Path], shares: SplitShares, seed: int) -> dict[str, list[Path]]:
-    """Whole slides to test/val/train (at least one each), the two modes alternating so each split has both."""
+def generated_truth(slide: Path) -> SlideTruth:
+    return SlideTruth.load(truth_path(slide))
+
+
+def generated_mode(slide: Path) -> str:
+    return generated_truth(slide).spec.mode
+
+
+def split_slides(slides: Sequence[Path], shares: SplitShares, seed: int,
+                 mode_of: Callable[[Path], str] = generated_mode) -> dict[str, list[Path]]:
+    """Whole slides to test/val/train (at least one each), the modes (``mode_of``) alternating so each split
+    has every one."""
     if len(slides) < len(SPLITS):
         raise InputError(f"a split by slide needs at least {len(SPLITS)} slides, got {len(slides)}")
     rng = random.Random(seed)
@@ -240,7 +261,7 @@ def split_slides(slides: Sequence[Path], shares: SplitShares, seed: int) -> dict
     rng.shuffle(order)
     by_mode: dict[str, list[Path]] = {}
     for slide in order:
-        by_mode.setdefault(SlideTruth.load(truth_path(slide)).spec.mode, []).append(slide)
+        by_mode.setdefault(mode_of(slide), []).append(slide)
     interleaved = [p for group in zip_longest(*by_mode.values()) for p in group if p is not None]
     n = len(interleaved)
     n_test, n_val = max(1, round(n * shares.test)), max(1, round(n * shares.val))
@@ -252,16 +273,19 @@ def split_slides(slides: Sequence[Path], shares: SplitShares, seed: int) -> dict
 
 
 def build_from_slides(
-    slides: Sequence[Path], out: Path, settings: CutSettings = CutSettings(), shares: SplitShares = SplitShares()
+    slides: Sequence[Path], out: Path, settings: CutSettings = CutSettings(), shares: SplitShares = SplitShares(),
+    truth_of: Callable[[Path], LabelledObjects] = generated_truth, mode_of: Callable[[Path], str] = generated_mode,
+    source: str = "generated slides",
 ) -> Path:
-    """A YOLO data set (``data.yaml``) of tiles cut from generated slides, split by slide."""
+    """A YOLO data set (``data.yaml``) of tiles cut from labelled slides, split by slide: generated ones by
+    default, or any whose objects ``truth_of`` reads (e.g. QuPath annotations)."""
     rng = random.Random(settings.seed)
-    split = split_slides(slides, shares, settings.seed)
+    split = split_slides(slides, shares, settings.seed, mode_of)
     stats: dict[str, dict[str, int]] = {}
     for name, members in split.items():
         tiles = 0
         for slide in members:
-            truth = SlideTruth.load(truth_path(slide))
+            truth = truth_of(slide)
             if not truth.outlines:
                 raise InputError(f"{slide.name}: its ground truth has no outlines (regenerate it)")
             tiles += cut_slide(slide, truth, out / "images" / name, out / "labels" / name, settings, rng)
@@ -271,7 +295,7 @@ def build_from_slides(
     (out / "dataset.json").write_text(
         json.dumps(
             {
-                "source": "generated slides",
+                "source": source,
                 "cut": asdict(settings),
                 "splits": stats,
                 "slides": {s: [p.name for p in m] for s, m in split.items()},

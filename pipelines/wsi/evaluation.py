@@ -122,26 +122,30 @@ def predict_split(detector: Detector, images: list[Path], *, batch: int = 16) ->
     return pairs
 
 
+Matched = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # per image: tp (k, 10), conf, class, true class
+
+
+def match_image(raw: np.ndarray, truth: np.ndarray, clusters: ClusterRule | None = None) -> Matched:
+    """One image's detections (grouped with ``clusters`` when given) matched against its truth."""
+    pred = raw if clusters is None else with_clusters(raw, clusters)
+    pred = pred[np.argsort(-pred[:, 4])]
+    return match(pred, truth), pred[:, 4], pred[:, 5], truth[:, 0]
+
+
+def score_matched(images: list[Matched], at_confidence: float | None = None) -> Evaluation:
+    """Score images matched by :func:`match_image` (a bootstrap resamples these instead of matching again)."""
+    def joined(i: int, empty: np.ndarray) -> np.ndarray:
+        return np.concatenate([m[i] for m in images]) if images else empty
+
+    return score(joined(0, np.zeros((0, 10), bool)), joined(1, np.zeros(0)), joined(2, np.zeros(0)),
+                 joined(3, np.zeros(0)), len(images), at_confidence)
+
+
 def score_predictions(pairs: Predictions, clusters: ClusterRule | None = None,
                       at_confidence: float | None = None) -> Evaluation:
     """Score raw detections, or what the pipeline makes of them with ``clusters`` grouping; precision, recall
     and F1 at ``at_confidence`` (an operating point chosen on other data), else at this split's best."""
-    tps, confs, pred_cls, true_cls = [], [], [], []
-    for raw, truth in pairs:
-        pred = raw if clusters is None else with_clusters(raw, clusters)
-        pred = pred[np.argsort(-pred[:, 4])]
-        tps.append(match(pred, truth))
-        confs.append(pred[:, 4])
-        pred_cls.append(pred[:, 5])
-        true_cls.append(truth[:, 0])
-    return score(
-        np.concatenate(tps) if tps else np.zeros((0, 10), bool),
-        np.concatenate(confs) if confs else np.zeros(0),
-        np.concatenate(pred_cls) if pred_cls else np.zeros(0),
-        np.concatenate(true_cls) if true_cls else np.zeros(0),
-        len(pairs),
-        at_confidence,
-    )
+    return score_matched([match_image(raw, truth, clusters) for raw, truth in pairs], at_confidence)
 
 
 def evaluate(

@@ -56,6 +56,7 @@ class WsiCtcOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(default=DEFAULT_MODEL, description="registered weights (pipelines/models/*/manifest.json)")
+    manifest: Path | None = Field(default=None, description="manifest.json of retrained weights (default: shipped)")
     processing_mpp_um: float | None = Field(
         default=None, gt=0.05, le=20, description="µm/px the model sees; default: the model's training resolution"
     )
@@ -134,13 +135,13 @@ class WsiCtcPipeline:
 
     def installed_models(self) -> tuple[ModelRef, ...]:
         """The models a run would use now, as the manifest names them (not loaded)."""
-        return (model_entry(self.options.model).ref,)
+        return (model_entry(self.options.model, self.options.manifest).ref,)
 
     def model(self) -> _ModelSetup:
         """The registered weights, hash-checked and loaded once per process."""
         with self._lock:
             if self._model is None:
-                entry = resolve(self.options.model)
+                entry = resolve(self.options.model, self.options.manifest)
                 info = entry.info
                 mpp = float(self.options.processing_mpp_um or info.get("mpp_um", 0.5))
                 max_object = float(info["max_object_um"]) if info.get("max_object_um") else None

@@ -25,8 +25,10 @@ def add_parsers(subparsers: Any) -> None:
         "detector",
         help="train the YOLO11 CTC/CTM detector of the wsi-ctc pipeline",
         description=(
-            "DIR is a YOLO data set (data.yaml, or images/ + labels/), or a folder of generated slides "
-            "(*.tiff with .truth.json), or with --generate N an empty folder to fill with N generated slides. "
+            "DIR is a YOLO data set (data.yaml, or images/ + labels/), a folder of slides annotated in QuPath "
+            "(each slide with its exported GeoJSON beside it, same stem, .geojson; objects classified CTC or "
+            "CTM), a folder of generated slides (*.tiff with .truth.json), or with --generate N an empty folder "
+            "to fill with N generated slides. "
             "Defaults follow the published method (SGD, lr0 0.01 to 0.0001 on a cosine schedule, batch 16, "
             "100 epochs, rotation/flip/scale augmentation, z-score normalisation, 70/15/15 split)."
         ),
@@ -73,6 +75,7 @@ def cmd_train_detector(args: argparse.Namespace, settings: TrainSettings) -> int
         prepare_yolo_dataset,
         training_specs,
     )
+    from pipelines.wsi.qupath_import import annotated_slides, read_slide_annotations
     from pipelines.wsi.training import (
         Hyperparameters,
         evaluate_and_report,
@@ -91,11 +94,17 @@ def cmd_train_detector(args: argparse.Namespace, settings: TrainSettings) -> int
     out: Path = args.out or data / "model"
     cut = CutSettings(mpp_um=args.mpp, tile_px=args.tile, seed=args.seed)
     slides = generated_slides_in(data)
-    if slides and args.evaluate_only and (data / "yolo" / "data.yaml").exists():
+    annotated = [] if slides else annotated_slides(data)
+    if (slides or annotated) and args.evaluate_only and (data / "yolo" / "data.yaml").exists():
         data_yaml = data / "yolo" / "data.yaml"  # score on the tiles the model was trained and tested with
     elif slides:
         print(f"cutting {cut.tile_px}-px tiles at {cut.mpp_um} µm/px from {len(slides)} slides ...", flush=True)
         data_yaml = build_from_slides(slides, data / "yolo", cut, shares)
+    elif annotated:
+        print(f"cutting {cut.tile_px}-px tiles at {cut.mpp_um} µm/px from {len(annotated)} slides annotated in "
+              "QuPath ...", flush=True)
+        data_yaml = build_from_slides(annotated, data / "yolo", cut, shares, truth_of=read_slide_annotations,
+                                      mode_of=lambda _: "slide", source="QuPath GeoJSON annotations")
     else:
         data_yaml = prepare_yolo_dataset(data, shares, args.seed)
     hp = Hyperparameters(

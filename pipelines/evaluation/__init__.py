@@ -1,0 +1,1 @@
+"""Site validation: a model measured on a lab's own labelled cases (``oncoagent evaluate``)."""
