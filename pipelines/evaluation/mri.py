@@ -38,7 +38,7 @@ from pipelines.mri.classifier import POSITIVE
 from pipelines.mri.figures import roc_png
 from pipelines.mri.metrics import binary_metrics
 from pipelines.mri.pipeline import MriTumourOptions, MriTumourPipeline
-from pipelines.mri.plausibility import Shape, lesion_reasons
+from pipelines.mri.plausibility import implausible_labels
 from pipelines.mri.radiomics import RadiomicsError
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class MriEvaluation:
         malignant_truth = malignant_called = 0
         false_malignant: list[int] = []
         for i, (case, seg, score) in enumerate(zip(self.cases, segmentations, scores, strict=True)):
-            flagged = implausible_lesions(case, seg)
+            flagged = implausible_labels(sitk.GetArrayViewFromImage(case.image), seg)
             cache: dict[int, float | None] = {}
 
             def probability(label: int, case: Case = case, seg: Any = seg, cache: dict[int, float | None] = cache,
@@ -233,17 +233,6 @@ class MriEvaluation:
         outcome.details["chain"] = {"malignant_truth": malignant_truth, "malignant_found_and_called":
                                     malignant_called, "false_malignant": sum(false_malignant),
                                     "matched_to_implausible": calls.implausible}
-
-
-def implausible_lesions(case: Case, seg: Any) -> set[int]:
-    """Labels of the predicted lesions the pipeline's plausibility check flags (it reports no malignancy for them)."""
-    values = sitk.GetArrayViewFromImage(case.image)
-    labels = sitk.GetArrayViewFromImage(seg.labels)
-    return {
-        lesion.label for lesion in seg.lesions
-        if lesion_reasons(Shape(lesion.volume_ml, lesion.longest_diameter_mm), values, labels, lesion.label,
-                          lesion.bbox_index)
-    }
 
 
 def evaluate_mri(kind: str, data: Path, cases: Sequence[Case], options: MriTumourOptions,

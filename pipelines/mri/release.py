@@ -78,7 +78,7 @@ def evaluate_release(segmenter_entry: ModelEntry, classifier_entry: ModelEntry, 
     progress(f"validation {sets.validation}: mean Dice by threshold "
              + ", ".join(f"{t:g}: {d:.4f}" for t, d in scores.items()) + f"; frozen at {best:g}")
     segmenter = Segmenter(segmenter.network, replace(config, threshold=best))
-    classifier = MalignancyClassifier.load(classifier_entry.path)
+    classifier = MalignancyClassifier.load(classifier_entry.path)  # at its saved threshold: chosen below
     extractor = RadiomicsExtractor()
     val_chain = evaluate_chain(segmenter, classifier, extractor, validation, min_ml, val_probabilities)
     saved_threshold = classifier.threshold
