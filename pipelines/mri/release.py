@@ -113,8 +113,66 @@ def evaluate_release(segmenter_entry: ModelEntry, classifier_entry: ModelEntry, 
     }
 
 
+SECTION = "## Release evaluation: three sets"
+GOALS = {"mean_dice": 0.89, "accuracy": 0.915, "auc": 0.96}
+
+
+def card_section(figures: dict[str, Any]) -> str:
+    """The Markdown section both MRI cards carry: which set chose what, and the test figures against the goals."""
+    sel, clf, test = figures["selection"], figures["classifier_selection"], figures["test"]
+    chain, truth = figures["chain_test"], figures["test_truth_masks"]
+
+    def row(name: str, d: dict[str, Any]) -> str:
+        return (f"| {name} | {d['n']} | {d['accuracy']:.4f} | {d['sensitivity']:.4f} | {d['specificity']:.4f} | "
+                f"{d['auc']:.4f} | {d['threshold']:g} |")
+
+    def short(value: float, goal: float) -> str:
+        return "met" if value >= goal else f"**not met** ({value:.4f} < {goal})"
+
+    return "\n".join([
+        SECTION, "",
+        "Every choice on validation series, then the test series scored once (`oncoagent train mri-release`):", "",
+        f"- **validation**, generated series seeds {sel['seeds']} ({sel['cases']}): chose the U-Net's probability "
+        f"threshold {sel['threshold']:g} (mean Dice by threshold: "
+        + ", ".join(f"{k}: {v:.4f}" for k, v in sel["mean_dice_by_threshold"].items()) + "), then, through the "
+        f"chain on the U-Net's masks, the classifier's malignancy threshold {clf['operating_threshold']:g} "
+        f"(best balanced accuracy, {clf['balanced_accuracy']:.4f}; at the saved {clf['saved_threshold']:g} the "
+        f"chain's sensitivity was {clf['at_saved_threshold']['sensitivity']:.4f}). The first 8 of these seeds also "
+        "compared the U-Net's fine-tuning stages: they are validation data, not a test set.",
+        f"- **test**, generated series seeds {test['seeds']} ({test['cases']}): never used for training or any "
+        "choice, scored once after both thresholds were frozen.", "",
+        f"Segmenter on test: mean Dice **{test['mean_dice']:.4f}** (min {test['min_dice']:.4f}), lesions found "
+        f"{test['lesions_found']}/{test['lesions_true']}, false lesions {test['false_lesions']}.", "",
+        "| classifier on test lesions | lesions | accuracy | sensitivity | specificity | AUC | threshold |",
+        "|---|---|---|---|---|---|---|",
+        row("ground-truth masks", truth),
+        row("the chain (U-Net mask -> radiomics -> SVM)", chain), "",
+        f"The chain: {chain['lesions_found']} of {chain['lesions_true']} lesions found, {chain['false_lesions']} false "
+        f"lesions ({chain['false_lesions_called_malignant']} called malignant), {chain['implausible']} flagged "
+        "implausible (no call); a missed or flagged lesion counts as not malignant.", "",
+        f"Goals of the seed (Dice {GOALS['mean_dice']}, accuracy {GOALS['accuracy']}, AUC {GOALS['auc']}), on test: "
+        f"Dice {short(test['mean_dice'], GOALS['mean_dice'])}; "
+        f"chain accuracy {short(chain['accuracy'], GOALS['accuracy'])}, "
+        f"AUC {short(chain['auc'], GOALS['auc'])}; truth-mask accuracy {short(truth['accuracy'], GOALS['accuracy'])}, "
+        f"AUC {short(truth['auc'], GOALS['auc'])}.", "",
+    ])
+
+
+def write_card_section(card: Path, figures: dict[str, Any]) -> None:
+    """Put :func:`card_section` into ``card`` before its Figures/Limitations, replacing an earlier one."""
+    text = card.read_text(encoding="utf-8")
+    if SECTION in text:
+        start = text.index(SECTION)
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
+    anchor = next((a for a in ("## Figures", "## Limitations") if a in text), None)
+    section = card_section(figures) + "\n"
+    text = text.replace(anchor, section + anchor, 1) if anchor else text.rstrip("\n") + "\n\n" + section
+    card.write_text(text, encoding="utf-8")
+
+
 def record_release(figures: dict[str, Any], segmenter: str, classifier: str, manifest: Path | None = None) -> None:
-    """Write ``figures`` into both models' manifest entries (the U-Net's threshold included)."""
+    """Write ``figures`` into both models' manifest entries (the thresholds included) and their cards."""
     seg = resolve(segmenter, manifest)
     seg_info = {k: v for k, v in seg.info.items() if k != "held_out"}
     seg_info["config"] = {**seg.info["config"], "threshold": figures["selection"]["threshold"]}
@@ -125,3 +183,5 @@ def record_release(figures: dict[str, Any], segmenter: str, classifier: str, man
     clf_info = {**clf.info, "operating_threshold": selection["operating_threshold"], "selection": selection,
                 "test_truth_masks": figures["test_truth_masks"], "chain_test": figures["chain_test"]}
     record(clf.name, clf.version, clf.path, clf_info, clf.manifest)
+    for entry in (seg, clf):
+        write_card_section(entry.path.parent / entry.info["card"], figures)
