@@ -41,7 +41,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from wsi_throughput import peak_rss_mb, processing, run_stage, stage_generate  # noqa: E402
+from wsi_throughput import (  # noqa: E402
+    parse_with_stages,
+    peak_rss_mb,
+    processing,
+    run_stage,
+    stage_generate,
+)
 
 TISSUE_FRACTION = 0.6
 
@@ -191,11 +197,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("var/bench"),
                         help="generated slides are kept here and reused (default var/bench)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--torch-threads", type=int, default=0,
-                        help="OMP_NUM_THREADS for both runs (default: as set, else torch's own, one per core)")
-    parser.add_argument("--stage", help=argparse.SUPPRESS)
-    parser.add_argument("--stage-args", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_with_stages(parser)
     if args.stage:
         raw = json.loads(args.stage_args)
         result = (stage_generate(Path(raw[0]), int(raw[1]), float(raw[2])) if args.stage == "generate"
@@ -208,8 +210,6 @@ def main() -> None:
 
     from pipelines.synthetic.slides import SlideTruth, truth_path
 
-    if args.torch_threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # read by torch in each stage's process
     args.workdir.mkdir(parents=True, exist_ok=True)
     slide = args.workdir / f"sahi-{args.size}.tiff"
     here = Path(__file__)
