@@ -1,6 +1,6 @@
 """Tiled YOLO on a large image: the ``wsi-ctc`` pipeline against SAHI's sliced prediction (not a test).
 
-    .venv/bin/python benchmarks/wsi_vs_sahi.py [--size 20000] [--workdir var/bench]
+    .venv/bin/python benchmarks/wsi_vs_sahi.py [--size 20000] [--workdir var/bench] [--torch-threads 1]
 
 One generated slide of ``--size`` × ``--size`` px at 0.5 µm/px (the model's resolution, so level 0 is what
 both feed the model), smear over 60 % of it, with its truth. Both runs use the shipped weights
