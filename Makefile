@@ -73,12 +73,13 @@ lint: $(STAMP)
 	$(BIN)/mypy agent pipelines dicom_node reports
 	$(BIN)/lint-imports
 
-# Regenerate the lock from a clean venv of the direct dependencies (run after editing pyproject.toml).
+# Regenerate the lock from a clean venv of the direct dependencies (run after editing pyproject.toml), the test
+# tools and the benchmarks' peers (sahi: benchmarks/wsi_vs_sahi.py).
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
 	.lockvenv/bin/pip install -q numpy setuptools wheel versioneer
 	.lockvenv/bin/pip install -q --no-build-isolation pyradiomics
-	.lockvenv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e . pytest pytest-timeout ruff mypy import-linter hypothesis playwright schemathesis pytest-xdist
+	.lockvenv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e . pytest pytest-timeout ruff mypy import-linter hypothesis playwright schemathesis pytest-xdist sahi
 	(head -2 $(LOCK); .lockvenv/bin/pip list --format=freeze | grep -iE '^(pip|setuptools|wheel)=='; \
 	 .lockvenv/bin/pip freeze --exclude-editable) > $(LOCK).new && mv $(LOCK).new $(LOCK)
 	rm -rf .lockvenv

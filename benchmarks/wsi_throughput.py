@@ -6,13 +6,20 @@ On one generated slide (``--size`` px square, 0.5 µm/px):
 
 (a) naive: openslide ``read_region`` per tile at level 0, resized to the processing resolution, ultralytics
     ``predict`` one tile at a time, every tile of the grid (no tissue mask); timed on a sample of tiles
-    (``--naive-seconds``) and extrapolated to the whole grid at the measured rate;
-(b) the pipeline (``wsi-ctc`` as the daemon runs it), end to end.
+    (``--naive-seconds``) and extrapolated to the whole grid at the measured rate. Its ratio to (b) mostly
+    measures the share of the slide without tissue: (a) runs every grid tile, (b) only those over tissue;
+(b) the pipeline (``wsi-ctc`` as the daemon runs it), end to end;
+(c) a plain loop over the same tissue tiles (the same tissue mask, :mod:`pipelines.wsi.tissue`): read one
+    tile (the pipeline's reader, no threads) → detect it (the pipeline's detector, a batch of one) → collect its
+    level-0 boxes, no read-ahead, no batching, no merge; timed on a sample (``--loop-seconds``) and
+    extrapolated to all tissue tiles. Its ratio to (b) is the pipeline's own engineering.
 
 and the reader alone (best level, threads reading ahead, tissue tiles) against a plain openslide loop over the
 same grid (level 0, then resized). Then, with ``--big``, a slide of ``--big`` × ``--big`` px is generated tile by
 tile and run through the pipeline, for peak memory. Every stage runs in its own process, so each peak RSS
-is its own. Prints tiles/s, tissue megapixels/s, peak RSS and the ratios.
+is its own. Prints tiles/s, tissue megapixels/s, peak RSS and the ratios. Every stage imports torch before
+ultralytics (which sets OMP_NUM_THREADS=1 when unset), so all run with the same torch threads;
+``--torch-threads`` sets them for all.
 """
 
 from __future__ import annotations
@@ -132,6 +139,7 @@ def stage_reader(slide: Path, seconds: float) -> dict[str, Any]:
 def stage_naive(slide: Path, seconds: float) -> dict[str, Any]:
     """read_region per tile at level 0, resize, ultralytics predict one tile at a time, no tissue mask."""
     import openslide
+    import torch  # noqa: F401  before ultralytics, which sets OMP_NUM_THREADS=1 when unset: the pipeline's threads
     from PIL import Image
     from ultralytics.models.yolo.model import YOLO
 
@@ -161,6 +169,36 @@ def stage_naive(slide: Path, seconds: float) -> dict[str, Any]:
             "estimated_total_s": full.total / rate}
 
 
+def stage_tissue_loop(slide: Path, seconds: float) -> dict[str, Any]:
+    """(c): the tissue tiles one at a time, read → detect → collect, with the pipeline's reader and detector."""
+    from pipelines.wsi.merge import Detection, to_level0
+    from pipelines.wsi.pipeline import SEAM_MARGIN_PX, WsiCtcPipeline
+
+    pipeline = WsiCtcPipeline()
+    setup = pipeline.model()
+    reader, full, (tissue, _) = _grid(slide)
+    t = tissue.tile_px
+    choice = reader.level_for(setup.mpp_um)
+    tiles = list(tissue.tiles)
+    random.Random(0).shuffle(tiles)
+    blank = reader.read(0, 0, t, t, setup.mpp_um, choice)[None]
+    setup.detector.predict(blank, confidence=setup.confidence, iou=pipeline.options.nms_iou)  # warm up
+    found: list[Detection] = []
+    t0 = time.monotonic()
+    done = 0
+    for tile in tiles:
+        pixels = reader.read(tile.l0_x, tile.l0_y, t, t, setup.mpp_um, choice)
+        out = setup.detector.predict(pixels[None], confidence=setup.confidence, iou=pipeline.options.nms_iou)[0]
+        found.extend(to_level0(out, tile, tissue, SEAM_MARGIN_PX))
+        done += 1
+        if time.monotonic() - t0 > seconds:
+            break
+    elapsed = time.monotonic() - t0
+    rate = done / elapsed
+    return {"tiles": done, "seconds": elapsed, "tiles_per_s": rate, "tissue_tiles": len(tissue.tiles),
+            "grid_tiles": full.total, "estimated_total_s": len(tissue.tiles) / rate, "raw_detections": len(found)}
+
+
 def stage_pipeline(slide: Path) -> dict[str, Any]:
     from pipelines.base import PipelineInput
     from pipelines.wsi.pipeline import WsiCtcPipeline
@@ -179,19 +217,32 @@ def stage_pipeline(slide: Path) -> dict[str, Any]:
 
 
 STAGES = {"generate": stage_generate, "plain": stage_plain_reads, "reader": stage_reader, "naive": stage_naive,
-          "pipeline": stage_pipeline}
+          "loop": stage_tissue_loop, "pipeline": stage_pipeline}
 
 
-def run_stage(name: str, *args: Any) -> dict[str, Any]:
-    """Run one stage in a fresh process; its JSON result carries its own peak RSS."""
+def run_stage(name: str, *args: Any, script: Path = Path(__file__)) -> dict[str, Any]:
+    """Run one stage of ``script`` in a fresh process; its JSON result carries its own peak RSS."""
     proc = subprocess.run(
-        [sys.executable, __file__, "--stage", name, "--stage-args", json.dumps([str(a) for a in args])],
+        [sys.executable, str(script), "--stage", name, "--stage-args", json.dumps([str(a) for a in args])],
         capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
         raise SystemExit(f"stage {name} failed:\n{proc.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+def parse_with_stages(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments, with ``--torch-threads`` (exported as OMP_NUM_THREADS for the stages' processes to read)
+    and the hidden ``--stage``/``--stage-args`` that :func:`run_stage` passes to a stage's process."""
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="OMP_NUM_THREADS for every stage (default: as set, else torch's own, one per core)")
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--stage-args", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.torch_threads and not args.stage:
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)
+    return args
 
 
 def _child(name: str, raw: list[str]) -> None:
@@ -214,10 +265,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("var/bench"),
                         help="generated slides are kept here and reused (default var/bench)")
     parser.add_argument("--naive-seconds", type=float, default=120.0, help="time the naive loop this long")
+    parser.add_argument("--loop-seconds", type=float, default=120.0,
+                        help="time the plain loop over tissue tiles (c) this long")
     parser.add_argument("--reader-seconds", type=float, default=60.0)
-    parser.add_argument("--stage", help=argparse.SUPPRESS)
-    parser.add_argument("--stage-args", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_with_stages(parser)
     if args.stage:
         _child(args.stage, json.loads(args.stage_args))
         return
@@ -231,13 +282,15 @@ def main() -> None:
     plain = run_stage("plain", slide, args.reader_seconds)
     reader = run_stage("reader", slide, args.reader_seconds)
     naive = run_stage("naive", slide, args.naive_seconds)
+    loop = run_stage("loop", slide, args.loop_seconds)
     pipe = run_stage("pipeline", slide)
     tissue_mp = pipe["tissue_megapixels"]
     naive_total = naive["estimated_total_s"]
     print()
     mpp, tile, overlap = processing()
     print(f"slide {args.size}x{args.size} px at {MPP_UM} µm/px; processing {mpp:g} µm/px, {tile}-px tiles, "
-          f"overlap {overlap} px")
+          f"overlap {overlap} px; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+          f"OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"grid {pipe['grid_tiles']} tiles, {reader['tissue_tiles']} over tissue ({reader['tissue_mm2']:.1f} mm², "
           f"{tissue_mp:.0f} MP at {mpp:g} µm/px)")
     print()
@@ -249,12 +302,19 @@ def main() -> None:
     print()
     print("detection                       tiles/s  tissue MP/s  slide s  peak RSS")
     naive_mp_s = tissue_mp / naive_total
-    print(f"  naive (a), {naive['tiles']} tiles timed   {naive['tiles_per_s']:7.2f} {naive_mp_s:11.2f} "
+    print(f"  (a) naive, no tissue mask     {naive['tiles_per_s']:7.2f} {naive_mp_s:11.2f} "
           f"{naive_total:8.0f}* {naive['peak_rss_mb']:6.0f} MB")
-    print(f"  pipeline (b)                  {pipe['tiles_per_s']:7.2f} {pipe['tissue_megapixels_per_s']:11.2f} "
+    print(f"  (b) pipeline                  {pipe['tiles_per_s']:7.2f} {pipe['tissue_megapixels_per_s']:11.2f} "
           f"{pipe['seconds']:8.0f}  {pipe['peak_rss_mb']:6.0f} MB")
-    print(f"  * extrapolated: {naive['grid_tiles']} grid tiles at the measured rate")
-    print(f"  ratio pipeline / naive (whole slide): {naive_total / pipe['seconds']:.2f}x; counts {pipe['counts']}")
+    loop_total = loop["estimated_total_s"]
+    print(f"  (c) plain loop, tissue tiles  {loop['tiles_per_s']:7.2f} {tissue_mp / loop_total:11.2f} "
+          f"{loop_total:8.0f}* {loop['peak_rss_mb']:6.0f} MB")
+    print(f"  * extrapolated at the measured rate: (a) {naive['tiles']} tiles timed, {naive['grid_tiles']} grid tiles; "
+          f"(c) {loop['tiles']} timed, {loop['tissue_tiles']} tissue tiles")
+    print(f"  ratio pipeline / naive (whole slide, mostly the tissue fraction: {reader['tissue_tiles']} of "
+          f"{naive['grid_tiles']} tiles): {naive_total / pipe['seconds']:.2f}x; counts {pipe['counts']}")
+    print(f"  ratio pipeline / plain loop over the same tissue tiles (read-ahead, batching): "
+          f"{loop_total / pipe['seconds']:.2f}x")
     if args.big:
         big = args.workdir / f"bench-{args.big}.tiff"
         if not big.exists():
