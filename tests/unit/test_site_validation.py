@@ -21,7 +21,7 @@ CLF = ModelRef("mri-lesion-svm", "1.0.0", "b" * 64)
 
 def _record(ref: ModelRef) -> SiteValidation:
     return SiteValidation(model=ref.name, version=ref.version, sha256=ref.sha256, accepted_by="dr-a",
-                          accepted_at="2026-12-07T22:00:00Z", report="/tmp/r.html", cases=31,
+                          accepted_at="2026-12-07T22:00:00Z", report="evaluation/report.html", cases=31,
                           metrics={"mean_dice": 0.81})
 
 
