@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.evaluation.agreement import Agreement, bland_altman
 from pipelines.synthetic.slides import SlideSpec
 
 CTC_PER_MM2 = 3.5  # single CTCs per mm² of smear
@@ -48,14 +49,20 @@ def count_set_specs(count: int, seed: int, side: int = 12288, mpp: float = 0.5,
 class ClassAgreement:
     relative_errors: tuple[float, ...]  # (predicted - true) / true, per slide
 
+    def _bland_altman(self) -> Agreement:
+        # Bland–Altman of the relative differences: each slide's difference is its relative error
+        if not self.relative_errors:  # no slide with this class: nothing to agree on
+            return Agreement(float("nan"), float("nan"), float("nan"), float("nan"))
+        return bland_altman(self.relative_errors, np.zeros(len(self.relative_errors)))
+
     @property
     def bias(self) -> float:
-        return float(np.mean(self.relative_errors))
+        return self._bland_altman().bias
 
     @property
     def limits(self) -> tuple[float, float]:
-        sd = float(np.std(self.relative_errors, ddof=1)) if len(self.relative_errors) > 1 else 0.0
-        return self.bias - 1.96 * sd, self.bias + 1.96 * sd
+        a = self._bland_altman()
+        return a.lower, a.upper
 
     @property
     def within_5_percent(self) -> float:
